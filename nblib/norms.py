@@ -107,6 +107,12 @@ def assumption1_holds(conv: nn.Conv2d, input_size) -> bool:
 
 
 # ------------------------------------------------------------------ l1 and l_inf
+def _max(t: torch.Tensor) -> torch.Tensor:
+    """Largest entry, with the whole gradient on one maximiser (a sparse +-1 subgradient, not an average)."""
+    t = t.flatten()
+    return t[t.argmax()]
+
+
 def _abs_column_sums(kernel: torch.Tensor, groups: int) -> torch.Tensor:
     """``sum_i |K[i, j, :, :]|`` for every input channel j (over the outputs of j's group)."""
     d_out, d_in_g, k1, k2 = kernel.shape
@@ -136,15 +142,15 @@ def theorem1_l1(conv: nn.Conv2d, input_size) -> torch.Tensor:
     colsum = _abs_column_sums(conv.weight, conv.groups)  # (d_in, k1*k2): one pass over |K|
     q = _lemma1_classes((k1, k2), _pair(conv.stride), (h + 2 * p1 - k1, w + 2 * p2 - k2))
     if bool(q.all(dim=1)[0]):  # one class holds every tap (stride 1): plain total
-        return colsum.sum(1).max()
-    return (colsum @ q.to(colsum.dtype).T.to(colsum.device)).max()
+        return _max(colsum.sum(1))
+    return _max(colsum @ q.to(dtype=colsum.dtype, device=colsum.device).T)
 
 
 def theorem1_linf(conv: nn.Conv2d, input_size) -> torch.Tensor:
     """Eq. (2): ``max_i sum_{j,k,t} |K[i,j,k,t]|`` (Assumption 1 required)."""
     if not assumption1_holds(conv, input_size):
         raise ValueError("Theorem 1 needs Assumption 1; call conv2d_norm, which falls back to the exact general method")
-    return conv.weight.abs().flatten(1).sum(1).max()
+    return _max(conv.weight.abs().flatten(1).sum(1))
 
 
 def _conv_args(conv: nn.Conv2d) -> dict:
@@ -157,7 +163,7 @@ def general_linf(conv: nn.Conv2d, input_size) -> torch.Tensor:
     h, w = _check_input_size(conv, input_size)
     k = conv.weight
     ones = torch.ones(1, conv.in_channels, h, w, dtype=k.dtype, device=k.device)
-    return F.conv2d(ones, k.abs(), **_conv_args(conv)).max()
+    return _max(F.conv2d(ones, k.abs(), **_conv_args(conv)))
 
 
 def general_l1(conv: nn.Conv2d, input_size) -> torch.Tensor:
@@ -167,7 +173,7 @@ def general_l1(conv: nn.Conv2d, input_size) -> torch.Tensor:
     k = conv.weight
     ho, wo = output_size(conv, (h, w))
     ones = torch.ones(1, conv.out_channels, ho, wo, dtype=k.dtype, device=k.device)
-    return _adjoint(conv, k.abs(), ones, (h, w)).max()
+    return _max(_adjoint(conv, k.abs(), ones, (h, w)))
 
 
 def _adjoint(conv: nn.Conv2d, kernel: torch.Tensor, y: torch.Tensor, input_size) -> torch.Tensor:
@@ -344,9 +350,9 @@ def linear_norm(linear: nn.Linear, p) -> torch.Tensor:
     p = _check_p(p)
     w = linear.weight
     if p == 1:
-        return w.abs().sum(0).max()
+        return _max(w.abs().sum(0))
     if p == math.inf:
-        return w.abs().sum(1).max()
+        return _max(w.abs().sum(1))
     return torch.linalg.matrix_norm(w, 2)
 
 
