@@ -21,6 +21,7 @@ All functions are differentiable in the kernel (subgradient of the max).
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import pandas as pd
@@ -88,6 +89,31 @@ def output_size(conv: nn.Conv2d, input_size) -> tuple[int, int]:
     return out[0], out[1]
 
 
+def _geometry(conv: nn.Conv2d) -> tuple:
+    return (conv.kernel_size, _pair(conv.stride), _pair(conv.padding), _pair(conv.dilation), conv.padding_mode)
+
+
+@functools.lru_cache(maxsize=4096)
+def _assumption1(geometry: tuple, hw: tuple[int, int]) -> bool:
+    kernel_size, stride, padding, dilation, padding_mode = geometry
+    if dilation != (1, 1) or (padding_mode != "zeros" and any(padding)):
+        return False
+    for n, k, s, p in zip(hw, kernel_size, stride, padding):
+        c = max(1, -(-p // s))
+        if k + c * s - p > n:
+            return False
+    return True
+
+
+@functools.lru_cache(maxsize=4096)
+def _fast_theorem1(kernel_size, stride, padding, dilation, padding_mode, kernel_dim, hw) -> bool:
+    """Cached: is this (valid) geometry and input size inside Assumption 1?  False on any doubt."""
+    if kernel_dim != 4 or isinstance(padding, str) or len(hw) != 2 or not all(isinstance(v, int) for v in hw):
+        return False
+    reach_ok = all(n + 2 * p >= k and n >= 1 for n, k, p in zip(hw, kernel_size, padding))
+    return reach_ok and _assumption1((kernel_size, stride, padding, dilation, padding_mode), hw)
+
+
 def assumption1_holds(conv: nn.Conv2d, input_size) -> bool:
     """Assumption 1 of the paper, plus what Theorem 1 takes for granted.
 
@@ -96,61 +122,66 @@ def assumption1_holds(conv: nn.Conv2d, input_size) -> bool:
     and (implicit in the paper) dilation 1.
     """
     _check_conv(conv)
-    h, w = _check_input_size(conv, input_size)
-    if _pair(conv.dilation) != (1, 1) or (conv.padding_mode != "zeros" and any(_pair(conv.padding))):
-        return False
-    for n, k, s, p in zip((h, w), conv.kernel_size, _pair(conv.stride), _pair(conv.padding)):
-        c = max(1, -(-p // s))
-        if k + c * s - p > n:
-            return False
-    return True
+    return _assumption1(_geometry(conv), _check_input_size(conv, input_size))
 
 
 # ------------------------------------------------------------------ l1 and l_inf
 def _max(t: torch.Tensor) -> torch.Tensor:
     """Largest entry, with the whole gradient on one maximiser (a sparse +-1 subgradient, not an average)."""
-    t = t.flatten()
-    return t[t.argmax()]
+    return (t if t.dim() == 1 else t.reshape(-1)).max(0).values
 
 
-def _abs_column_sums(kernel: torch.Tensor, groups: int) -> torch.Tensor:
-    """``sum_i |K[i, j, :, :]|`` for every input channel j (over the outputs of j's group)."""
-    d_out, d_in_g, k1, k2 = kernel.shape
-    a = kernel.abs().reshape(groups, d_out // groups, d_in_g, k1, k2).sum(1)
-    return a.reshape(groups * d_in_g, k1 * k2)
-
-
-def _lemma1_classes(kernel_size, stride, span) -> torch.Tensor:
-    """Indicator matrix Q[(a,b), (c,d)] = 1 iff (c,d) is in the class A_(a,b) of Lemma 1.
+@functools.lru_cache(maxsize=1024)
+def _lemma1_classes(kernel_size, stride, span, device=None, dtype=None) -> torch.Tensor | None:
+    """Indicator matrix Q[(a,b), (c,d)] = 1 iff (c,d) is in the class A_(a,b) of Lemma 1, or None when
+    a single class holds every tap (then eq. 1 is a plain sum).
 
     ``A_(a,b) = {(c,d): c = a mod s1, d = b mod s2, 0 <= c-a <= span1, 0 <= d-b <= span2}``
     with ``span_i = h_in + 2 p_i - k_i`` (the largest such set).
     """
     (k1, k2), (s1, s2), (m1, m2) = kernel_size, stride, span
+    if s1 == s2 == 1 and k1 - 1 <= m1 and k2 - 1 <= m2:
+        return None
     r1, r2 = torch.arange(k1), torch.arange(k2)
     ok1 = ((r1[None] - r1[:, None]) % s1 == 0) & (r1[None] >= r1[:, None]) & (r1[None] - r1[:, None] <= m1)
     ok2 = ((r2[None] - r2[:, None]) % s2 == 0) & (r2[None] >= r2[:, None]) & (r2[None] - r2[:, None] <= m2)
-    return (ok1[:, None, :, None] & ok2[None, :, None, :]).reshape(k1 * k2, k1 * k2)
+    q = (ok1[:, None, :, None] & ok2[None, :, None, :]).reshape(k1 * k2, k1 * k2)
+    return q.T.to(device=device, dtype=dtype).contiguous()
+
+
+def _require_assumption1(conv: nn.Conv2d, input_size) -> tuple[int, int]:
+    _check_conv(conv)
+    hw = _check_input_size(conv, input_size)
+    if not _assumption1(_geometry(conv), hw):
+        raise ValueError("Theorem 1 needs Assumption 1; call conv2d_norm, which falls back to the exact general method")
+    return hw
 
 
 def theorem1_l1(conv: nn.Conv2d, input_size) -> torch.Tensor:
-    """Eq. (1): ``max_j max_{A in S} sum_{(k,t) in A} sum_i |K[i,j,k,t]|`` (Assumption 1 required)."""
-    if not assumption1_holds(conv, input_size):
-        raise ValueError("Theorem 1 needs Assumption 1; call conv2d_norm, which falls back to the exact general method")
-    h, w = input_size
-    (k1, k2), (p1, p2) = conv.kernel_size, _pair(conv.padding)
-    colsum = _abs_column_sums(conv.weight, conv.groups)  # (d_in, k1*k2): one pass over |K|
-    q = _lemma1_classes((k1, k2), _pair(conv.stride), (h + 2 * p1 - k1, w + 2 * p2 - k2))
-    if bool(q.all(dim=1)[0]):  # one class holds every tap (stride 1): plain total
+    """Eq. (1): ``max_j max_{A in S} sum_{(k,t) in A} sum_i |K[i,j,k,t]|`` (Assumption 1 required).
+
+    One pass over ``|K|`` gives the per-tap column sums ``sum_i |K[i,j,k,t]|`` (over the outputs of
+    j's group); the class sums are then a product with the small Lemma 1 indicator matrix.
+    """
+    h, w = _require_assumption1(conv, input_size)
+    return _theorem1_l1(conv.weight, conv.groups, conv.kernel_size, _pair(conv.stride), _pair(conv.padding), (h, w))
+
+
+def _theorem1_l1(k, groups, kernel_size, stride, padding, hw) -> torch.Tensor:
+    d_out, d_in_g, k1, k2 = k.shape
+    # per-tap column sums sum_i |K[i,j,k,t]| over the outputs of j's group: (d_in, k1*k2), one pass
+    colsum = k.abs().reshape(groups, d_out // groups, d_in_g * k1 * k2).sum(1).reshape(groups * d_in_g, k1 * k2)
+    q = _lemma1_classes(kernel_size, stride, (hw[0] + 2 * padding[0] - k1, hw[1] + 2 * padding[1] - k2),
+                        k.device, k.dtype)
+    if q is None:  # one class holds every tap: eq. 1 is the largest total over an input channel
         return _max(colsum.sum(1))
-    return _max(colsum @ q.to(dtype=colsum.dtype, device=colsum.device).T)
+    return _max(colsum @ q)
 
 
 def theorem1_linf(conv: nn.Conv2d, input_size) -> torch.Tensor:
     """Eq. (2): ``max_i sum_{j,k,t} |K[i,j,k,t]|`` (Assumption 1 required)."""
-    if not assumption1_holds(conv, input_size):
-        raise ValueError("Theorem 1 needs Assumption 1; call conv2d_norm, which falls back to the exact general method")
-    return _max(conv.weight.abs().flatten(1).sum(1))
+    _require_assumption1(conv, input_size)
+    return _max(conv.weight.abs().reshape(conv.out_channels, -1).sum(1))
 
 
 def _conv_args(conv: nn.Conv2d) -> dict:
@@ -310,6 +341,15 @@ def conv2d_norm(conv: nn.Conv2d, input_size, p, method: str | None = None, **opt
     ``"fft"`` (circular stride-1 operator), ``"gram"`` (certified upper bound; option ``n_iter``),
     ``"bound"`` (eq. 3).  Returns a 0-dim tensor on the kernel's device and dtype.
     """
+    if p in (1, math.inf) and method is None and not options and type(conv) is nn.Conv2d:
+        # hot path of norm decay: a cached geometry check, then one pass over |K|
+        hw = tuple(input_size) if not isinstance(input_size, int) else input_size
+        if _fast_theorem1(conv.kernel_size, conv.stride, conv.padding, conv.dilation, conv.padding_mode,
+                          conv.weight.dim(), hw):
+            k = conv.weight
+            if p == 1:
+                return _theorem1_l1(k, conv.groups, conv.kernel_size, conv.stride, conv.padding, hw)
+            return k.abs().reshape(k.shape[0], -1).sum(1).max(0).values
     _check_conv(conv)
     p = _check_p(p)
     input_size = _check_input_size(conv, input_size)
@@ -326,9 +366,15 @@ def conv2d_norm(conv: nn.Conv2d, input_size, p, method: str | None = None, **opt
         raise ValueError(f"unknown l2 method {method!r}; choose one of {L2_METHODS}")
     if options:
         raise ValueError(f"options {sorted(options)} apply to p=2 only")
-    method = method or l1_linf_method(conv, input_size)
-    if method == "theorem1":
-        return theorem1_l1(conv, input_size) if p == 1 else theorem1_linf(conv, input_size)
+    geometry = _geometry(conv)
+    if method is None:
+        method = "theorem1" if _assumption1(geometry, input_size) else "general"
+    elif method == "theorem1" and not _assumption1(geometry, input_size):
+        _require_assumption1(conv, input_size)
+    if method == "theorem1":  # the hot path of norm decay: no work beyond one pass over |K|
+        if p == 1:
+            return _theorem1_l1(conv.weight, conv.groups, conv.kernel_size, geometry[1], geometry[2], input_size)
+        return _max(conv.weight.abs().reshape(conv.out_channels, -1).sum(1))
     if method == "general":
         return general_l1(conv, input_size) if p == 1 else general_linf(conv, input_size)
     raise ValueError(f"unknown l1/l_inf method {method!r}; choose 'theorem1' or 'general'")
