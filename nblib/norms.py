@@ -108,7 +108,7 @@ def _assumption1(geometry: tuple, hw: tuple[int, int]) -> bool:
 @functools.lru_cache(maxsize=4096)
 def _fast_theorem1(kernel_size, stride, padding, dilation, padding_mode, kernel_dim, hw) -> bool:
     """Cached: is this (valid) geometry and input size inside Assumption 1?  False on any doubt."""
-    if kernel_dim != 4 or isinstance(padding, str) or len(hw) != 2 or not all(isinstance(v, int) for v in hw):
+    if kernel_dim != 4 or isinstance(padding, str) or len(hw) != 2 or not all(type(v) is int for v in hw):
         return False
     reach_ok = all(n + 2 * p >= k and n >= 1 for n, k, p in zip(hw, kernel_size, padding))
     return reach_ok and _assumption1((kernel_size, stride, padding, dilation, padding_mode), hw)
@@ -341,9 +341,10 @@ def conv2d_norm(conv: nn.Conv2d, input_size, p, method: str | None = None, **opt
     ``"fft"`` (circular stride-1 operator), ``"gram"`` (certified upper bound; option ``n_iter``),
     ``"bound"`` (eq. 3).  Returns a 0-dim tensor on the kernel's device and dtype.
     """
-    if p in (1, math.inf) and method is None and not options and type(conv) is nn.Conv2d:
+    if (p in (1, math.inf) and method is None and not options and type(conv) is nn.Conv2d
+            and isinstance(input_size, (tuple, list))):
         # hot path of norm decay: a cached geometry check, then one pass over |K|
-        hw = tuple(input_size) if not isinstance(input_size, int) else input_size
+        hw = tuple(input_size)
         if _fast_theorem1(conv.kernel_size, conv.stride, conv.padding, conv.dilation, conv.padding_mode,
                           conv.weight.dim(), hw):
             k = conv.weight
@@ -448,15 +449,13 @@ _LINEAR_LIKE = (nn.modules.conv._ConvNd, nn.Bilinear)
 def layer_input_shapes(model: nn.Module, input_shape, include_batchnorm: bool = False) -> dict:
     """``{name: (module, input shape without batch)}`` for every Conv2d / Linear (and BatchNorm if asked).
 
-    One forward pass in eval mode on zeros of ``input_shape`` (``(C, H, W)`` or ``(N, C, H, W)``) with
-    hooks.  No layer is skipped: a Conv2d the forward pass never reaches, a layer called on two input
+    One forward pass in eval mode on a zero batch of one input of shape ``input_shape`` (without the batch
+    dimension: ``(C, H, W)`` for images, ``(n,)`` for vectors) with hooks.  No layer is skipped: a Conv2d the forward pass never reaches, a layer called on two input
     shapes, or a conv/bilinear layer of a kind this module cannot evaluate raises ValueError.
     """
-    shape = tuple(input_shape)
-    if len(shape) == 3:
-        shape = (1, *shape)
-    if len(shape) != 4:
-        raise ValueError(f"input_shape must be (C, H, W) or (N, C, H, W), got {tuple(input_shape)}")
+    if isinstance(input_shape, int) or not all(isinstance(v, int) and v > 0 for v in input_shape):
+        raise ValueError(f"input_shape must be one input's shape without the batch dimension, got {input_shape!r}")
+    shape = (1, *input_shape)
     layers = []
     for name, m in model.named_modules():
         if isinstance(m, SUPPORTED) or (include_batchnorm and isinstance(m, nn.modules.batchnorm._BatchNorm)):

@@ -291,5 +291,7 @@ def test_layer_norms_table_and_errors():
     with pytest.raises(ValueError, match="ConvTranspose2d"):
         layer_norms(nn.Sequential(nn.ConvTranspose2d(3, 3, 3)), (3, 8, 8), 1)
     with pytest.raises(ValueError, match="input_shape"):
-        layer_norms(model, (32, 32), 1)
+        layer_norms(model, 32, 1)
+    mlp = layer_norms(nn.Sequential(nn.Linear(2, 4), nn.ReLU(), nn.Linear(4, 1)), (2,), 1)
+    assert list(mlp.input_shape) == [(2,), (4,)]
     assert model.training  # mode restored

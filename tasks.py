@@ -1,0 +1,56 @@
+#!/usr/bin/env python3
+"""Set up the package's environment and run one of its jobs; needs nothing but Python 3.10+.
+
+    python3 tasks.py reproduce [--profile smoke] [--only 01 02] [--device cuda]
+    python3 tasks.py test [pytest args]
+
+The first call creates ``.venv`` and installs the package with its pinned dependencies (about three
+minutes); later calls reuse it and reinstall only when ``pyproject.toml`` changes.
+"""
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = Path(os.environ.get("NBLIB_VENV", ROOT / ".venv"))
+BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
+PYTHON = BIN / ("python.exe" if os.name == "nt" else "python")
+STAMP = VENV / ".nblib-installed"
+
+
+def ensure_env() -> None:
+    """Create the virtual environment and install ``.[test]`` unless pyproject.toml is unchanged."""
+    want = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    if STAMP.exists() and STAMP.read_text().strip() == want and PYTHON.exists():
+        return
+    if not PYTHON.exists():
+        print(f"creating virtual environment {VENV}", flush=True)
+        venv.EnvBuilder(with_pip=True).create(VENV)
+    print("installing norm-robustness and its pinned dependencies (first run: a few minutes)", flush=True)
+    subprocess.run([str(PYTHON), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+                    "-e", f"{ROOT}[test]"], check=True)
+    subprocess.run([str(PYTHON), "-m", "ipykernel", "install", "--sys-prefix", "--name", "python3",
+                    "--display-name", "Python 3 (norm-robustness)"], check=True, stdout=subprocess.DEVNULL)
+    STAMP.write_text(want)
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] not in ("reproduce", "test", "setup"):
+        print(__doc__)
+        return 2
+    ensure_env()
+    job, rest = argv[0], argv[1:]
+    if job == "setup":
+        return 0
+    if job == "reproduce":
+        cmd = [str(PYTHON), "-m", "nblib.reproduce", *(rest or ["--profile", "smoke"])]
+    else:
+        cmd = [str(PYTHON), "-m", "pytest", *rest]
+    return subprocess.run(cmd, cwd=ROOT).returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
