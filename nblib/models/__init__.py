@@ -12,6 +12,7 @@ Use :func:`build` to construct a model by name::
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable
 
 from torch import nn
@@ -60,6 +61,6 @@ def build(name: str, num_classes: int = 10) -> nn.Module:
     """
     if name not in _BUILDERS:
         raise ValueError(f"unknown model {name!r}; known models: {', '.join(MODEL_NAMES)}")
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+    if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
-    return _BUILDERS[name](num_classes)
+    return _BUILDERS[name](int(num_classes))

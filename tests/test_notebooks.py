@@ -1,0 +1,104 @@
+"""The notebook pipeline: parameters, jupytext pairs, and the smoke profile's metrics JSON.
+
+(The notebooks' own verdict cells are checked by nbval: `pytest --nbval-lax notebooks/`, part of the
+default test run.)"""
+import math
+from pathlib import Path
+
+import jupytext
+import nbformat
+import papermill
+import pytest
+import yaml
+
+from nblib import reproduce
+from nblib.results import load_metrics
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+PROFILES = sorted((ROOT / "params").glob("*.yaml"))
+
+
+def test_notebooks_exist_in_order():
+    stems = [nb.stem for nb in NOTEBOOKS]
+    assert stems[:2] == ["01_theorem1", "02_table1"] and "05_propositions" in stems
+
+
+@pytest.mark.parametrize("profile", PROFILES, ids=lambda p: p.stem)
+def test_every_yaml_key_is_a_notebook_parameter(profile):
+    config = yaml.safe_load(profile.read_text())
+    sections = {k: v for k, v in config.items() if k != "device"}
+    assert set(sections) <= {nb.stem for nb in NOTEBOOKS}, "a section names no notebook"
+    for nb in NOTEBOOKS:
+        declared = papermill.inspect_notebook(str(nb))
+        assert {"profile", "output_dir", "device"} <= set(declared), nb.name
+        for key, value in (sections.get(nb.stem) or {}).items():
+            assert key in declared, f"{profile.name}: {nb.stem}.{key} is not a parameter"
+            assert not isinstance(value, dict), f"{profile.name}: {nb.stem}.{key} must be flat"
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_shape(nb):
+    """One parameters cell of flat literals, a first markdown cell, kernelspec python3, a checked verdict."""
+    book = nbformat.read(nb, as_version=4)
+    assert book.cells[0].cell_type == "markdown"
+    tagged = [c for c in book.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1
+    for line in tagged[0].source.splitlines():
+        assert "=" in line and "#" in line, f"{nb.name}: parameter line without a comment: {line!r}"
+    assert book.metadata.kernelspec.name == "python3"
+    assert any("# NBVAL_CHECK_OUTPUT" in c.source for c in book.cells if c.cell_type == "code")
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.stem)
+def test_jupytext_pair_in_sync(nb):
+    twin = nb.with_suffix(".py")
+    assert twin.exists(), f"{nb.name} has no py:percent twin"
+    a, b = nbformat.read(nb, as_version=4), jupytext.read(twin)
+    strip = lambda book: [(c.cell_type, c.source.strip()) for c in book.cells]  # noqa: E731
+    assert strip(a) == strip(b), f"{nb.name} and {twin.name} differ: run `jupytext --sync {twin}`"
+
+
+@pytest.fixture(scope="session")
+def smoke(tmp_path_factory):
+    """Run every notebook on the smoke profile once (CPU, embedded data)."""
+    root = tmp_path_factory.mktemp("outputs")
+    return reproduce.run("smoke", output_root=root)
+
+
+def test_smoke_writes_figures_tables_metrics(smoke):
+    for nb in NOTEBOOKS:
+        assert (smoke / "executed" / nb.name).exists()
+        assert (smoke / "metrics" / f"{nb.stem}.json").exists()
+    assert (smoke / "figures" / "01_operator_matrix.png").exists()
+    assert (smoke / "tables" / "02_table1.csv").exists()
+
+
+def test_smoke_theorem1(smoke):
+    m = load_metrics(smoke, "01_theorem1")
+    assert m["max_err_exact_random"] == pytest.approx(0, abs=1e-12)
+    assert m["max_err_closed_form_inside"] == pytest.approx(0, abs=1e-12)
+    assert m["max_err_model_convs"] == pytest.approx(0, abs=1e-12)
+    assert m["n_model_convs"] == 8 + 20 + 36 + 44  # every conv of VGG-11, ResNet-18, SENet-18, RegNetX-200MF
+    assert m["n_model_convs_outside_assumption1"] >= 2  # at least VGG-11's last two convs (2x2 inputs)
+    assert m["frac_closed_form_wrong_outside"] > 0.3
+    assert m["max_err_power"] < 1e-6
+    assert m["gram_is_upper_bound"] is True
+    assert 1 <= m["eq3_over_sigma_median"] < m["eq3_over_sigma_max"]
+
+
+def test_smoke_table1(smoke):
+    m = load_metrics(smoke, "02_table1")
+    assert m["n_measured"] >= 18  # floor, l1, linf on all six kernels at least
+    assert m["power_le_gram"] is True
+    assert m["min_power_over_ours"] > 10  # loose: timings on a loaded CI machine; the benchmark reports ratios
+
+
+def test_smoke_propositions(smoke):
+    m = load_metrics(smoke, "05_propositions")
+    assert m["prop1_max_output_spread"] == 0
+    assert m["prop1_norm_growth"] == pytest.approx(1e5, rel=1e-6)
+    assert m["prop2_grid_robust_acc"] == [1.0, 1.0] and m["prop2_pgd_robust_acc"] == [1.0, 1.0]
+    assert all(lo >= xi for lo, xi in zip(m["prop2_lipschitz_lower"], m["prop2_xi"]))
+    assert m["prop2_min_interclass_distance"] > 2 * m["prop2_eps"]
+    assert not math.isnan(m["prop2_lipschitz_lower"][0])
