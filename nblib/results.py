@@ -40,11 +40,15 @@ def load_metrics(output_dir, name: str) -> dict:
     return json.loads(path.read_text())
 
 
-def save_table(table: pd.DataFrame, output_dir, name: str, index: bool = False) -> Path:
-    """Write ``tables/<name>.csv`` and a markdown copy ``tables/<name>.md``."""
+def save_table(table: pd.DataFrame, output_dir, name: str, index: bool = False, latex: bool = False,
+               float_format: str = "%.1f") -> Path:
+    """Write ``tables/<name>.csv``, a markdown copy ``tables/<name>.md`` and, with ``latex``, a LaTeX
+    ``tabular`` ``tables/<name>.tex`` (numbers with ``float_format``, missing entries as ``--``)."""
     folder = _subdir(output_dir, "tables")
     table.to_csv(folder / f"{name}.csv", index=index)
     (folder / f"{name}.md").write_text(table.to_markdown(index=index) + "\n")
+    if latex:
+        (folder / f"{name}.tex").write_text(table.to_latex(index=index, float_format=float_format, na_rep="--"))
     return folder / f"{name}.csv"
 
 

@@ -1,0 +1,504 @@
+"""One training run of the paper's experiments as a pure function of its config: ``run_one(cfg, run_dir)``.
+
+Liang & Huang (AAAI 2021), section "Experiments": SGD with momentum 0.9, batch 128, 120 epochs, the learning
+rate divided by 10 at epochs 75, 90 and 100; initial learning rate 0.01 for the norm-regularisation runs of
+Table 2 (weight decay, singular value clipping, l1 / l_inf norm decay, evaluated with AutoAttack at
+eps = 1/255) and 0.1 for the adversarial-training runs of Figure 2 (PGD-AT, ALP, TRADES, evaluated at
+eps = 8/255).  :data:`DEFAULT_CFG` holds every number of a run; anything not given is filled from it.
+
+A run is deterministic given its config on the CPU with ``num_workers=0``: python, numpy and torch are seeded
+with ``seed``; epoch ``e`` (0-based) shuffles the training set with a ``torch.Generator`` seeded with
+``1000 * seed + e``; the augmentation and the attacks' random starts draw from the global torch RNG, whose
+state (with numpy's, python's and CUDA's) is saved in the checkpoint after every epoch.  A run killed at any
+point and started again with the same config and folder resumes from the last finished epoch and ends with
+the same weights and metrics as an uninterrupted run (bitwise on the CPU; on a GPU only with
+``cudnn_deterministic=True``, and even then some CUDA kernels are not deterministic).
+
+Files written to ``run_dir``: ``checkpoint.pt`` (after every epoch, atomically), ``history.json`` (one record
+per epoch: loss, accuracies, learning rate, times and the exact l_inf and l1 norms of every Conv2d / Linear
+layer -- the curves of the paper's appendix), ``metrics.json`` (final results) and, while AutoAttack runs,
+``autoattack_state.json`` (lets an interrupted attack resume).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Subset
+from tqdm.auto import tqdm
+
+from nblib.adversarial import ADV_MODES, ADV_PRESETS, adversarial_loss
+from nblib.attacks import AA_VERSIONS, autoattack_accuracy, local_lipschitz
+from nblib.data import DATASETS, eval_subset, get_dataset
+from nblib.models import MODEL_NAMES, build
+from nblib.norms import layer_norms
+from nblib.regularizers import (AFTER_OPTIMIZER_STEP, BEFORE_OPTIMIZER_STEP, KINDS, build_regularizer,
+                                make_optimizer, optimizer_weight_decay)
+
+__all__ = ["DEFAULT_CFG", "ATTACKS", "CHECKPOINT", "CheckpointError", "fill_cfg", "scaled_milestones",
+           "run_one"]
+
+#: The hyper-parameters of one run; every key must be present after :func:`fill_cfg`.
+DEFAULT_CFG = {
+    # ---- model and data
+    "model": "resnet18",          # nblib.models name: vgg11 | resnet18 | senet18 | regnetx_200mf | smallcnn
+    "dataset": "cifar10",         # "cifar10" | "digits" (embedded offline stand-in, 3x32x32)
+    "data_root": "data",          # folder holding cifar-10-batches-py (ignored by digits)
+    "augment": True,              # random crop 32 pad 4 (+ horizontal flip on cifar10) on training images
+    "train_subset": None,         # int: train on this many training images (a seeded subset); None: all
+    # ---- optimisation (the paper: SGD, momentum 0.9, batch 128, 120 epochs, lr /10 at 75, 90, 100)
+    "epochs": 120,                # passes over the training set
+    "batch_size": 128,            # images per SGD step
+    "lr": 0.01,                   # initial learning rate (paper: 0.01 Table 2, 0.1 adversarial training)
+    "momentum": 0.9,              # SGD momentum
+    "milestones": [75 / 120, 90 / 120, 100 / 120],  # lr decay points as fractions of `epochs` (scaled
+                                  # when a profile trains fewer epochs: round(fraction * epochs))
+    "lr_decay": 0.1,              # lr multiplier at each milestone
+    "weight_decay": 0.0,          # SGD weight decay outside the "wd" regulariser (must be 0 with "wd")
+    # ---- norm regulariser (Table 2)
+    "regularizer": "none",        # none | wd | svc | nd_l1 | nd_linf
+    "reg_strength": 0.0,          # wd: weight decay; svc: clip value c (l2 norm); nd_*: beta. 0 for none
+    "reg_gamma": 0.5,             # norm decay momentum gamma (Algorithm 1)
+    "reg_clip_every": 100,        # svc: optimizer steps between two clippings
+    # ---- adversarial training (Figure 2)
+    "adv_mode": "plain",          # plain | pgd | alp | trades (nblib.adversarial)
+    "adv_preset": "standard",     # nblib.adversarial.ADV_PRESETS: "standard" (8/255, 2/255, 10 steps,
+                                  # TRADES beta 6) | "authors" (0.031, 0.007, 10 steps, beta 1)
+    # ---- run
+    "seed": 0,                    # seeds python, numpy, torch, data order, subsets, attacks
+    "device": "cpu",              # "cpu" | "cuda" | "cuda:N"
+    "cudnn_deterministic": False,  # cuda only: deterministic cuDNN kernels (reproducible, slower)
+    "num_workers": 0,             # DataLoader worker processes
+    # ---- final evaluation
+    "eval_eps": 1 / 255,          # AutoAttack / local Lipschitz l_inf radius (Table 2: 1/255, Fig. 2: 8/255)
+    "n_eval": 1024,               # test points attacked (the authors: 1024); None: the whole test set
+    "attack": "standard",         # AutoAttack version: standard | authors (APGD-CE + APGD-T) | none
+    "local_lipschitz": False,     # also estimate local Lipschitz constants on the same points
+}
+
+#: Values of ``cfg["attack"]``.
+ATTACKS = (*AA_VERSIONS, "none")
+#: File name of the per-epoch checkpoint inside a run folder.
+CHECKPOINT = "checkpoint.pt"
+
+_EVAL_BATCH = 256
+_NULLABLE = {"train_subset": int, "n_eval": int, "data_root": str}
+_CHOICES = {"model": MODEL_NAMES, "dataset": DATASETS, "regularizer": KINDS, "adv_mode": ADV_MODES,
+            "adv_preset": tuple(ADV_PRESETS), "attack": ATTACKS}
+
+
+class CheckpointError(RuntimeError):
+    """``checkpoint.pt`` of a run folder cannot be read or belongs to another config."""
+
+
+# --------------------------------------------------------------------------- config
+def _check_type(key, value):
+    default = DEFAULT_CFG[key]
+    if key in _NULLABLE:
+        if value is None:
+            return None
+        want = _NULLABLE[key]
+        if want is int and (isinstance(value, bool) or not isinstance(value, int)):
+            raise ValueError(f"cfg[{key!r}] must be an int or None, got {value!r}")
+        if want is str and not isinstance(value, (str, os.PathLike)):
+            raise ValueError(f"cfg[{key!r}] must be a path or None, got {value!r}")
+        return str(value) if want is str else value
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ValueError(f"cfg[{key!r}] must be True or False, got {value!r}")
+        return value
+    if isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"cfg[{key!r}] must be an int, got {value!r}")
+        return value
+    if isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(f"cfg[{key!r}] must be a finite number, got {value!r}")
+        return float(value)
+    if isinstance(default, str):
+        if not isinstance(value, str):
+            raise ValueError(f"cfg[{key!r}] must be a string, got {value!r}")
+        return value
+    if isinstance(default, list):
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"cfg[{key!r}] must be a list, got {value!r}")
+        return [float(v) for v in value]
+    raise AssertionError(f"no type rule for {key!r}")  # pragma: no cover
+
+
+def fill_cfg(cfg: Optional[dict] = None) -> dict:
+    """``cfg`` with the missing keys taken from :data:`DEFAULT_CFG`, validated and normalised.
+
+    Unknown keys raise ValueError naming them (a typo would otherwise be silently ignored); so do wrong
+    types, unknown names (model, dataset, regulariser, mode, preset, attack) and settings that would be
+    silently ignored (a ``reg_strength`` with regulariser "none", ``weight_decay`` next to "wd").  Numbers
+    are normalised (``lr=1`` becomes ``1.0``, tuples become lists) so equal configs hash equally.
+    """
+    cfg = dict(cfg or {})
+    unknown = sorted(set(cfg) - set(DEFAULT_CFG))
+    if unknown:
+        raise ValueError(f"unknown cfg keys {unknown}; known keys: {', '.join(DEFAULT_CFG)}")
+    out = {}
+    for key, default in DEFAULT_CFG.items():
+        out[key] = _check_type(key, cfg.get(key, default))
+    for key, choices in _CHOICES.items():
+        if out[key] not in choices:
+            raise ValueError(f"cfg[{key!r}] = {out[key]!r}; choose one of {', '.join(choices)}")
+    for key in ("epochs", "batch_size", "reg_clip_every"):
+        if out[key] < 1:
+            raise ValueError(f"cfg[{key!r}] must be >= 1, got {out[key]}")
+    for key in ("train_subset", "n_eval"):
+        if out[key] is not None and out[key] < 1:
+            raise ValueError(f"cfg[{key!r}] must be >= 1 or None, got {out[key]}")
+    if out["num_workers"] < 0:
+        raise ValueError(f"cfg['num_workers'] must be >= 0, got {out['num_workers']}")
+    for key in ("lr", "eval_eps"):
+        if out[key] <= 0:
+            raise ValueError(f"cfg[{key!r}] must be > 0, got {out[key]}")
+    for key in ("momentum", "weight_decay", "reg_strength", "lr_decay"):
+        if out[key] < 0:
+            raise ValueError(f"cfg[{key!r}] must be >= 0, got {out[key]}")
+    ms = out["milestones"]
+    if any(not 0.0 < m <= 1.0 for m in ms) or ms != sorted(ms):
+        raise ValueError(f"cfg['milestones'] must be increasing fractions of the epochs in (0, 1], got {ms}")
+    kind = out["regularizer"]
+    if kind == "none" and out["reg_strength"] != 0.0:
+        raise ValueError("cfg['reg_strength'] has no effect with regularizer 'none'; leave it 0")
+    if kind == "wd" and out["weight_decay"] != 0.0:
+        raise ValueError("regularizer 'wd' sets the weight decay to reg_strength; leave cfg['weight_decay'] 0")
+    if kind == "svc" and out["reg_strength"] <= 0:
+        raise ValueError("regularizer 'svc' needs the clip value reg_strength > 0")
+    if not 0.0 <= out["reg_gamma"] < 1.0:
+        raise ValueError(f"cfg['reg_gamma'] must lie in [0, 1), got {out['reg_gamma']}")
+    dev = out["device"]
+    if not (dev == "cpu" or dev == "cuda" or (dev.startswith("cuda:") and dev[5:].isdigit())):
+        raise ValueError(f"cfg['device'] must be 'cpu', 'cuda' or 'cuda:N', got {dev!r}")
+    return out
+
+
+def scaled_milestones(fractions, epochs: int) -> list[int]:
+    """The epochs (0-based indices of the first epoch at the decayed rate) of the lr decays:
+    ``round(f * epochs)`` (halves up) for each fraction ``f``.  The paper's ``75/120, 90/120, 100/120``
+    give ``[75, 90, 100]`` for 120 epochs and ``[6, 8, 8]`` for 10 (a repeated milestone decays twice)."""
+    return [int(math.floor(f * epochs + 0.5)) for f in fractions]
+
+
+# --------------------------------------------------------------------------- helpers
+def _device(name: str) -> torch.device:
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"cfg['device'] = {name!r} but torch.cuda.is_available() is False; "
+                         "set device='cpu' or run on a machine with a GPU")
+    return dev
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+
+
+def _rng_state() -> dict:
+    """All global RNG states, as tensors / python scalars (loadable with ``weights_only=True``)."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached": float(cached)},
+        "python": random.getstate(),
+    }
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] is not None and torch.cuda.is_available():
+        n = min(len(state["cuda"]), torch.cuda.device_count())
+        for i in range(n):
+            torch.cuda.set_rng_state(state["cuda"][i], i)
+    nps = state["numpy"]
+    np.random.set_state((nps["kind"], nps["keys"].numpy().astype(np.uint32), nps["pos"], nps["has_gauss"],
+                         nps["cached"]))
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, torch.Tensor) and value.dim() == 0:
+        value = value.item()
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # JSON has no NaN / inf
+    return value
+
+
+def _write_atomic(path: Path, write: Callable) -> None:
+    """``write(file)`` into ``path.tmp``, fsync, then rename over ``path`` (never a half-written file)."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        write(f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _write_json(path: Path, obj) -> None:
+    data = (json.dumps(_jsonable(obj), indent=1, sort_keys=True) + "\n").encode()
+    _write_atomic(path, lambda f: f.write(data))
+
+
+def _datasets(cfg: dict):
+    train_set = get_dataset(cfg["dataset"], "train", cfg["data_root"], augment=cfg["augment"])
+    test_set = get_dataset(cfg["dataset"], "test", cfg["data_root"], augment=False)
+    n = cfg["train_subset"]
+    if n is not None:
+        if n > len(train_set):
+            raise ValueError(f"train_subset={n} exceeds the {len(train_set)} training images of {cfg['dataset']}")
+        g = torch.Generator().manual_seed(cfg["seed"])
+        train_set = Subset(train_set, torch.randperm(len(train_set), generator=g)[:n].sort().values.tolist())
+    return train_set, test_set
+
+
+def _train_loader(train_set, cfg: dict, epoch: int, device: torch.device) -> DataLoader:
+    g = torch.Generator().manual_seed(1000 * cfg["seed"] + epoch)
+    return DataLoader(train_set, batch_size=cfg["batch_size"], shuffle=True, generator=g,
+                      num_workers=cfg["num_workers"], pin_memory=device.type == "cuda", drop_last=False)
+
+
+@torch.no_grad()
+def _evaluate(model, loader, device) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) over ``loader`` in eval mode; the previous mode is restored."""
+    was = model.training
+    model.eval()
+    loss, correct, n = 0.0, 0, 0
+    try:
+        for x, y in loader:
+            x, y = x.to(device), y.to(device)
+            out = model(x)
+            loss += F.cross_entropy(out, y, reduction="sum").item()
+            correct += (out.argmax(1) == y).sum().item()
+            n += y.numel()
+    finally:
+        model.train(was)
+    return loss / n, correct / n
+
+
+def _norm_tables(model, input_shape) -> tuple[list[str], list[float], list[float]]:
+    """Layer names and the exact l_inf and l1 operator norms (``nblib.norms.layer_norms``)."""
+    linf = layer_norms(model, input_shape, math.inf)
+    l1 = layer_norms(model, input_shape, 1)
+    assert list(linf["name"]) == list(l1["name"])
+    return list(linf["name"]), [float(v) for v in linf["norm"]], [float(v) for v in l1["norm"]]
+
+
+class _CudnnFlags:
+    def __init__(self, device: torch.device, deterministic: bool):
+        self.active = device.type == "cuda"
+        self.deterministic = deterministic
+
+    def __enter__(self):
+        if self.active:
+            self.old = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+            torch.backends.cudnn.deterministic = self.deterministic
+            torch.backends.cudnn.benchmark = not self.deterministic
+
+    def __exit__(self, *exc):
+        if self.active:
+            torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = self.old
+
+
+def _load_checkpoint(path: Path, cfg: dict, device: torch.device) -> Optional[dict]:
+    if not path.exists():
+        return None
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as err:  # noqa: BLE001 -- any unreadable file is the same problem
+        raise CheckpointError(f"cannot read {path} ({type(err).__name__}: {err}); delete it to restart the "
+                              "run from scratch") from err
+    if state.get("cfg") != cfg:
+        raise CheckpointError(f"{path} was written for another config; use another run folder or delete it "
+                              f"(checkpoint cfg: {state.get('cfg')})")
+    return state
+
+
+# --------------------------------------------------------------------------- training
+def _train_epoch(model, loader, optimizer, reg, cfg, device, epoch, global_step, step_callback):
+    model.train()
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    n, n_ce = 0, 0
+    bar = tqdm(loader, desc=f"epoch {epoch + 1}", leave=False, disable=None)
+    for i, (x, y) in enumerate(bar):
+        if step_callback is not None:
+            step_callback(epoch, i)
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        out = adversarial_loss(cfg["adv_mode"], model, x, y, preset=cfg["adv_preset"], return_details=True)
+        optimizer.zero_grad(set_to_none=True)
+        out.loss.backward()
+        if reg is not None and reg.hook == BEFORE_OPTIMIZER_STEP:
+            reg.step()
+        optimizer.step()
+        global_step += 1
+        if reg is not None and reg.hook == AFTER_OPTIMIZER_STEP:
+            reg.step(global_step)
+        loss_sum += out.loss.detach().double() * y.numel()
+        correct += (out.logits.detach().argmax(1) == out.targets).sum()
+        n += y.numel()
+        n_ce += out.targets.numel()
+    train_loss = loss_sum.item() / n
+    if not math.isfinite(train_loss):
+        raise FloatingPointError(f"the training loss became {train_loss} in epoch {epoch + 1}; lower cfg['lr'] "
+                                 "or the regulariser strength")
+    return train_loss, correct.item() / n_ce, global_step
+
+
+def run_one(cfg: dict, run_dir, *, stop_after_epochs: Optional[int] = None,
+            step_callback: Optional[Callable[[int, int], None]] = None) -> Optional[dict]:
+    """Train and evaluate one model as described by ``cfg`` (see :data:`DEFAULT_CFG`) in ``run_dir``.
+
+    Resumes from ``run_dir/checkpoint.pt`` when present (it must have been written for the same filled
+    config, else :class:`CheckpointError`).  Per epoch (0-based ``e``): SGD steps on the loss of
+    ``nblib.adversarial`` for ``adv_mode`` (the regulariser's ``step`` before or after ``optimizer.step``
+    as its ``hook`` says), then clean test loss/accuracy, the exact l_inf and l1 norms of every Conv2d /
+    Linear layer at its input size (Theorem 1, ``nblib.norms``), the lr step and the checkpoint.  At the
+    end: clean accuracy on the whole test set, AutoAttack robust accuracy at ``eval_eps`` on
+    ``eval_subset(test_set, n_eval, seed)`` (unless ``attack == "none"``), optional local Lipschitz
+    estimates (l_inf -> l1, ``nblib.attacks.local_lipschitz``) on the same points, the final per-layer norms
+    and their product.
+
+    ``linf_norm_product`` is ``prod_i ||W_i||_inf`` over the Conv2d / Linear layers: the global l_inf
+    Lipschitz bound of the composed linear maps (ReLU and max pooling are 1-Lipschitz); it leaves out
+    BatchNorm and residual branches, so for the CIFAR models it is not a certified bound of the network.
+
+    Test hooks (not part of the config): ``stop_after_epochs=k`` returns None after the checkpoint of
+    epoch ``k`` (as if the run were killed there); ``step_callback(epoch, batch_index)`` is called before
+    every SGD step (raise from it to simulate a kill mid-epoch).
+
+    Returns the metrics dict (also written to ``run_dir/metrics.json``; the per-epoch records go to
+    ``history.json``).
+    """
+    cfg = fill_cfg(cfg)
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    device = _device(cfg["device"])
+    t_start = time.perf_counter()
+    with _CudnnFlags(device, cfg["cudnn_deterministic"]):
+        _seed_everything(cfg["seed"])
+        train_set, test_set = _datasets(cfg)
+        input_shape = tuple(test_set[0][0].shape)
+        model = build(cfg["model"], num_classes=10).to(device)
+        reg = build_regularizer(cfg["regularizer"], model, input_shape, cfg["reg_strength"],
+                                gamma=cfg["reg_gamma"], clip_every=cfg["reg_clip_every"])
+        wd = cfg["weight_decay"] + optimizer_weight_decay(cfg["regularizer"], cfg["reg_strength"])
+        optimizer = make_optimizer(model, cfg["lr"], momentum=cfg["momentum"], weight_decay=wd)
+        milestones = scaled_milestones(cfg["milestones"], cfg["epochs"])
+        scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=cfg["lr_decay"])
+
+        start_epoch, global_step, history = 0, 0, []
+        state = _load_checkpoint(run_dir / CHECKPOINT, cfg, device)
+        if state is not None:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            if state["regularizer"] is not None:
+                reg.load_state_dict(state["regularizer"])
+            _set_rng_state(state["rng"])
+            start_epoch, global_step, history = state["epoch"], state["global_step"], state["history"]
+        resumed_from = start_epoch
+        aa_state = run_dir / "autoattack_state.json"
+        if start_epoch < cfg["epochs"] and aa_state.exists():
+            aa_state.unlink()  # an attack of weights that are about to change
+
+        test_loader = DataLoader(test_set, batch_size=_EVAL_BATCH, shuffle=False, num_workers=cfg["num_workers"])
+        desc = f"{cfg['model']} {cfg['adv_mode']} {cfg['regularizer']}"
+        bar = tqdm(range(start_epoch, cfg["epochs"]), initial=start_epoch, total=cfg["epochs"], desc=desc,
+                   disable=None)
+        for epoch in bar:
+            t0 = time.perf_counter()
+            lr = optimizer.param_groups[0]["lr"]
+            train_loss, train_acc, global_step = _train_epoch(
+                model, _train_loader(train_set, cfg, epoch, device), optimizer, reg, cfg, device, epoch,
+                global_step, step_callback)
+            train_seconds = time.perf_counter() - t0
+            test_loss, test_acc = _evaluate(model, test_loader, device)
+            names, linf, l1 = _norm_tables(model, input_shape)
+            scheduler.step()
+            history.append({
+                "epoch": epoch + 1, "lr": lr, "global_step": global_step,
+                "train_loss": train_loss, "train_acc": train_acc, "test_loss": test_loss, "test_acc": test_acc,
+                "norms_linf": dict(zip(names, linf)), "norms_l1": dict(zip(names, l1)),
+                "train_seconds": train_seconds, "epoch_seconds": time.perf_counter() - t0,
+            })
+            checkpoint = {
+                "format": 1, "cfg": cfg, "epoch": epoch + 1, "global_step": global_step,
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "regularizer": reg.state_dict() if hasattr(reg, "state_dict") else None,
+                "rng": _rng_state(), "history": history,
+            }
+            _write_atomic(run_dir / CHECKPOINT, lambda f: torch.save(checkpoint, f))
+            _write_json(run_dir / "history.json", history)
+            bar.set_postfix(loss=f"{train_loss:.3f}", train=f"{train_acc:.3f}", test=f"{test_acc:.3f}")
+            if stop_after_epochs is not None and epoch + 1 >= stop_after_epochs and epoch + 1 < cfg["epochs"]:
+                return None
+        bar.close()
+
+        # ---- final evaluation
+        t_eval = time.perf_counter()
+        test_loss, clean_acc = _evaluate(model, test_loader, device)
+        names, linf, l1 = _norm_tables(model, input_shape)
+        metrics = {
+            "clean_acc": clean_acc, "test_loss": test_loss,
+            "train_loss": history[-1]["train_loss"], "train_acc": history[-1]["train_acc"],
+            "final_lr": optimizer.param_groups[0]["lr"], "milestone_epochs": milestones,
+            "epochs_trained": len(history), "global_steps": global_step,
+            "n_train": len(train_set), "n_test": len(test_set),
+            "n_params": sum(p.numel() for p in model.parameters()),
+            "layer_names": names, "norms_linf": linf, "norms_l1": l1,
+            "linf_norm_product": float(np.prod(linf)),
+            "log10_linf_norm_product": float(np.sum(np.log10(linf))),
+            "robust_acc": None, "aa_clean_acc": None, "aa_seconds": None, "aa_warnings": [], "aa_resumed": None,
+            "lip_mean": None, "lip_max": None, "grad_margin_mean": None, "grad_margin_max": None,
+            "eval_eps": cfg["eval_eps"], "attack": cfg["attack"], "n_eval": None,
+            "seeds": {"python": cfg["seed"], "numpy": cfg["seed"], "torch": cfg["seed"],
+                      "data_order": f"1000 * {cfg['seed']} + epoch", "eval_subset": cfg["seed"]},
+            "device": str(device), "resumed_from_epoch": resumed_from,
+        }
+        if cfg["attack"] != "none" or cfg["local_lipschitz"]:
+            n_eval = len(test_set) if cfg["n_eval"] is None else cfg["n_eval"]
+            x_eval, y_eval = eval_subset(test_set, n_eval, cfg["seed"])
+            metrics["n_eval"] = n_eval
+        if cfg["attack"] != "none":
+            aa = autoattack_accuracy(model, x_eval, y_eval, eps=cfg["eval_eps"], version=cfg["attack"],
+                                     seed=cfg["seed"], device=device,
+                                     state_path=aa_state)
+            metrics.update(robust_acc=aa["robust_acc"], aa_clean_acc=aa["clean_acc"], aa_seconds=aa["seconds"],
+                           aa_warnings=aa["warnings"], aa_resumed=aa["resumed"])
+        if cfg["local_lipschitz"]:
+            lip = local_lipschitz(model, x_eval, eps=cfg["eval_eps"], y=y_eval,
+                                  generator=torch.Generator().manual_seed(cfg["seed"]))
+            metrics.update({k: lip[k] for k in ("lip_mean", "lip_max", "grad_margin_mean", "grad_margin_max")})
+        epoch_seconds = [h["epoch_seconds"] for h in history]
+        metrics.update(
+            seconds_per_epoch=float(np.mean(epoch_seconds)),
+            train_seconds_per_epoch=float(np.mean([h["train_seconds"] for h in history])),
+            eval_seconds=time.perf_counter() - t_eval,
+            total_seconds=float(np.sum(epoch_seconds)) + time.perf_counter() - t_eval,
+            session_seconds=time.perf_counter() - t_start,
+        )
+    _write_json(run_dir / "history.json", history)
+    _write_json(run_dir / "metrics.json", metrics)
+    return _jsonable(metrics)
