@@ -56,20 +56,22 @@ def method_fn(conv: nn.Conv2d, method: str, tol: float = 1e-6, max_iter: int = 1
 
 
 def time_calls(fn: Callable[[], torch.Tensor], runs: int, budget_s: float, device) -> tuple[float, int]:
-    """Mean seconds per call over up to ``runs`` calls after one warm-up call, stopping once ``budget_s``
-    is spent (at least one timed call).  Returns ``(seconds per call, calls timed)``."""
+    """Median seconds per call over up to ``runs`` calls after one warm-up call, stopping once ``budget_s``
+    is spent (at least one timed call).  The median, not the mean, so that a load spike of a shared
+    machine during a few calls does not decide an entry.  Returns ``(seconds per call, calls timed)``."""
+    import statistics
+
     sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
     with torch.no_grad():
         fn()
         sync()
-        total, n = 0.0, 0
-        while n < runs and (n == 0 or total < budget_s):
+        times: list[float] = []
+        while len(times) < runs and (not times or sum(times) < budget_s):
             t0 = time.perf_counter()
             fn()
             sync()
-            total += time.perf_counter() - t0
-            n += 1
-    return total / n, n
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times), len(times)
 
 
 def run_table1(device="cpu", runs: int = 100, budget_s: float = 10.0, method_budget_s: float = math.inf,
@@ -79,7 +81,7 @@ def run_table1(device="cpu", runs: int = 100, budget_s: float = 10.0, method_bud
     ``budget_s`` bounds the timed calls of one entry (a slow method is timed on fewer than ``runs``
     calls; ``n_runs`` says how many).  ``method_budget_s`` bounds all entries of one method: once spent,
     later kernels of that method are recorded as not measured (NaN, ``measured=False``), never
-    extrapolated.  Columns: kernel, method, sec_per_100 (mean seconds per call x 100), n_runs, measured,
+    extrapolated.  Columns: kernel, method, sec_per_100 (median seconds per call x 100), n_runs, measured,
     value (the norm), paper_sec_per_100.
     """
     from tqdm.auto import tqdm

@@ -170,7 +170,10 @@ def theorem1_l1(conv: nn.Conv2d, input_size) -> torch.Tensor:
 def _theorem1_l1(k, groups, kernel_size, stride, padding, hw) -> torch.Tensor:
     d_out, d_in_g, k1, k2 = k.shape
     # per-tap column sums sum_i |K[i,j,k,t]| over the outputs of j's group: (d_in, k1*k2), one pass
-    colsum = k.abs().reshape(groups, d_out // groups, d_in_g * k1 * k2).sum(1).reshape(groups * d_in_g, k1 * k2)
+    if groups == 1:
+        colsum = k.abs().sum(0).reshape(d_in_g, k1 * k2)
+    else:
+        colsum = k.abs().reshape(groups, d_out // groups, d_in_g * k1 * k2).sum(1).reshape(groups * d_in_g, k1 * k2)
     q = _lemma1_classes(kernel_size, stride, (hw[0] + 2 * padding[0] - k1, hw[1] + 2 * padding[1] - k2),
                         k.device, k.dtype)
     if q is None:  # one class holds every tap: eq. 1 is the largest total over an input channel

@@ -293,7 +293,7 @@ def run_sweep(cfgs: Iterable[dict], root, executor: str = "local", gpus: Optiona
         raise ValueError(f"unknown executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
     if executor == "slurm" and gpus is not None:
         raise ValueError("gpus is for executor='local'; request GPUs for Slurm jobs through slurm_kwargs")
-    root = Path(root)
+    root = Path(root).resolve()  # workers and Slurm jobs may start in another directory
     root.mkdir(parents=True, exist_ok=True)
     filled = [fill_cfg(c) for c in cfgs]
     hashes = [config_hash(c) for c in filled]

@@ -16,7 +16,7 @@
 # **Check.** The six kernels, stride 1, padding 0: our l1 and l_inf, power iteration on the true operator to
 # a relative tolerance, Sedghi FFT (all singular values), Gram iteration (an upper bound), and the memory
 # floor, one `K.abs().sum()` pass over the kernel that no method reading every weight can beat. Seconds per
-# 100 runs after a warm-up; a slow method is timed on fewer runs (`n_runs` says how many) and, once its
+# 100 runs after a warm-up (100 x the median call); a slow method is timed on fewer runs (`n_runs` says how many) and, once its
 # time budget is spent, its remaining kernels are shown as *not measured*, never extrapolated. The paper
 # measured on a GTX 1080 Ti GPU; its numbers are shown beside ours, which come from `device` below.
 
