@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 
 import pandas as pd
 import torch
@@ -169,16 +170,16 @@ def theorem1_l1(conv: nn.Conv2d, input_size) -> torch.Tensor:
 
 def _theorem1_l1(k, groups, kernel_size, stride, padding, hw) -> torch.Tensor:
     d_out, d_in_g, k1, k2 = k.shape
-    # per-tap column sums sum_i |K[i,j,k,t]| over the outputs of j's group: (d_in, k1*k2), one pass
-    if groups == 1:
-        colsum = k.abs().sum(0).reshape(d_in_g, k1 * k2)
-    else:
-        colsum = k.abs().reshape(groups, d_out // groups, d_in_g * k1 * k2).sum(1).reshape(groups * d_in_g, k1 * k2)
     q = _lemma1_classes(kernel_size, stride, (hw[0] + 2 * padding[0] - k1, hw[1] + 2 * padding[1] - k2),
                         k.device, k.dtype)
+    # per-tap column sums sum_i |K[i,j,k,t]| over the outputs of j's group, one pass over |K|
+    if groups == 1:
+        colsum = k.abs().sum(0)  # (d_in, k1, k2)
+    else:
+        colsum = k.abs().reshape(groups, d_out // groups, d_in_g * k1 * k2).sum(1).reshape(groups * d_in_g, k1, k2)
     if q is None:  # one class holds every tap: eq. 1 is the largest total over an input channel
-        return _max(colsum.sum(1))
-    return _max(colsum @ q)
+        return colsum.sum((1, 2)).max(0).values  # one maximiser gets the whole (sparse) subgradient
+    return _max(colsum.reshape(-1, k1 * k2) @ q)
 
 
 def theorem1_linf(conv: nn.Conv2d, input_size) -> torch.Tensor:
@@ -225,7 +226,8 @@ def power_iteration(conv: nn.Conv2d, input_size, tol: float = 1e-6, max_iter: in
 
     Power iteration on ``M^T M`` with conv and its adjoint (Virmaux & Scaman 2018),
     stopped when the relative change of the estimate is below ``tol`` or after
-    ``max_iter`` steps.  The returned value ``<u, M v>`` with the final (detached)
+    ``max_iter`` steps (then with a RuntimeWarning: the estimate ``||M v|| <= ||M||_2`` is a lower bound
+    that has not converged, which happens when the top singular values are close).  The returned value ``<u, M v>`` with the final (detached)
     singular vectors is differentiable: its gradient is ``u v^T`` in kernel space.
     ``x0`` (shape ``(1, d_in, H, W)``) restarts from a previous vector.
     """
@@ -253,6 +255,11 @@ def power_iteration(conv: nn.Conv2d, input_size, tol: float = 1e-6, max_iter: in
             if abs(s - sigma_old) <= tol * s:
                 break
             sigma_old = s
+        else:
+            warnings.warn(f"power iteration reached max_iter={max_iter} before its relative change fell below "
+                          f"tol={tol:g} (the top singular values are close); the value is a lower bound of "
+                          "||M||_2: raise max_iter, or use method='gram' for an upper bound", RuntimeWarning,
+                          stacklevel=2)
         u = F.conv2d(v, kd, **_conv_args(conv))
         u = u / u.norm().clamp_min(torch.finfo(k.dtype).tiny)
     value = (u * F.conv2d(v, k, **_conv_args(conv))).sum()
