@@ -14,11 +14,12 @@ def _subdir(output_dir, kind: str) -> Path:
     return path
 
 
-def _jsonable(value):
+def jsonable(value):
+    """``value`` with 0-dim tensors / numpy scalars as Python numbers and NaN / inf as None (JSON-safe)."""
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
@@ -29,7 +30,7 @@ def _jsonable(value):
 def save_metrics(output_dir, name: str, metrics: dict) -> Path:
     """Write ``metrics/<name>.json`` (NaN and inf become null)."""
     path = _subdir(output_dir, "metrics") / f"{name}.json"
-    path.write_text(json.dumps(_jsonable(metrics), indent=2, sort_keys=True) + "\n")
+    path.write_text(json.dumps(jsonable(metrics), indent=2, sort_keys=True) + "\n")
     return path
 
 

@@ -42,6 +42,7 @@ from nblib.models import MODEL_NAMES, build
 from nblib.norms import layer_norms
 from nblib.regularizers import (AFTER_OPTIMIZER_STEP, BEFORE_OPTIMIZER_STEP, KINDS, build_regularizer,
                                 make_optimizer, optimizer_weight_decay)
+from nblib.results import jsonable
 
 __all__ = ["DEFAULT_CFG", "ATTACKS", "CHECKPOINT", "CheckpointError", "fill_cfg", "scaled_milestones",
            "run_one"]
@@ -231,20 +232,6 @@ def _set_rng_state(state: dict) -> None:
     random.setstate((py[0], tuple(py[1]), py[2]))
 
 
-def _jsonable(value):
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, torch.Tensor) and value.dim() == 0:
-        value = value.item()
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None  # JSON has no NaN / inf
-    return value
-
-
 def _write_atomic(path: Path, write: Callable) -> None:
     """``write(file)`` into ``path.tmp``, fsync, then rename over ``path`` (never a half-written file)."""
     tmp = path.with_name(path.name + ".tmp")
@@ -256,7 +243,7 @@ def _write_atomic(path: Path, write: Callable) -> None:
 
 
 def _write_json(path: Path, obj) -> None:
-    data = (json.dumps(_jsonable(obj), indent=1, sort_keys=True) + "\n").encode()
+    data = (json.dumps(jsonable(obj), indent=1, sort_keys=True) + "\n").encode()
     _write_atomic(path, lambda f: f.write(data))
 
 
@@ -501,4 +488,4 @@ def run_one(cfg: dict, run_dir, *, stop_after_epochs: Optional[int] = None,
         )
     _write_json(run_dir / "history.json", history)
     _write_json(run_dir / "metrics.json", metrics)
-    return _jsonable(metrics)
+    return jsonable(metrics)

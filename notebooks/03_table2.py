@@ -137,13 +137,6 @@ save_figure(fig, output_dir, "03_norms_during_training")
 # ## Verdict
 
 # %%
-def strongest(kind):
-    """Rows of the strongest setting of ``kind`` (largest wd / beta; smallest clip value c for SVC)."""
-    part = frame[frame.regularizer == kind]
-    pick = part.strength.min() if kind == "svc" else part.strength.max()
-    return part[part.strength == pick]
-
-
 merged = summary.merge(frame, left_on=["model", "regularizer", "reg_strength"],
                        right_on=["model", "regularizer", "strength"])
 plain_rows = frame[frame.regularizer == "none"].set_index("model")
