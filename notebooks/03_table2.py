@@ -34,7 +34,7 @@ device = "cpu"  # torch device of every training run
 runs_dir = "../outputs/runs"  # sweep cache: one folder per config hash, shared by all profiles
 executor = "local"  # nblib.sweep executor: local | slurm
 gpus = []  # local executor: one worker process per listed GPU; [] runs sequentially in this kernel
-slurm_partition = ""  # slurm executor: partition ("" = the cluster's default); one GPU per job
+slurm_partition = ""  # slurm executor: partition, empty for the cluster default; one GPU per job
 slurm_timeout_min = 1440  # slurm executor: time limit of one run (killed runs resume on the next call)
 models = ["smallcnn"]  # nblib.models names
 dataset = "digits"  # digits (embedded, offline) | cifar10

@@ -46,6 +46,9 @@ def test_notebook_shape(nb):
     assert len(tagged) == 1
     for line in tagged[0].source.splitlines():
         assert "=" in line and "#" in line, f"{nb.name}: parameter line without a comment: {line!r}"
+    names = {line.split("=")[0].strip() for line in tagged[0].source.splitlines()}
+    unparsed = names - set(papermill.inspect_notebook(str(nb)))
+    assert not unparsed, f"{nb.name}: papermill cannot parse the parameter lines of {sorted(unparsed)}"
     assert book.metadata.kernelspec.name == "python3"
     assert any("# NBVAL_CHECK_OUTPUT" in c.source for c in book.cells if c.cell_type == "code")
 
