@@ -36,7 +36,7 @@ from nblib import train
 from nblib.train import CheckpointError, fill_cfg
 
 __all__ = ["EXECUTORS", "config_hash", "run_dir_for", "run_status", "run_cached", "run_sweep", "expand_grid",
-           "versions"]
+           "slurm_kwargs", "versions"]
 
 #: Values of ``run_sweep(executor=...)``.
 EXECUTORS = ("local", "slurm")
@@ -268,6 +268,17 @@ def _run_on_slurm(pending: list[dict], root: Path, slurm_kwargs: Optional[dict],
             results[h] = err
         bar.update(1)
     return results
+
+
+def slurm_kwargs(executor: str, partition: str = "", timeout_min: int = 1440, cpus_per_task: int = 8) -> Optional[dict]:
+    """The ``slurm_kwargs`` of :func:`run_sweep` for one GPU per run (None unless ``executor == "slurm"``):
+    ``timeout_min``, ``gpus_per_node=1``, ``cpus_per_task`` and ``slurm_partition`` when one is named."""
+    if executor != "slurm":
+        return None
+    out = dict(timeout_min=int(timeout_min), gpus_per_node=1, cpus_per_task=int(cpus_per_task))
+    if partition:
+        out["slurm_partition"] = partition
+    return out
 
 
 def run_sweep(cfgs: Iterable[dict], root, executor: str = "local", gpus: Optional[Sequence] = None,

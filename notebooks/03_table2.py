@@ -66,11 +66,7 @@ from nblib import experiments, sweep
 from nblib.results import save_figure, save_metrics, save_table
 
 torch.manual_seed(seed)
-slurm = None
-if executor == "slurm":
-    slurm = dict(timeout_min=slurm_timeout_min, gpus_per_node=1, cpus_per_task=8)
-    if slurm_partition:
-        slurm["slurm_partition"] = slurm_partition
+slurm = sweep.slurm_kwargs(executor, slurm_partition, slurm_timeout_min)
 
 # %% [markdown]
 # ## The sweep (cached: finished runs are read back, killed runs resume)

@@ -11,12 +11,7 @@ from nblib.adversarial import (ADV_MODES, ADV_PRESETS, LOSS_FNS, adv_settings, a
                                adversarial_loss)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _model(seed=0):

@@ -17,14 +17,7 @@ from nblib.attacks import (autoattack_accuracy, clean_accuracy, local_lipschitz,
 EPS = 8 / 255
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Tiny models on a shared 2-core box: intra-op threads only add overhead
-    # (standard AutoAttack goes from ~50 s to ~7 s on the loaded test box).
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _digits8():

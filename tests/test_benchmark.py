@@ -1,13 +1,14 @@
 """nblib.benchmark.norm_decay_cost: the table the norm-decay cost benchmark prints (shape, not speed)."""
 import math
 
-import torch
+import pytest
 
 from nblib.benchmark import norm_decay_cost
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def test_norm_decay_cost_table():
-    torch.set_num_threads(1)
     t = norm_decay_cost(["smallcnn"], batch_size=4, sgd_runs=1, nd_runs=1, n_train=10)
     row = t.iloc[0]
     assert row.model == "smallcnn" and row.n_layers == 6  # 4 convs + 2 linear: every layer regularised

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from nblib import sweep, train
-from nblib.sweep import config_hash, expand_grid, run_cached, run_dir_for, run_status, run_sweep
+from nblib.sweep import config_hash, expand_grid, run_cached, run_dir_for, run_status, run_sweep, slurm_kwargs
 from nblib.train import DEFAULT_CFG
 
 TINY = dict(model="smallcnn", dataset="digits", train_subset=64, batch_size=32, epochs=2, lr=0.05,
@@ -26,12 +26,7 @@ OTHER_VALUE = {
 }
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture
@@ -215,3 +210,9 @@ def test_versions_tolerates_missing_git(monkeypatch):
     monkeypatch.setattr(sweep.subprocess, "run", no_git)
     v = sweep.versions("cpu")
     assert v["git_sha"] is None and v["torch"] == torch.__version__
+
+
+def test_slurm_kwargs():
+    assert slurm_kwargs("local", "gpu") is None
+    assert slurm_kwargs("slurm") == dict(timeout_min=1440, gpus_per_node=1, cpus_per_task=8)
+    assert slurm_kwargs("slurm", "gpu", 60)["slurm_partition"] == "gpu"

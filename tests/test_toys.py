@@ -14,13 +14,7 @@ from nblib import toys
 SCALES = [1.0, 10.0, 1e3, 1e6]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """The toy networks are tiny; one intra-op thread avoids oversubscription stalls on busy CPUs."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def np_weights(net):

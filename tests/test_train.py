@@ -19,12 +19,7 @@ TIME_KEYS = ("train_seconds", "epoch_seconds", "seconds_per_epoch", "train_secon
              "total_seconds", "session_seconds", "aa_seconds", "resumed_from_epoch", "aa_resumed")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _checkpoint(run_dir):
