@@ -1,6 +1,7 @@
 """Run the notebooks of a profile headlessly with papermill.
 
     python -m nblib.reproduce --profile smoke [--only 01 02] [--device cuda] [--output-root outputs]
+    python -m nblib.reproduce --profile paper --plan     # runs, cached runs, projected time; trains nothing
 
 Each notebook ``notebooks/NN_name.ipynb`` gets the flat parameters of its section in
 ``params/<profile>.yaml`` plus ``profile``, ``output_dir`` and ``device``; the executed copy goes to
@@ -55,11 +56,67 @@ def parameters_for(nb: Path, profile: str, config: dict, output_dir: Path, devic
     return params
 
 
+def runs_dir_of(params: dict) -> Path:
+    """The sweep cache of a notebook's parameters: ``runs_dir`` relative to the notebooks' folder."""
+    return (NOTEBOOKS / params["runs_dir"]).resolve()
+
+
+def check_data(profile: str, config: dict, todo) -> None:
+    """Stop before anything runs when a notebook's CIFAR-10 data is missing or corrupted, naming the step
+    that provides it."""
+    from nblib.cifar10 import verify_cifar10
+
+    for nb in todo:
+        section = config.get(nb.stem) or {}
+        if section.get("dataset") != "cifar10":
+            continue
+        root = NOTEBOOKS / section.get("data_root", "")
+        try:
+            verify_cifar10(root)
+        except FileNotFoundError as err:
+            step = ("python3 tasks.py data --fixture" if "fixture" in str(section.get("data_root")) else
+                    "python3 tasks.py data")
+            raise SystemExit(f"{nb.stem} (params/{profile}.yaml) needs CIFAR-10 in {root.resolve()}: run "
+                             f"`{step}` first.\n{err}") from None
+
+
+def plan(profile: str, only=None, device: str | None = None, output_root: Path = ROOT / "outputs",
+         probe_steps: int = 2) -> dict:
+    """Print, per notebook of ``profile``, its training runs, how many are cached and the projected time
+    (:mod:`nblib.plan`), without training anything; returns ``{notebook: table}``."""
+    from nblib.experiments import RUN_CONFIGS
+    from nblib.plan import notebook_parameters, plan_notebook
+
+    config = load_profile(profile)
+    output_dir = (Path(output_root) / profile).resolve()
+    out, total = {}, 0.0
+    for nb in notebooks(only):
+        params = notebook_parameters(nb, {}, parameters_for(nb, profile, config, output_dir, device))
+        if nb.stem not in RUN_CONFIGS:
+            print(f"{nb.stem}: no training runs", flush=True)
+            continue
+        table = plan_notebook(nb.stem, params, runs_dir_of(params), NOTEBOOKS, probe_steps)
+        out[nb.stem] = table
+        if table.empty:
+            print(f"{nb.stem}: no training runs", flush=True)
+            continue
+        seconds = float((table.train_s + table.attack_s).sum())
+        total += seconds
+        cached = int((table.status == "done").sum())
+        print(f"{nb.stem}: {len(table)} runs, {cached} cached, {len(table) - cached} to train: about "
+              f"{seconds / 3600:.2f} h on {params['device']} (training {table.train_s.sum() / 3600:.2f} h, "
+              f"AutoAttack {table.attack_s.sum() / 3600:.2f} h; {', '.join(sorted(set(table.basis)))})",
+              flush=True)
+    print(f"total projected: {total / 3600:.2f} h (runs in sequence on one device)", flush=True)
+    return out
+
+
 def run(profile: str, only=None, device: str | None = None, output_root: Path = ROOT / "outputs") -> Path:
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
     config = load_profile(profile)
+    check_data(profile, config, notebooks(only))
     output_dir = (Path(output_root) / profile).resolve()
     executed = output_dir / "executed"
     executed.mkdir(parents=True, exist_ok=True)
@@ -85,8 +142,14 @@ def main(argv=None) -> None:
     parser.add_argument("--only", nargs="+", metavar="NN", help="run only notebooks whose names start with these")
     parser.add_argument("--device", help="torch device for every notebook (default: the profile's, else cpu)")
     parser.add_argument("--output-root", type=Path, default=ROOT / "outputs", help="default: outputs/")
+    parser.add_argument("--plan", action="store_true",
+                        help="list the training runs, how many are cached and the projected time; train nothing")
+    parser.add_argument("--probe-steps", type=int, default=2, help="--plan: timed steps per model and mode")
     args = parser.parse_args(argv)
-    run(args.profile, args.only, args.device, args.output_root)
+    if args.plan:
+        plan(args.profile, args.only, args.device, args.output_root, args.probe_steps)
+    else:
+        run(args.profile, args.only, args.device, args.output_root)
 
 
 if __name__ == "__main__":

@@ -78,10 +78,8 @@ LABELS = {"plain": "plain", "pgd": "PGD-AT", "alp": "ALP", "trades": "TRADES"}
 # ## The runs (cached: finished runs are read back, killed runs resume)
 
 # %%
-base = dict(dataset=dataset, data_root=data_root, train_subset=train_subset or None, epochs=epochs, lr=lr,
-            batch_size=batch_size, adv_preset=adv_preset, eval_eps=eps_255 / 255, attack=attack,
-            attack_budget=attack_budget, n_eval=n_eval, local_lipschitz=True, seed=seed, device=device)
-results = sweep.run_sweep(experiments.figure2_configs(models, base, modes=modes), runs_dir, executor=executor,
+configs = experiments.figure2_run_configs(globals())
+results = sweep.run_sweep(configs, runs_dir, executor=executor,
                           gpus=gpus or None, slurm_kwargs=slurm)
 summary = results[["model", "adv_mode", "clean_acc", "robust_acc", "lip_mean", "lip_max", "grad_margin_mean",
                    "log10_linf_norm_product"]].copy()
