@@ -18,12 +18,12 @@ CHECKED = "# NBVAL_CHECK_OUTPUT"
 
 def strip_outputs(nb):
     """``nb`` with every code cell's outputs and execution count removed, except the stdout/stderr
-    streams of cells marked ``# NBVAL_CHECK_OUTPUT`` (nbval's reference)."""
-    for cell in nb.cells:
-        if cell.cell_type != "code":
-            continue
-        cell.execution_count = None
+    streams of cells marked ``# NBVAL_CHECK_OUTPUT`` (nbval's reference), which keep an execution count
+    (nbval skips a reference cell without one): their number among the code cells, as in a run from the top."""
+    code = [cell for cell in nb.cells if cell.cell_type == "code"]
+    for number, cell in enumerate(code, 1):
         keep = CHECKED in cell.source
+        cell.execution_count = number if keep else None
         cell.outputs = [o for o in cell.outputs if keep and o.output_type == "stream"]
         for out in cell.outputs:
             out.pop("execution_count", None)
