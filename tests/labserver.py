@@ -45,8 +45,8 @@ def free_port() -> int:
 def running_lab(root: Path, log: Path, timeout: float = 120, extra_args=()):
     """JupyterLab of the running Python's environment serving ``root``, as ``tasks.py lab`` starts it."""
     port, token = free_port(), secrets.token_hex(16)
-    cmd, env = tasks.lab_command(["--no-browser", "--ip=127.0.0.1", f"--port={port}",
-                                  f"--IdentityProvider.token={token}", *extra_args], bin_dir=Path(sys.executable).parent, root=root)
+    args = ["--no-browser", "--ip=127.0.0.1", f"--port={port}", f"--IdentityProvider.token={token}", *extra_args]
+    cmd, env = tasks.lab_command(args, bin_dir=Path(sys.executable).parent, root=root)
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     lab = Lab(f"http://127.0.0.1:{port}", token, Path(root))

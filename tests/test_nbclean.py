@@ -10,7 +10,8 @@ def executed_notebook():
              nbformat.v4.new_code_cell("x = 1\nx", execution_count=3, outputs=[
                  out("execute_result", data={"text/plain": "1"}, execution_count=3)]),
              nbformat.v4.new_code_cell("plot()", execution_count=4, outputs=[
-                 out("display_data", data={"image/png": "iVBOR"}), out("stream", name="stderr", text="/work/x.py: warn")]),
+                 out("display_data", data={"image/png": "iVBOR"}),
+                 out("stream", name="stderr", text="/work/x.py: warn")]),
              nbformat.v4.new_code_cell("# NBVAL_CHECK_OUTPUT\nprint(True)", execution_count=9, outputs=[
                  out("stream", name="stdout", text="True\n"), out("display_data", data={"image/png": "iVBOR"})])]
     return nbformat.v4.new_notebook(cells=cells)

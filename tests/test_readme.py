@@ -5,7 +5,8 @@ import pytest
 
 from nblib import readme
 
-README = "# project\n\nintro\n\n## Results\n\n<!-- results:start -->\nold text\n<!-- results:end -->\n\n## After\nkept\n"
+README = ("# project\n\nintro\n\n## Results\n\n<!-- results:start -->\nold text\n<!-- results:end -->\n"
+          "\n## After\nkept\n")
 VERDICTS = [dict(claim="eq. 1 is exact | under Assumption 1", outcome="holds", reason="max error 0"),
             dict(claim="closed forms outside Assumption 1", outcome="does not hold", reason="wrong for 60%")]
 
