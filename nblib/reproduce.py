@@ -199,6 +199,21 @@ def cell_progress_engine():
     return CellProgressEngine
 
 
+def kernel_manager_class():
+    """nbclient's kernel manager, provisioning CurveZMQ keys when pyzmq has them: the kernel then encrypts its
+    local TCP transport instead of printing a plain-text warning on every notebook."""
+    import zmq
+    from jupyter_client.manager import AsyncKernelManager
+    from traitlets import default
+
+    class KernelManager(AsyncKernelManager):
+        @default("transport_encryption")
+        def _transport_encryption_default(self):
+            return "auto" if zmq.has("curve") else "disabled"
+
+    return KernelManager
+
+
 def run(profile: str, only=None, device: str | None = None, output_root: Path = ROOT / "outputs",
         params_dir: Path = PARAMS, cell_progress: bool | None = None) -> Path:
     """Check ``params_dir/<profile>.yaml``, then execute the selected notebooks in order (working folder
@@ -225,7 +240,8 @@ def run(profile: str, only=None, device: str | None = None, output_root: Path = 
             papermill.execute_notebook(str(nb), str(executed / nb.name), parameters=params[nb], kernel_name="python3",
                                        cwd=str(NOTEBOOKS), progress_bar=not cell_progress, log_output=False,
                                        stdout_file=sys.stdout, stderr_file=sys.stderr,
-                                       engine_name="nblib-cells" if cell_progress else None)
+                                       engine_name="nblib-cells" if cell_progress else None,
+                                       kernel_manager_class=kernel_manager_class())
         except PapermillExecutionError as err:
             raise SystemExit(f"notebook {nb.name} failed in cell {err.exec_count} ({err.ename}: {err.evalue}); "
                              f"see {executed / nb.name}") from None

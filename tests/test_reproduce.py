@@ -138,14 +138,15 @@ def tiny_project(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_run_prints_cells_streams_output_and_clears_stale_files(tiny_project, capsys):
+def test_run_prints_cells_streams_output_and_clears_stale_files(tiny_project, capfd):
     out = tiny_project / "outputs" / "tiny"
     (out / "figures").mkdir(parents=True)
     (out / "figures" / "01_old.png").write_text("stale")
     (out / "figures" / "02_other.png").write_text("kept")
     reproduce.run("tiny", output_root=tiny_project / "outputs", params_dir=tiny_project / "params", cell_progress=True)
-    printed = capsys.readouterr().out
+    printed, errors = capfd.readouterr()
     assert "[1/1] 01_tiny (tiny)" in printed
+    assert "WARNING" not in errors, errors  # the kernel's plain-text transport warning, among others
     assert [line.split()[1] for line in printed.splitlines() if line.startswith("    cell ")] == \
         ["1/4", "2/4", "3/4", "4/4"]  # papermill's injected-parameters cell is one of them
     assert "tiny line 2" in printed
