@@ -3,6 +3,7 @@
 
     python3 tasks.py reproduce [--profile smoke] [--only 01 02] [--device cuda]
     python3 tasks.py test [pytest args]
+    python3 tasks.py data [--root data] [--fixture]
     python3 tasks.py lab [jupyter lab args]      # JupyterLab on the notebooks, with the project's kernel
     python3 tasks.py readme                      # README's results section from outputs/
 
@@ -58,7 +59,7 @@ def lab_command(args=(), bin_dir: Path = BIN, root: Path = ROOT) -> tuple[list[s
 
 
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in ("reproduce", "test", "setup", "lab", "readme"):
+    if not argv or argv[0] not in ("reproduce", "test", "setup", "lab", "readme", "data"):
         print(__doc__)
         return 2
     ensure_env()
@@ -68,6 +69,8 @@ def main(argv: list[str]) -> int:
     if job == "lab":
         cmd, env = lab_command(rest)
         return subprocess.run(cmd, cwd=ROOT, env=env).returncode
+    if job == "data":
+        return subprocess.run([str(PYTHON), "-m", "nblib.cifar10", *rest], cwd=ROOT).returncode
     if job == "readme":
         return subprocess.run([str(PYTHON), "-m", "nblib.readme", *rest], cwd=ROOT).returncode
     if job == "reproduce":
