@@ -25,7 +25,7 @@ from typing import Iterator, Optional
 
 import torch
 
-__all__ = ["EVAL_BATCH", "PAD", "epoch_seed", "device_tensors", "to_float", "crop_flip", "subset_indices",
+__all__ = ["EVAL_BATCH", "PAD", "HFLIP", "flips", "epoch_seed", "device_tensors", "to_float", "crop_flip", "subset_indices",
            "epoch_draws", "TrainBatches", "eval_batches"]
 
 #: Images per forward pass when evaluating on a device tensor (no gradients, eval-mode BatchNorm: the
@@ -34,7 +34,19 @@ EVAL_BATCH = 1000
 #: Zero padding of the random crop on each side (pixels), as in the paper's CIFAR-10 augmentation.
 PAD = 4
 
+#: Whether the training augmentation of a data set flips left-right: CIFAR-10 yes (the paper's augmentation);
+#: digits no (a mirrored digit is another symbol, or none).
+HFLIP = {"cifar10": True, "digits": False}
+
 _SEED_BITS = 16
+
+
+def flips(dataset: str) -> bool:
+    """:data:`HFLIP` of ``dataset``; an unknown name raises ValueError."""
+    if dataset not in HFLIP:
+        raise ValueError(f"no augmentation rule for data set {dataset!r}; add it to nblib.loader.HFLIP "
+                         f"(known: {', '.join(HFLIP)})")
+    return HFLIP[dataset]
 
 
 def epoch_seed(seed: int, epoch: int) -> int:

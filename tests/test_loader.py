@@ -5,9 +5,9 @@ import torchvision.transforms.functional as TF
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nblib.data import DigitsCIFARLike
-from nblib.loader import (EVAL_BATCH, PAD, TrainBatches, crop_flip, device_tensors, epoch_draws, epoch_seed,
-                          eval_batches, subset_indices, to_float)
+from nblib.data import DATASETS, DigitsCIFARLike
+from nblib.loader import (EVAL_BATCH, HFLIP, PAD, TrainBatches, crop_flip, device_tensors, epoch_draws, epoch_seed,
+                          eval_batches, flips, subset_indices, to_float)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -221,3 +221,10 @@ def test_epoch_seed_gives_distinct_orders():
         epoch_seed(-1, 0)
     with pytest.raises(ValueError, match="epoch"):
         epoch_seed(0, -1)
+
+
+def test_flip_rule_per_data_set():
+    assert set(HFLIP) == set(DATASETS)
+    assert flips("cifar10") is True and flips("digits") is False
+    with pytest.raises(ValueError, match="HFLIP"):
+        flips("mnist")
