@@ -104,7 +104,8 @@ def main() -> None:
     for name, e in extra.items():
         print(f"  {name:14s} per epoch: test pass {tp.CIFAR_TEST / e['eval_ips']:.3g} s, norms {e['norms_s']:.3g} s; "
               "AutoAttack per run: " + ", ".join(f"{nb} {s:.4g} s" for nb, s in aa[name].items()))
-    print(f"\nprojected GPU-hours of {args.profile.name} on this device, runs one after the other; {aa_note}:")
+    print(f"\nprojected hours of {args.profile.name} on this device ({dev}; GPU-hours on a GPU), runs one after "
+          f"the other; {aa_note}:")
     for path in paths:
         rates = {}
         for name in args.models:

@@ -25,8 +25,8 @@ from typing import Iterator, Optional
 
 import torch
 
-__all__ = ["EVAL_BATCH", "PAD", "HFLIP", "flips", "epoch_seed", "device_tensors", "to_float", "crop_flip", "subset_indices",
-           "epoch_draws", "TrainBatches", "eval_batches"]
+__all__ = ["EVAL_BATCH", "PAD", "HFLIP", "flips", "epoch_seed", "device_tensors", "to_float", "crop_flip",
+           "subset_indices", "epoch_draws", "TrainBatches", "eval_batches"]
 
 #: Images per forward pass when evaluating on a device tensor (no gradients, eval-mode BatchNorm: the
 #: batch size does not change the result beyond floating-point summation order).

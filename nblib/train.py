@@ -59,7 +59,8 @@ DEFAULT_CFG = {
     "model": "resnet18",          # nblib.models name: vgg11 | resnet18 | senet18 | regnetx_200mf | smallcnn
     "dataset": "cifar10",         # "cifar10" | "digits" (embedded offline stand-in, 3x32x32)
     "data_root": "data",          # folder holding cifar-10-batches-py (ignored by digits)
-    "augment": True,              # random crop 32 pad 4 (+ horizontal flip on cifar10) on training images
+    "augment": True,              # random crop 32 pad 4 (+ horizontal flip on cifar10) on training images,
+                                  # on the device per batch, drawn from (seed, epoch) (nblib.loader)
     "train_subset": None,         # int: train on this many training images (a seeded subset); None: all
     # ---- optimisation (the paper: SGD, momentum 0.9, batch 128, 120 epochs, lr /10 at 75, 90, 100)
     "epochs": 120,                # passes over the training set
@@ -80,13 +81,14 @@ DEFAULT_CFG = {
     "adv_preset": "standard",     # nblib.adversarial.ADV_PRESETS: "standard" (8/255, 2/255, 10 steps,
                                   # TRADES beta 6) | "authors" (0.031, 0.007, 10 steps, beta 1)
     # ---- run
-    "seed": 0,                    # seeds python, numpy, torch, data order, subsets, attacks
+    "seed": 0,                    # 0 <= seed < 2**16: seeds python, numpy, torch, data order, subsets, attacks
     "device": "cpu",              # "cpu" | "cuda" | "cuda:N"
     "cudnn_deterministic": False,  # cuda only: deterministic cuDNN kernels (reproducible, slower); when False
                                   # cudnn.benchmark picks the fastest kernels
     "amp": "none",                # "none": float32 throughout (the paper's setting) | "bf16" (cuda only):
                                   # training forward/backward, PGD steps included, under bfloat16 autocast;
                                   # weights, optimizer, norms, evaluation and AutoAttack stay float32
+                                  # (its effect on accuracy is not measured in this package)
     "channels_last": False,       # model and batches in channels_last memory format (faster convs on GPUs)
     # ---- final evaluation
     "eval_eps": 1 / 255,          # AutoAttack / local Lipschitz l_inf radius (Table 2: 1/255, Fig. 2: 8/255)
