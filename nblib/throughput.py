@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import math
 import time
-from pathlib import Path
 from typing import Callable, Iterator, Optional
 
 import numpy as np
@@ -27,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from nblib.adversarial import ADV_MODES, adversarial_loss
+from nblib.adversarial import adversarial_loss
 from nblib.loader import EVAL_BATCH, TrainBatches, eval_batches
 from nblib.models import build
 from nblib.norms import layer_norms

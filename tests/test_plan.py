@@ -1,7 +1,6 @@
 """nblib.plan and ``reproduce --plan``: the runs a profile asks for, the cache, the projection; nothing trains."""
 import json
 import math
-import sys
 from pathlib import Path
 
 import pytest
