@@ -1,0 +1,218 @@
+"""The l2 (spectral) norm of conv layers, each result with a stated accuracy.
+
+For a layer with operator ``M`` (``C`` or ``C^T`` of ``nblib.conv_geometry``; both have the singular values of
+``C``):
+
+* :func:`power_iteration` -- power iteration on ``A = C^T C`` through the convolution and its adjoint
+  (Virmaux & Scaman 2018), stopped by a *residual* test: with ``v`` of unit norm, ``theta = ||C v||^2`` and
+  ``r = A v - theta v``, it stops once ``||r|| <= tol * theta``.  For the symmetric ``A`` some eigenvalue lies
+  within ``||r||`` of ``theta`` (Weyl), and ``theta <= lambda_1``; so the returned ``||C v||`` is a lower
+  bound of ``||M||_2`` and within relative ``tol`` of a singular value, the largest one for every start
+  vector but a measure-zero set.  A RuntimeWarning says when ``max_iter`` ends the run first.
+* :func:`l2_interval` -- a certified interval ``[lower, upper]`` of ``||M||_2`` with a requested relative
+  width: the converged lower bound above and the smallest of several certified upper bounds (Gram iteration
+  on a circulant embedding, ``sqrt(||M||_1 ||M||_inf)``, ``||M||_F``, and for small operators a dense
+  eigensolve with its rounding margin).  Exact to the stated tolerance, with a warning when not reached.
+* :func:`gram_iteration` (certified upper bound, Delattre et al. 2023), :func:`singular_values_fft` (the
+  circular stride-1 operator, Sedghi, Gupta & Long 2019) and :func:`eq3_bound` (the paper's eq. 3).
+"""
+from __future__ import annotations
+
+import math
+import warnings
+
+import torch
+
+from nblib.conv_geometry import (ConvGeometry, apply, apply_adjoint, check_zero_padding, compute_dtype,
+                                 conv_geometry, dilated_kernel)
+
+DENSE_MAX_INPUTS = 4096  # l2_interval: a dense eigensolve when C has at most this many input entries
+GRAM_MAX_ENTRIES = 2**25  # frequency-matrix entries (complex) Gram iteration may hold
+
+
+def _kernel(layer) -> torch.Tensor:
+    k = layer.weight
+    return k.to(compute_dtype(k.dtype))
+
+
+def _power(g: ConvGeometry, kd: torch.Tensor, v: torch.Tensor, tol: float, max_iter: int) -> tuple:
+    """Power iteration on ``C^T C`` (no grad); returns ``(unit v, converged)``."""
+    v = v / v.norm()
+    for _ in range(max_iter):
+        u = apply(g, v, kd)
+        theta = float((u * u).sum())
+        if theta == 0.0:  # a random v is in C's null space only when C = 0 (then 0 is exact)
+            return v, bool(float(kd.abs().max()) == 0.0)
+        w = apply_adjoint(g, u, kd)
+        if float((w - theta * v).norm()) <= tol * theta:
+            return v, True
+        v = w / w.norm()
+    return v, False
+
+
+def power_iteration(layer, input_size, tol: float = 1e-6, max_iter: int = 1000, x0: torch.Tensor | None = None,
+                    generator: torch.Generator | None = None, return_vector: bool = False):
+    """Largest singular value of the true (zero-padded, strided, dilated, grouped) operator of a conv layer.
+
+    Exact to relative tolerance ``tol``: stops when the residual ``||C^T C v - theta v|| <= tol * theta``
+    (``theta = ||C v||^2``, ``||v|| = 1``), so the value ``||C v|| <= ||M||_2`` is within ``tol`` (relative)
+    of a singular value of ``M``.  When ``max_iter`` steps end first a RuntimeWarning says the value is an
+    uncertified lower bound (use :func:`l2_interval` for a certificate).  The returned ``<u, C v>`` with the
+    final (detached) singular vectors is differentiable: its gradient is ``u v^T`` in kernel space.  ``x0``
+    restarts from a previous vector of ``C``'s input shape ``(1, in_channels, *in_size)`` (for a transposed
+    layer: the layer's output shape).  fp16/bf16 kernels are iterated in fp32; the result has the kernel's
+    dtype and device.
+    """
+    g = conv_geometry(layer, input_size)
+    check_zero_padding(g, 2)
+    k = _kernel(layer)
+    shape = (1, g.in_channels, *g.in_size)
+    with torch.no_grad():
+        kd = k.detach()
+        if x0 is None:
+            v = torch.randn(shape, dtype=kd.dtype, device=kd.device, generator=generator)
+        else:
+            if tuple(x0.shape) != shape:
+                raise ValueError(f"x0 must have shape {shape}, got {tuple(x0.shape)}")
+            v = x0.to(dtype=kd.dtype, device=kd.device).clone()
+        v, converged = _power(g, kd, v, tol, max_iter)
+        if not converged:
+            warnings.warn(f"power iteration reached max_iter={max_iter} before its residual fell below tol={tol:g} "
+                          "(the top singular values are close); the value is a lower bound of ||M||_2 that is not "
+                          "certified: raise max_iter, or use l2_interval for a certified interval",
+                          RuntimeWarning, stacklevel=2)
+        u = apply(g, v, kd)
+        u = u / u.norm().clamp_min(torch.finfo(kd.dtype).tiny)
+    value = (u * apply(g, v, k)).sum().to(layer.weight.dtype)
+    return (value, v) if return_vector else value
+
+
+def frequency_matrices(g: ConvGeometry, kernel: torch.Tensor, size) -> torch.Tensor:
+    """``P_f = sum_t K[:, :, t] w^{f t}`` of the stride-1 circular convolution on ``size``: the blocks of its
+    DFT block-diagonalisation, shape ``(groups * n_freq, out/g, in/g)`` (half of the spectrum: a real
+    kernel's ``P_{-f}`` is the conjugate of ``P_f``)."""
+    kd = dilated_kernel(kernel, g.dilation)
+    if any(r > n for r, n in zip(kd.shape[2:], size)):
+        raise ValueError(f"kernel reach {tuple(kd.shape[2:])} exceeds the circular input size {tuple(size)}")
+    dims = tuple(range(2, kd.dim()))
+    kf = torch.fft.rfftn(kd, s=tuple(size), dim=dims) if not kd.is_complex() else torch.fft.fftn(kd, s=size, dim=dims)
+    kf = kf.reshape(g.groups, g.out_channels // g.groups, g.in_channels // g.groups, -1)
+    return kf.permute(0, 3, 1, 2).reshape(-1, g.out_channels // g.groups, g.in_channels // g.groups)
+
+
+def singular_values_fft(layer, input_size) -> torch.Tensor:
+    """All singular values of the circular, stride-1 convolution on ``C``'s input size (Sedghi, Gupta & Long
+    2019): the DFT block-diagonalises it into one ``out/g x in/g`` matrix per frequency and group.  Returns
+    a 1-D tensor (unsorted).  Padding is irrelevant to the circular operator; stride must be 1."""
+    g = conv_geometry(layer, input_size)
+    if any(s != 1 for s in g.stride):
+        raise ValueError(f"the Sedghi-Gupta-Long FFT method covers stride-1 convolutions only, got stride {g.stride}; "
+                         "use method='power' (exact to a tolerance) or 'gram' (upper bound)")
+    if any(r > n for r, n in zip(g.reach, g.in_size)):
+        raise ValueError(f"kernel reach {g.reach} exceeds the circular input size {g.in_size}")
+    k = _kernel(layer)
+    full = torch.fft.fftn(dilated_kernel(k, g.dilation).to(torch.promote_types(k.dtype, torch.complex64)),
+                          s=g.in_size, dim=tuple(range(2, k.dim())))
+    m = full.reshape(g.groups, g.out_channels // g.groups, g.in_channels // g.groups, -1).permute(0, 3, 1, 2)
+    return torch.linalg.svdvals(m).flatten().to(layer.weight.dtype)
+
+
+def circulant_size(g: ConvGeometry) -> tuple:
+    """Smallest circular size ``L`` whose stride-1 circular convolution holds ``C`` as a submatrix.
+
+    Output ``i`` reads positions ``i s - lo + t d`` in ``[-lo, n + hi)``; modulo ``L`` the out-of-range ones
+    must stay out of ``[0, n)`` (``L >= n + lo`` and ``L >= n + hi``), a window must not wrap onto itself
+    (``L >= reach``) and distinct outputs must be distinct rows (``L > (o - 1) s``)."""
+    return tuple(max(n + lo, n + hi, r, (o - 1) * s + 1)
+                 for n, (lo, hi), r, o, s in zip(g.in_size, g.pads, g.reach, g.out_size, g.stride))
+
+
+def _gram_bound(p: torch.Tensor, n_iter: int) -> torch.Tensor:
+    """``max_f ||P_f||_2 <= max_f ||G_T||_F^(1/2^T)`` with ``G_{t+1} = G_t^H G_t`` rescaled at every step."""
+    if p.shape[-2] < p.shape[-1]:
+        p = p.mH  # iterate on the smaller Gram matrix
+    log_scale = torch.zeros(p.shape[0], dtype=p.real.dtype, device=p.device)
+    tiny = torch.finfo(log_scale.dtype).tiny
+    for _ in range(n_iter):
+        fro = torch.linalg.matrix_norm(p, "fro").clamp_min(tiny)
+        log_scale = 2 * (log_scale + fro.log())
+        p = p / fro[:, None, None]
+        p = p.mH @ p
+    fro = torch.linalg.matrix_norm(p, "fro").clamp_min(tiny)
+    return ((fro.log() + log_scale) / 2**n_iter).exp().max()
+
+
+def gram_iteration(layer, input_size, n_iter: int = 6) -> torch.Tensor:
+    """Certified upper bound of ``||M||_2`` by Gram iteration (Delattre, Barthelemy, Araujo & Allauzen 2023).
+
+    ``C`` (zero padding, any stride) is a submatrix of the stride-1 circular convolution on
+    :func:`circulant_size`, so ``||M||_2 <= max_f ||P_f||_2``; for each frequency matrix ``G_0 = P_f``,
+    ``G_{t+1} = G_t^H G_t`` gives ``||P_f||_2 <= ||G_T||_F^(1/2^T)`` (rescaled by ``||G_t||_F`` at each step).
+    """
+    g = conv_geometry(layer, input_size)
+    check_zero_padding(g, 2)
+    size = circulant_size(g)
+    entries = math.prod(size) * g.out_channels * g.in_channels // g.groups
+    if entries > GRAM_MAX_ENTRIES:
+        raise ValueError(f"Gram iteration would hold {entries} complex entries (over {GRAM_MAX_ENTRIES}); "
+                         "use method='power' for a layer this large")
+    return _gram_bound(frequency_matrices(g, _kernel(layer), size), n_iter).to(layer.weight.dtype)
+
+
+def eq3_bound(layer, input_size) -> torch.Tensor:
+    """Eq. (3): ``||M||_2 <= (o sum K^2)^(1/2)`` with ``o`` the number of ``C``'s output positions
+    (``h_out w_out`` for a Conv2d); a Frobenius bound valid for every geometry."""
+    g = conv_geometry(layer, input_size)
+    return (math.prod(g.out_size) * _kernel(layer).pow(2).sum()).sqrt().to(layer.weight.dtype)
+
+
+def _dense_gram(g: ConvGeometry, kd: torch.Tensor) -> torch.Tensor:
+    eye = torch.eye(g.n_in, dtype=kd.dtype, device=kd.device).reshape(g.n_in, g.in_channels, *g.in_size)
+    return apply_adjoint(g, apply(g, eye, kd), kd).reshape(g.n_in, g.n_in)
+
+
+def l2_interval(layer, input_size, rtol: float = 1e-3, max_iter: int = 20000, dense_max: int = DENSE_MAX_INPUTS,
+                generator: torch.Generator | None = None) -> tuple[float, float]:
+    """Certified interval ``(lower, upper)`` holding ``||M||_2``, refined until ``upper - lower <= rtol * upper``.
+
+    ``lower``: power iteration (:func:`power_iteration` with tolerance ``rtol / 4``), ``||C v||`` for a unit
+    ``v``, a lower bound whether or not it converged.  ``upper``: the smallest certified bound among
+    ``||M||_F`` and ``sqrt(||M||_1 ||M||_inf)`` (exact, one convolution each), Gram iteration on the circulant
+    embedding (6, then 12 steps), and, when ``C`` has at most ``dense_max`` input entries, the top eigenvalue of
+    the dense ``C^T C`` in float64 plus a rounding margin ``n eps ||C^T C||_F`` (which also tightens
+    ``lower``).  Computed in float64 (at least).  A RuntimeWarning says when the width is not reached.
+    """
+    g = conv_geometry(layer, input_size)
+    check_zero_padding(g, 2)
+    with torch.no_grad():
+        kd = layer.weight.detach().to(torch.promote_types(layer.weight.dtype, torch.float64))
+        v = torch.randn((1, g.in_channels, *g.in_size), dtype=kd.dtype, device=kd.device, generator=generator)
+        v, _ = _power(g, kd, v, rtol / 4, max_iter)
+        lower = float(apply(g, v, kd).norm())
+        ones = torch.ones((1, g.in_channels, *g.in_size), dtype=kd.dtype, device=kd.device)
+        linf = float(apply(g, ones, kd.abs()).max())
+        l1 = float(apply_adjoint(g, torch.ones((1, g.out_channels, *g.out_size), dtype=kd.dtype,
+                                                device=kd.device), kd.abs()).max())
+        upper = min(math.sqrt(l1 * linf), math.sqrt(float(apply(g, ones, kd * kd).sum())))
+
+        def done() -> bool:
+            return upper - lower <= rtol * upper
+
+        size = circulant_size(g)
+        if not done() and math.prod(size) * g.out_channels * g.in_channels // g.groups <= GRAM_MAX_ENTRIES:
+            p = frequency_matrices(g, kd, size)
+            for n_iter in (6, 12):
+                upper = min(upper, float(_gram_bound(p, n_iter)))
+                if done():
+                    break
+        if not done() and g.n_in <= dense_max:
+            a = _dense_gram(g, kd)
+            lam = float(torch.linalg.eigvalsh(a).max())
+            margin = 4 * g.n_in * torch.finfo(kd.dtype).eps * float(torch.linalg.matrix_norm(a, "fro"))
+            upper = min(upper, math.sqrt(lam + margin))
+            lower = max(lower, math.sqrt(max(lam - margin, 0.0)))
+    if not done():
+        warnings.warn(f"l2_interval: could not certify ||M||_2 to relative width {rtol:g}: [{lower:.6g}, {upper:.6g}] "
+                      f"(width {(upper - lower) / upper:.3g}); the circulant bound is loose for this layer and C has "
+                      f"{g.n_in} > dense_max={dense_max} inputs", RuntimeWarning, stacklevel=2)
+    return lower, upper
