@@ -60,6 +60,8 @@ def check_conv(layer) -> int:
 
 def check_input_size(input_size, n: int) -> tuple:
     """``input_size`` as an ``n``-tuple of positive ints; floats such as 3.99 are an error, never truncated."""
+    if type(input_size) is tuple and len(input_size) == n and all(type(v) is int and v > 0 for v in input_size):
+        return input_size
     if isinstance(input_size, (int, float)) or not hasattr(input_size, "__len__") or len(input_size) != n:
         raise ValueError(f"input_size must be the input's spatial size ({n} integers), got {input_size!r}")
     try:

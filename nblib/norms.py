@@ -378,7 +378,7 @@ def layer_norms(model: nn.Module, input_shape, p, include_batchnorm: bool = Fals
     return pd.DataFrame(rows)
 
 
-__all__ = ["P_VALUES", "L2_METHODS", "SUPPORTED", "OPERATOR_MATRIX_MAX_ENTRIES", "assumption1_holds", "batchnorm_norm",
+__all__ = ["CONV_TYPES", "P_VALUES", "L2_METHODS", "SUPPORTED", "OPERATOR_MATRIX_MAX_ENTRIES", "assumption1_holds", "batchnorm_norm",
            "check_p", "conv2d_norm", "conv_norm", "eq3_bound", "general_l1", "general_linf", "gram_iteration",
            "l1_linf_method", "l2_interval", "layer_input_shapes", "layer_norm", "layer_norms", "linear_norm",
            "operator_matrix", "output_size", "power_iteration", "singular_values_fft", "theorem1_l1",
