@@ -57,8 +57,9 @@ def _power(g: ConvGeometry, kd: torch.Tensor, v: torch.Tensor, tol: float, max_i
         theta = float(evals[-1])
         q, w = y @ q, y @ w
         top = q[0]
-        if theta <= 0.0:  # C q = 0 for a random block only when C = 0 (then 0 is exact)
-            return top, bool(float(kd.abs().max()) == 0.0)
+        if theta <= 0.0:  # C q = 0: exact when C = 0, i.e. when C(1) with |K| vanishes (every tap reads padding)
+            kabs = kd.abs()
+            return top, bool(float(apply(g, kabs.new_ones((1, g.in_channels, *g.in_size)), kabs).max()) == 0.0)
         if float((w[0] - theta * top).norm()) <= tol * theta:
             return top, True
         q = torch.linalg.qr(w.T).Q.T
