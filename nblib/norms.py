@@ -31,6 +31,7 @@ from nblib.conv_geometry import (CONV_TYPES, ConvGeometry, apply, apply_adjoint,
                                  check_zero_padding, compute_dtype, conv_geometry, dilated_kernel, ntuple,
                                  output_size, pair)
 from nblib.layer_shapes import BATCHNORM, SUPPORTED, layer_input_shapes
+from nblib.tap_sets import tap_set_norm
 from nblib.spectral import (eq3_bound, gram_iteration, l2_interval, power_iteration,  # noqa: F401 (re-exported)
                             singular_values_fft)
 
@@ -193,13 +194,33 @@ def general_l1(layer, input_size) -> torch.Tensor:
     return (_c_linf(g, kabs) if g.transposed else _c_l1(g, kabs)).to(layer.weight.dtype)
 
 
+def taps_l1(layer, input_size) -> torch.Tensor:
+    """Exact ``||M||_1`` of any conv layer and geometry in one pass over ``|K|`` (``nblib.tap_sets``:
+    ``||C||_1``, or ``||C||_inf`` for a transposed layer)."""
+    g = conv_geometry(layer, input_size)
+    check_zero_padding(g, 1)
+    return tap_set_norm(g, _kernel(layer).abs(), "row" if g.transposed else "col").to(layer.weight.dtype)
+
+
+def taps_linf(layer, input_size) -> torch.Tensor:
+    """Exact ``||M||_inf`` of any conv layer and geometry in one pass over ``|K|`` (``nblib.tap_sets``:
+    ``||C||_inf``, or ``||C||_1`` for a transposed layer)."""
+    g = conv_geometry(layer, input_size)
+    check_zero_padding(g, math.inf)
+    return tap_set_norm(g, _kernel(layer).abs(), "col" if g.transposed else "row").to(layer.weight.dtype)
+
+
+L1_LINF_METHODS = {"theorem1": (theorem1_l1, theorem1_linf), "taps": (taps_l1, taps_linf),
+                   "general": (general_l1, general_linf)}
+
+
 def l1_linf_method(layer, input_size) -> str:
-    """``"theorem1"`` for a Conv2d where Assumption 1 holds, else ``"general"`` (raises for non-zero padding)."""
+    """``"theorem1"`` for a Conv2d where Assumption 1 holds, else ``"taps"`` (raises for non-zero padding)."""
     g = conv_geometry(layer, input_size)
     if isinstance(layer, nn.Conv2d) and _assumption1(g):
         return "theorem1"
     check_zero_padding(g, 1)
-    return "general"
+    return "taps"
 
 
 # ----------------------------------------------------------------------- public API
@@ -208,8 +229,9 @@ def conv_norm(layer, input_size, p, method: str | None = None, **options) -> tor
     input of spatial size ``input_size`` (a tuple of ints, one per spatial dimension).
 
     p = 1, inf: exact.  For a Conv2d where Assumption 1 holds the closed forms of Theorem 1 (eq. 1, eq. 2) are
-    used (one pass over ``|K|``, independent of the input size); elsewhere the exact general method (``C`` or
-    ``C^T`` of ``|K|`` applied to a ones image).  ``method`` may force ``"theorem1"`` or ``"general"``.
+    used; elsewhere their generalisation to every geometry, ``"taps"`` (``nblib.tap_sets``); both one pass
+    over ``|K|``, at a cost independent of the input size.  ``method`` may force ``"theorem1"``, ``"taps"`` or
+    ``"general"`` (``C`` or ``C^T`` of ``|K|`` applied to a ones image: exact, but a convolution).
     p = 2: ``method`` in ``"power"`` (default; exact to relative tolerance ``tol``, options ``tol``,
     ``max_iter``, ``x0``, ``generator``), ``"fft"`` (circular stride-1 operator), ``"gram"`` (certified upper
     bound; option ``n_iter``), ``"bound"`` (eq. 3); :func:`l2_interval` gives a certified interval.
@@ -242,12 +264,10 @@ def conv_norm(layer, input_size, p, method: str | None = None, **options) -> tor
     if options:
         raise ValueError(f"options {sorted(options)} apply to p=2 only")
     if method is None:
-        method = "theorem1" if isinstance(layer, nn.Conv2d) and _assumption1(g) else "general"
-    if method == "theorem1":  # one pass over |K|
-        return theorem1_l1(layer, size) if p == 1 else theorem1_linf(layer, size)
-    if method == "general":
-        return general_l1(layer, size) if p == 1 else general_linf(layer, size)
-    raise ValueError(f"unknown l1/l_inf method {method!r}; choose 'theorem1' or 'general'")
+        method = "theorem1" if isinstance(layer, nn.Conv2d) and _assumption1(g) else "taps"
+    if method not in L1_LINF_METHODS:
+        raise ValueError(f"unknown l1/l_inf method {method!r}; choose one of {sorted(L1_LINF_METHODS)}")
+    return L1_LINF_METHODS[method][0 if p == 1 else 1](layer, size)
 
 
 def conv2d_norm(conv: nn.Conv2d, input_size, p, method: str | None = None, **options) -> torch.Tensor:
@@ -380,6 +400,6 @@ def layer_norms(model: nn.Module, input_shape, p, include_batchnorm: bool = Fals
 
 __all__ = ["CONV_TYPES", "P_VALUES", "L2_METHODS", "SUPPORTED", "OPERATOR_MATRIX_MAX_ENTRIES", "assumption1_holds", "batchnorm_norm",
            "check_p", "conv2d_norm", "conv_norm", "eq3_bound", "general_l1", "general_linf", "gram_iteration",
-           "l1_linf_method", "l2_interval", "layer_input_shapes", "layer_norm", "layer_norms", "linear_norm",
-           "operator_matrix", "output_size", "power_iteration", "singular_values_fft", "theorem1_l1",
+           "l1_linf_method", "L1_LINF_METHODS", "l2_interval", "layer_input_shapes", "layer_norm", "layer_norms", "linear_norm",
+           "operator_matrix", "output_size", "power_iteration", "singular_values_fft", "taps_l1", "taps_linf", "theorem1_l1",
            "theorem1_l1_kernel", "theorem1_linf"]

@@ -84,8 +84,9 @@ def test_l1_linf_exact_for_every_layer_type(layer):
     l1, linf, _ = dense_norms(layer, size)
     assert conv_norm(layer, size, 1).item() == pytest.approx(l1, rel=1e-12, abs=1e-12)
     assert conv_norm(layer, size, math.inf).item() == pytest.approx(linf, rel=1e-12, abs=1e-12)
-    assert norms.general_l1(layer, size).item() == pytest.approx(l1, rel=1e-12, abs=1e-12)
-    assert norms.general_linf(layer, size).item() == pytest.approx(linf, rel=1e-12, abs=1e-12)
+    for method in ("taps", "general"):  # the one-pass tap sets and the ones-image convolution
+        assert conv_norm(layer, size, 1, method=method).item() == pytest.approx(l1, rel=1e-12, abs=1e-12)
+        assert conv_norm(layer, size, math.inf, method=method).item() == pytest.approx(linf, rel=1e-12, abs=1e-12)
     for p in (1, math.inf):  # a subgradient g of a 1-homogeneous convex function has <g, K> = f(K)
         value = conv_norm(layer, size, p)
         (grad,) = torch.autograd.grad(value, layer.weight)
