@@ -31,7 +31,7 @@ from nblib.conv_geometry import (CONV_TYPES, ConvGeometry, apply, apply_adjoint,
                                  check_zero_padding, compute_dtype, conv_geometry, dilated_kernel, ntuple,
                                  output_size, pair)
 from nblib.layer_shapes import BATCHNORM, SUPPORTED, layer_input_shapes
-from nblib.tap_sets import tap_set_norm
+from nblib.tap_sets import tap_set_norm, tap_set_subgradient
 from nblib.spectral import (eq3_bound, gram_iteration, l2_interval, power_iteration,  # noqa: F401 (re-exported)
                             singular_values_fft)
 
@@ -359,6 +359,37 @@ def operator_matrix(layer, input_size, max_entries: int = OPERATOR_MATRIX_MAX_EN
     return torch.cat(cols, 1) if len(cols) > 1 else cols[0].contiguous()
 
 
+def sparse_subgradient(layer, input_size, p) -> tuple[torch.Tensor, tuple, torch.Tensor]:
+    """``(||M||_p, index, block)`` for ``p`` in ``{1, inf}`` of a conv layer (at spatial size ``input_size``) or
+    a Linear (``input_size=None``), without autograd (Algorithm 1, line 3): a subgradient w.r.t. the weight is
+    0 except ``[index] = block``, which is ``sign(K)`` on the entries of one maximising row (``p = inf``) or
+    column (``p = 1``) of ``M`` mapped back to the kernel.  Its entries are in ``{-1, 0, 1}`` and
+    ``<subgradient, K> = ||M||_p``.  Values in the weight's dtype (computed in fp32 for fp16/bf16).
+    """
+    p = check_p(p)
+    if p == 2:
+        raise ValueError("subgradients here cover p = 1 and p = inf (for p = 2 differentiate power_iteration)")
+    w = layer.weight.detach()
+    wc = w.to(compute_dtype(w.dtype))
+    if isinstance(layer, nn.Linear):
+        sums = wc.abs().sum(1 if p == math.inf else 0)
+        i = int(sums.argmax())
+        index = (i,) if p == math.inf else (slice(None), i)
+        return sums[i].to(w.dtype), index, wc[index].sign().to(w.dtype)
+    g = conv_geometry(layer, input_size)
+    check_zero_padding(g, p)
+    value, index, block = tap_set_subgradient(g, wc, "row" if (p == math.inf) != g.transposed else "col")
+    return value.to(w.dtype), index, block.to(w.dtype)
+
+
+def norm_subgradient(layer, input_size, p) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(||M||_p, subgradient)``: :func:`sparse_subgradient` with the subgradient as a dense tensor."""
+    value, index, block = sparse_subgradient(layer, input_size, p)
+    sub = torch.zeros_like(layer.weight, memory_format=torch.contiguous_format).detach()
+    sub[index] = block
+    return value, sub
+
+
 # ---------------------------------------------------------------------- model tables
 def layer_norm(module: nn.Module, in_shape, p, method: str | None = None, **options) -> tuple[torch.Tensor, str]:
     """``(||layer||_p, method used)`` for a conv layer (at input shape ``in_shape``, channels first), a
@@ -398,8 +429,8 @@ def layer_norms(model: nn.Module, input_shape, p, include_batchnorm: bool = Fals
     return pd.DataFrame(rows)
 
 
-__all__ = ["CONV_TYPES", "P_VALUES", "L2_METHODS", "SUPPORTED", "OPERATOR_MATRIX_MAX_ENTRIES", "assumption1_holds", "batchnorm_norm",
-           "check_p", "conv2d_norm", "conv_norm", "eq3_bound", "general_l1", "general_linf", "gram_iteration",
-           "l1_linf_method", "L1_LINF_METHODS", "l2_interval", "layer_input_shapes", "layer_norm", "layer_norms", "linear_norm",
-           "operator_matrix", "output_size", "power_iteration", "singular_values_fft", "taps_l1", "taps_linf", "theorem1_l1",
-           "theorem1_l1_kernel", "theorem1_linf"]
+__all__ = ["CONV_TYPES", "L1_LINF_METHODS", "L2_METHODS", "OPERATOR_MATRIX_MAX_ENTRIES", "P_VALUES", "SUPPORTED",
+           "assumption1_holds", "batchnorm_norm", "check_p", "conv2d_norm", "conv_norm", "eq3_bound", "general_l1",
+           "general_linf", "gram_iteration", "l1_linf_method", "l2_interval", "layer_input_shapes", "layer_norm",
+           "layer_norms", "linear_norm", "norm_subgradient", "operator_matrix", "output_size", "power_iteration",
+           "singular_values_fft", "sparse_subgradient", "taps_l1", "taps_linf", "theorem1_l1", "theorem1_l1_kernel", "theorem1_linf"]

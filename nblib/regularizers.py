@@ -21,7 +21,8 @@ import math
 import torch
 import torch.nn as nn
 
-from nblib.norms import CONV_TYPES, _dilated_kernel, _pair, conv_norm, layer_input_shapes, linear_norm
+from nblib.norms import (CONV_TYPES, _dilated_kernel, _pair, conv_norm, layer_input_shapes, linear_norm,
+                         norm_subgradient, sparse_subgradient)
 
 KINDS = ("none", "wd", "svc", "nd_l1", "nd_linf")
 BEFORE_OPTIMIZER_STEP = "before_optimizer_step"
@@ -80,10 +81,9 @@ class NormDecay:
     :meth:`step` does lines 3-5: call it after ``loss.backward()`` and before ``optimizer.step()`` (with
     AMP, after ``scaler.unscale_(optimizer)``; with gradient clipping, decide whether the penalty is
     clipped too and order the calls accordingly).  It works with any optimizer, since it only edits
-    ``weight.grad`` (creating it when ``None``).  The subgradient is the autograd gradient of
-    ``nblib.norms.conv_norm`` / ``linear_norm`` at the layer's input size, learnt once at construction by
-    one shape-only forward pass (``layer_input_shapes``); ``step`` runs no forward pass of the model, only one
-    pass over ``|K|`` per layer (or, outside Assumption 1, one convolution of a ones image with ``|K|``).
+    ``weight.grad`` (creating it when ``None``).  The subgradient is ``nblib.norms.norm_subgradient`` at the
+    layer's input size (learnt once at construction by one shape-only forward pass, ``layer_input_shapes``);
+    ``step`` runs no forward pass of the model and no autograd, only one pass over ``|K|`` per layer.
     With ``gamma = 0`` this is plain subgradient descent on eq. (5).
 
     The momentum buffers follow their weights: a model moved or cast with ``.to()`` after construction gets
@@ -122,23 +122,30 @@ class NormDecay:
         return h
 
     def subgradients(self) -> dict:
-        """``{name: p_i}``: the (sub)gradient of each layer's exact norm w.r.t. its weight (line 3)."""
+        """``{name: p_i}``: a subgradient of each layer's exact norm w.r.t. its weight (line 3), from
+        ``nblib.norms.norm_subgradient``: ``sign(K)`` on one maximising row / column of the layer's matrix,
+        0 elsewhere (no autograd: one pass over ``|K|`` per layer)."""
         out = {}
-        with torch.enable_grad():
-            for name, (m, hw) in self.layers.items():
-                w = m.weight
-                if not w.requires_grad:
-                    raise ValueError(f"layer {name!r}: weight no longer requires grad; norm decay cannot update it")
-                (out[name],) = torch.autograd.grad(_layer_norm(m, hw, self.p), w)
+        for name, (m, size) in self.layers.items():
+            if not m.weight.requires_grad:
+                raise ValueError(f"layer {name!r}: weight no longer requires grad; norm decay cannot update it")
+            out[name] = norm_subgradient(m, size, self.p)[1]
         return out
 
     def step(self) -> None:
-        """Lines 3-5 of Algorithm 1: ``h <- gamma h + (1-gamma) p``, ``weight.grad += beta/N h``."""
+        """Lines 3-5 of Algorithm 1: ``h <- gamma h + (1-gamma) p``, ``weight.grad += beta/N h``.
+
+        ``p`` is non-zero on one row / column only (``sparse_subgradient``): ``h`` is scaled in place and the
+        block added, so a step costs one pass over ``|K|`` and two over ``h`` per layer."""
         scale = self.beta / self.n_layers
-        for name, p_i in self.subgradients().items():
-            w = self.layers[name][0].weight
+        for name, (m, size) in self.layers.items():
+            w = m.weight
+            if not w.requires_grad:
+                raise ValueError(f"layer {name!r}: weight no longer requires grad; norm decay cannot update it")
+            _, index, block = sparse_subgradient(m, size, self.p)
             h = self._buffer(name, w)
-            h.mul_(self.gamma).add_(p_i, alpha=1.0 - self.gamma)
+            h.mul_(self.gamma)
+            h[index] += (1.0 - self.gamma) * block
             if w.grad is None:
                 w.grad = h.mul(scale)
             else:

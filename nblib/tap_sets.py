@@ -50,23 +50,61 @@ def _indicator(sets: tuple, device, dtype) -> torch.Tensor | None:
     return torch.tensor(sets, dtype=dtype, device=device)
 
 
+def _per_tap_sums(g: ConvGeometry, kabs: torch.Tensor, kind: str) -> torch.Tensor:
+    """Row sums over the input channels of o's group (``"row"``: ``(c_out, *taps)``) or column sums over the
+    outputs of j's group (``"col"``: ``(c_in, *taps)``) of ``|K|``, per tap: the one pass over ``|K|``."""
+    c_out, c_in_g = kabs.shape[:2]
+    if kind == "row":
+        return kabs.sum(1)
+    if g.groups == 1:
+        return kabs.sum(0)
+    return kabs.reshape(g.groups, c_out // g.groups, c_in_g, -1).sum(1).reshape(g.groups * c_in_g, *kabs.shape[2:])
+
+
+def _indicators(g: ConvGeometry, kind: str, device, dtype) -> list:
+    return [_indicator(maximal_tap_sets(kind, n, lo, o, s, d, k), device, dtype)
+            for n, (lo, _), o, s, d, k in zip(g.in_size, g.pads, g.out_size, g.stride, g.dilation, g.kernel_size)]
+
+
+def _set_sums(a: torch.Tensor, indicators: list) -> torch.Tensor:
+    """``b[c, m_1, ..., m_N]``: the sum of ``a[c]`` over the product of the ``m``-th maximal sets."""
+    for axis, q in enumerate(indicators):
+        dim = 1 + axis
+        a = a.sum(dim, keepdim=True) if q is None else (a.movedim(dim, -1) @ q.T).movedim(-1, dim)
+    return a
+
+
 def tap_set_norm(g: ConvGeometry, kabs: torch.Tensor, kind: str) -> torch.Tensor:
     """``||C||_inf`` (``kind="row"``) or ``||C||_1`` (``kind="col"``) from ``kabs = |K|`` (see the module
     docstring); differentiable in ``kabs``, with the whole subgradient on one maximiser."""
-    c_out, c_in_g = kabs.shape[:2]
-    if kind == "row":  # per-tap row sums over the input channels of o's group
-        a = kabs.sum(1)
-    elif g.groups == 1:  # per-tap column sums over the outputs of j's group
-        a = kabs.sum(0)
+    b = _set_sums(_per_tap_sums(g, kabs, kind), _indicators(g, kind, kabs.device, kabs.dtype))
+    return b.reshape(-1).max(0).values
+
+
+@torch.no_grad()
+def tap_set_subgradient(g: ConvGeometry, kernel: torch.Tensor, kind: str) -> tuple[torch.Tensor, tuple, torch.Tensor]:
+    """``(norm, index, block)``: :func:`tap_set_norm` and its subgradient w.r.t. the kernel, without autograd.
+
+    The subgradient is 0 except ``subgradient[index] = block``: ``sign(K)`` on the taps of one maximising row
+    (``"row"``: output channel ``o*``, every input channel of its group) or column (``"col"``: input channel
+    ``j*``, every output of its group), restricted to the maximal tap sets that attain the norm."""
+    kabs = kernel.abs()
+    indicators = _indicators(g, kind, kernel.device, kernel.dtype)
+    b = _set_sums(_per_tap_sums(g, kabs, kind), indicators)
+    idx = int(b.reshape(-1).argmax())
+    value = b.reshape(-1)[idx]
+    pos = []
+    for size in reversed(b.shape):
+        pos.append(idx % size)
+        idx //= size
+    c, *sets = reversed(pos)
+    mask = kernel.new_ones(())
+    for q, m, k in zip(indicators, sets, g.kernel_size):
+        mask = mask.unsqueeze(-1) * (kernel.new_ones(k) if q is None else q[m])
+    if kind == "row":
+        index = (c,)
     else:
-        a = kabs.reshape(g.groups, c_out // g.groups, c_in_g, -1).sum(1).reshape(g.groups * c_in_g,
-                                                                                 *kabs.shape[2:])
-    for axis, (n, (lo, _), o, s, d, k) in enumerate(zip(g.in_size, g.pads, g.out_size, g.stride, g.dilation,
-                                                        g.kernel_size)):
-        q = _indicator(maximal_tap_sets(kind, n, lo, o, s, d, k), kabs.device, kabs.dtype)
-        dim = 1 + axis
-        if q is None:
-            a = a.sum(dim, keepdim=True)
-        else:
-            a = (a.movedim(dim, -1) @ q.T).movedim(-1, dim)
-    return a.reshape(-1).max(0).values
+        c_out_g, c_in_g = kernel.shape[0] // g.groups, kernel.shape[1]
+        group, j = divmod(c, c_in_g)
+        index = (slice(group * c_out_g, (group + 1) * c_out_g), j)
+    return value, index, kernel[index].sign() * mask

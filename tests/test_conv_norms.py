@@ -3,6 +3,7 @@
 The oracle is ``operator_matrix``: torch's own forward of the layer (no bias) applied to every basis input,
 independent of ``nblib.conv_geometry``; its column / row sums and SVD give the exact l1 / l_inf / l2 norms.
 """
+import copy
 import math
 import resource
 import warnings
@@ -91,6 +92,25 @@ def test_l1_linf_exact_for_every_layer_type(layer):
         value = conv_norm(layer, size, p)
         (grad,) = torch.autograd.grad(value, layer.weight)
         assert (grad * layer.weight).sum().item() == pytest.approx(value.item(), rel=1e-10, abs=1e-12)
+        check_subgradient(layer, size, p)
+
+
+def check_subgradient(layer, size, p, n_probe: int = 5):
+    """norm_subgradient is a subgradient of f = ||M(K)||_p: <g, K> = f(K), entries in {-1, 0, 1}, and
+    <g, X> <= f(X) for every kernel X (the dual-norm condition), probed with random X on the dense operator."""
+    value, sub = norms.norm_subgradient(layer, size, p)
+    dense = dense_norms(layer, size)[0 if p == 1 else 1]
+    assert value.item() == pytest.approx(dense, rel=1e-12, abs=1e-12)
+    assert (sub * layer.weight).sum().item() == pytest.approx(dense, rel=1e-10, abs=1e-12)
+    assert set(np.unique(sub.abs().numpy())) <= {0.0, 1.0}
+    probe = copy.deepcopy(layer)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(n_probe):
+        x = torch.randn(layer.weight.shape, generator=gen, dtype=torch.float64)
+        with torch.no_grad():
+            probe.weight.copy_(x)
+        f_x = dense_norms(probe, size)[0 if p == 1 else 1]
+        assert (sub * x).sum().item() <= f_x * (1 + 1e-10) + 1e-12
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.filter_too_much])
@@ -126,6 +146,16 @@ def test_transposed_layer_is_the_adjoint_of_a_convolution(layer):
         conv.weight.copy_(layer.weight)
     out = norms.output_size(layer, size)
     torch.testing.assert_close(operator_matrix(layer, size), operator_matrix(conv, out).T)
+
+
+def test_linear_subgradient():
+    torch.manual_seed(0)
+    lin = nn.Linear(6, 4).double()
+    for p in (1, math.inf):
+        value, sub = norms.norm_subgradient(lin, None, p)
+        assert value.item() == pytest.approx(torch.linalg.matrix_norm(lin.weight, p).item())
+        (grad,) = torch.autograd.grad(linear_norm(lin, p), lin.weight)
+        torch.testing.assert_close(sub, grad)
 
 
 @pytest.mark.parametrize("eps", [1e-2, 1e-4, 1e-6])
