@@ -105,19 +105,6 @@ def power_iteration(layer, input_size, tol: float = 1e-6, max_iter: int = 1000, 
     return (value, v) if return_vector else value
 
 
-def frequency_matrices(g: ConvGeometry, kernel: torch.Tensor, size) -> torch.Tensor:
-    """``P_f = sum_t K[:, :, t] w^{f t}`` of the stride-1 circular convolution on ``size``: the blocks of its
-    DFT block-diagonalisation, shape ``(groups * n_freq, out/g, in/g)`` (half of the spectrum: a real
-    kernel's ``P_{-f}`` is the conjugate of ``P_f``)."""
-    kd = dilated_kernel(kernel, g.dilation)
-    if any(r > n for r, n in zip(kd.shape[2:], size)):
-        raise ValueError(f"kernel reach {tuple(kd.shape[2:])} exceeds the circular input size {tuple(size)}")
-    dims = tuple(range(2, kd.dim()))
-    kf = torch.fft.rfftn(kd, s=tuple(size), dim=dims) if not kd.is_complex() else torch.fft.fftn(kd, s=size, dim=dims)
-    kf = kf.reshape(g.groups, g.out_channels // g.groups, g.in_channels // g.groups, -1)
-    return kf.permute(0, 3, 1, 2).reshape(-1, g.out_channels // g.groups, g.in_channels // g.groups)
-
-
 def singular_values_fft(layer, input_size) -> torch.Tensor:
     """All singular values of the circular, stride-1 convolution on ``C``'s input size (Sedghi, Gupta & Long
     2019): the DFT block-diagonalises it into one ``out/g x in/g`` matrix per frequency and group.  Returns
@@ -136,13 +123,42 @@ def singular_values_fft(layer, input_size) -> torch.Tensor:
 
 
 def circulant_size(g: ConvGeometry) -> tuple:
-    """Smallest circular size ``L`` whose stride-1 circular convolution holds ``C`` as a submatrix.
-
-    Output ``i`` reads positions ``i s - lo + t d`` in ``[-lo, n + hi)``; modulo ``L`` the out-of-range ones
-    must stay out of ``[0, n)`` (``L >= n + lo`` and ``L >= n + hi``), a window must not wrap onto itself
-    (``L >= reach``) and distinct outputs must be distinct rows (``L > (o - 1) s``)."""
-    return tuple(max(n + lo, n + hi, r, (o - 1) * s + 1)
+    """Smallest circular size ``L`` (a multiple of the stride) whose strided circular convolution
+    ``y[i] = sum_t K[t] x[(i s + t d) mod L]`` holds ``C`` as a submatrix, ``C``'s input ``x`` sitting at
+    ``[lo, lo + n)``.  Out-of-range reads must not alias into the input (``L >= n + lo``, ``L >= n + hi``), a
+    window must not wrap onto itself (``L >= reach``) and distinct outputs must be distinct rows
+    (``L >= o s``)."""
+    return tuple(-(-max(n + lo, n + hi, r, o * s) // s) * s
                  for n, (lo, hi), r, o, s in zip(g.in_size, g.pads, g.reach, g.out_size, g.stride))
+
+
+def frequency_matrices(g: ConvGeometry, kernel: torch.Tensor) -> torch.Tensor:
+    """Frequency matrices of the strided circular convolution on :func:`circulant_size`, whose largest
+    spectral norm is that convolution's l2 norm, an upper bound of ``||C||_2``.
+
+    Polyphase form: with ``t d = a s + phi`` the strided convolution is a stride-1 circular convolution on
+    ``L / s`` positions from ``in/g * prod(s)`` input channels (input channel and phase ``phi``) with kernel
+    ``K'[o, (j, phi), a]``; the DFT block-diagonalises it into ``P_f = sum_a K'[:, :, a] w^{f a}``, of shape
+    ``(groups * n_freq, out/g, in/g * prod(s))`` (half of the spectrum: for a real kernel ``P_{-f}`` is the
+    conjugate of ``P_f``).  Stride 1 gives the Sedghi-Gupta-Long matrices.
+    """
+    size = circulant_size(g)
+    kd = dilated_kernel(kernel, g.dilation)
+    n = g.ndim
+    # pad each reach up to a multiple of its stride, split it into (a, phi) and move the phases to channels
+    pad = [v for r, st in zip(reversed(g.reach), reversed(g.stride)) for v in (0, -(-r // st) * st - r)]
+    kd = torch.nn.functional.pad(kd, pad)
+    split = [v for r, st in zip(kd.shape[2:], g.stride) for v in (r // st, st)]
+    kd = kd.reshape(*kd.shape[:2], *split)
+    a_dims, phi_dims = [2 + 2 * i for i in range(n)], [3 + 2 * i for i in range(n)]
+    kd = kd.permute(0, 1, *phi_dims, *a_dims)
+    c_in_g = g.in_channels // g.groups * math.prod(g.stride)
+    kd = kd.reshape(g.out_channels, c_in_g, *kd.shape[2 + n:])
+    dims = tuple(range(2, 2 + n))
+    period = tuple(L // st for L, st in zip(size, g.stride))
+    kf = torch.fft.rfftn(kd, s=period, dim=dims)
+    kf = kf.reshape(g.groups, g.out_channels // g.groups, c_in_g, -1)
+    return kf.permute(0, 3, 1, 2).reshape(-1, g.out_channels // g.groups, c_in_g)
 
 
 def _gram_bound(p: torch.Tensor, n_iter: int) -> torch.Tensor:
@@ -163,8 +179,8 @@ def _gram_bound(p: torch.Tensor, n_iter: int) -> torch.Tensor:
 def gram_iteration(layer, input_size, n_iter: int = 6) -> torch.Tensor:
     """Certified upper bound of ``||M||_2`` by Gram iteration (Delattre, Barthelemy, Araujo & Allauzen 2023).
 
-    ``C`` (zero padding, any stride) is a submatrix of the stride-1 circular convolution on
-    :func:`circulant_size`, so ``||M||_2 <= max_f ||P_f||_2``; for each frequency matrix ``G_0 = P_f``,
+    ``C`` (zero padding, any stride) is a submatrix of the strided circular convolution on
+    :func:`circulant_size`, so ``||M||_2 <= max_f ||P_f||_2`` (:func:`frequency_matrices`); for each ``G_0 = P_f``,
     ``G_{t+1} = G_t^H G_t`` gives ``||P_f||_2 <= ||G_T||_F^(1/2^T)`` (rescaled by ``||G_t||_F`` at each step).
     """
     g = conv_geometry(layer, input_size)
@@ -174,7 +190,7 @@ def gram_iteration(layer, input_size, n_iter: int = 6) -> torch.Tensor:
     if entries > GRAM_MAX_ENTRIES:
         raise ValueError(f"Gram iteration would hold {entries} complex entries (over {GRAM_MAX_ENTRIES}); "
                          "use method='power' for a layer this large")
-    return _gram_bound(frequency_matrices(g, _kernel(layer), size), n_iter).to(layer.weight.dtype)
+    return _gram_bound(frequency_matrices(g, _kernel(layer)), n_iter).to(layer.weight.dtype)
 
 
 def eq3_bound(layer, input_size) -> torch.Tensor:
@@ -218,7 +234,7 @@ def l2_interval(layer, input_size, rtol: float = 1e-3, max_iter: int = 20000, de
 
         size = circulant_size(g)
         if not done() and math.prod(size) * g.out_channels * g.in_channels // g.groups <= GRAM_MAX_ENTRIES:
-            p = frequency_matrices(g, kd, size)
+            p = frequency_matrices(g, kd)
             for n_iter in (6, 12):
                 upper = min(upper, float(_gram_bound(p, n_iter)))
                 if done():
