@@ -433,4 +433,5 @@ __all__ = ["CONV_TYPES", "L1_LINF_METHODS", "L2_METHODS", "OPERATOR_MATRIX_MAX_E
            "assumption1_holds", "batchnorm_norm", "check_p", "conv2d_norm", "conv_norm", "eq3_bound", "general_l1",
            "general_linf", "gram_iteration", "l1_linf_method", "l2_interval", "layer_input_shapes", "layer_norm",
            "layer_norms", "linear_norm", "norm_subgradient", "operator_matrix", "output_size", "power_iteration",
-           "singular_values_fft", "sparse_subgradient", "taps_l1", "taps_linf", "theorem1_l1", "theorem1_l1_kernel", "theorem1_linf"]
+           "singular_values_fft", "sparse_subgradient", "taps_l1", "taps_linf", "theorem1_l1", "theorem1_l1_kernel",
+           "theorem1_linf"]

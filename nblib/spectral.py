@@ -38,29 +38,42 @@ def _kernel(layer) -> torch.Tensor:
 def _power(g: ConvGeometry, kd: torch.Tensor, v: torch.Tensor, tol: float, max_iter: int, block: int,
            generator: torch.Generator | None = None) -> tuple:
     """Block power (subspace) iteration on ``A = C^T C`` with Rayleigh-Ritz (no grad): ``v`` starts the block,
-    random vectors fill it.  Returns ``(top Ritz vector of unit norm, converged)``; converged means its residual
-    ``||A v - theta v|| <= tol * theta``.  The block resolves close top singular values: it converges at rate
-    ``(sigma_{block+1} / sigma_1)^2`` instead of ``(sigma_2 / sigma_1)^2``."""
+    random vectors fill it.  Returns ``(top Ritz vector of unit norm, converged)``.
+
+    With Ritz values ``theta_1 >= theta_2`` and residuals ``rho_i = ||A q_i - theta_i q_i||``, the error
+    ``lambda_1 - theta_1 >= 0`` is bounded by ``rho_1`` (Weyl), by ``rho_1^2 / (theta_1 - theta_2 - rho_2)``
+    when that gap is positive (Kato-Temple, taking ``theta_2 + rho_2`` as the bound of the rest of the
+    spectrum) and, rigorously, by ``u^2 - theta_1`` with ``u`` the strided-circulant Gram bound of ``||C||_2``
+    (computed after 30 steps when it fits in memory).  It stops once the bound makes ``sqrt(theta_1)`` exact to
+    relative ``tol``.  The block converges at rate ``(sigma_{block+1} / sigma_1)^2``, resolving close pairs."""
     n = g.n_in
     b = max(1, min(block, n))
     first = v.reshape(1, n)
     rest = torch.randn(b - 1, n, dtype=kd.dtype, device=kd.device, generator=generator)
     q = torch.linalg.qr(torch.cat([first, rest]).T).Q.T  # (b, n), orthonormal rows
-    shape_in, shape_out = (b, g.in_channels, *g.in_size), (b, g.out_channels, *g.out_size)
-    top = q[0]
-    for _ in range(max_iter):
+    shape_in = (b, g.in_channels, *g.in_size)
+    top, upper_sq = q[0], math.inf
+    allowed = (1 + tol) ** 2 - 1  # relative error of theta that keeps sqrt(theta) within tol
+    for it in range(max_iter):
         u = apply(g, q.reshape(shape_in), kd)
         w = apply_adjoint(g, u, kd).reshape(b, n)  # A q
         h = q @ w.T
         evals, evecs = torch.linalg.eigh((h + h.T) / 2)
         y = evecs.flip(1).T  # Ritz vectors, largest first
-        theta = float(evals[-1])
+        thetas = evals.flip(0).tolist()
         q, w = y @ q, y @ w
         top = q[0]
-        if theta <= 0.0:  # C q = 0: exact when C = 0, i.e. when C(1) with |K| vanishes (every tap reads padding)
+        if thetas[0] <= 0.0:  # C q = 0: exact when C = 0, i.e. when C(1) with |K| vanishes (taps read padding)
             kabs = kd.abs()
             return top, bool(float(apply(g, kabs.new_ones((1, g.in_channels, *g.in_size)), kabs).max()) == 0.0)
-        if float((w[0] - theta * top).norm()) <= tol * theta:
+        rho = (w[:2] - torch.tensor(thetas[:2], dtype=w.dtype, device=w.device)[:, None] * q[:2]).norm(dim=1).tolist()
+        bound = rho[0]
+        if b >= 2 and thetas[0] - thetas[1] - rho[1] > 0:
+            bound = min(bound, rho[0] ** 2 / (thetas[0] - thetas[1] - rho[1]))
+        if it == 30 and _gram_fits(g):
+            upper_sq = float(_gram_bound(frequency_matrices(g, kd), 8)) ** 2
+        bound = min(bound, upper_sq - thetas[0])
+        if bound <= allowed * thetas[0]:
             return top, True
         q = torch.linalg.qr(w.T).Q.T
     return top, False
@@ -70,10 +83,9 @@ def power_iteration(layer, input_size, tol: float = 1e-6, max_iter: int = 1000, 
                     generator: torch.Generator | None = None, return_vector: bool = False, block: int = 4):
     """Largest singular value of the true (zero-padded, strided, dilated, grouped) operator of a conv layer.
 
-    Exact to relative tolerance ``tol``: block power iteration (``block`` vectors, Rayleigh-Ritz) stops when
-    the top Ritz vector's residual ``||C^T C v - theta v|| <= tol * theta`` (``theta = ||C v||^2``,
-    ``||v|| = 1``), so the value ``||C v|| <= ||M||_2`` is within ``tol`` (relative) of a singular value of
-    ``M``.  When ``max_iter`` steps end first a RuntimeWarning says the value is an
+    Exact to relative tolerance ``tol``: block power iteration (``block`` vectors, Rayleigh-Ritz) on
+    ``C^T C`` stops when a residual bound of the top Ritz value ``theta = ||C v||^2`` (Weyl, Kato-Temple, or the
+    certified Gram upper bound; see ``_power``) puts ``||C v|| <= ||M||_2`` within relative ``tol`` of it.  When ``max_iter`` steps end first a RuntimeWarning says the value is an
     uncertified lower bound (use :func:`l2_interval` for a certificate).  The returned ``<u, C v>`` with the
     final (detached) singular vectors is differentiable: its gradient is ``u v^T`` in kernel space.  ``x0``
     restarts from a previous vector of ``C``'s input shape ``(1, in_channels, *in_size)`` (for a transposed
@@ -161,6 +173,10 @@ def frequency_matrices(g: ConvGeometry, kernel: torch.Tensor) -> torch.Tensor:
     return kf.permute(0, 3, 1, 2).reshape(-1, g.out_channels // g.groups, c_in_g)
 
 
+def _gram_fits(g: ConvGeometry) -> bool:
+    return math.prod(circulant_size(g)) * g.out_channels * g.in_channels // g.groups <= GRAM_MAX_ENTRIES
+
+
 def _gram_bound(p: torch.Tensor, n_iter: int) -> torch.Tensor:
     """``max_f ||P_f||_2 <= max_f ||G_T||_F^(1/2^T)`` with ``G_{t+1} = G_t^H G_t`` rescaled at every step."""
     if p.shape[-2] < p.shape[-1]:
@@ -186,10 +202,9 @@ def gram_iteration(layer, input_size, n_iter: int = 6) -> torch.Tensor:
     g = conv_geometry(layer, input_size)
     check_zero_padding(g, 2)
     size = circulant_size(g)
-    entries = math.prod(size) * g.out_channels * g.in_channels // g.groups
-    if entries > GRAM_MAX_ENTRIES:
-        raise ValueError(f"Gram iteration would hold {entries} complex entries (over {GRAM_MAX_ENTRIES}); "
-                         "use method='power' for a layer this large")
+    if not _gram_fits(g):
+        raise ValueError(f"Gram iteration would hold over {GRAM_MAX_ENTRIES} complex entries for circular size "
+                         f"{size}; use method='power' for a layer this large")
     return _gram_bound(frequency_matrices(g, _kernel(layer)), n_iter).to(layer.weight.dtype)
 
 
@@ -232,8 +247,7 @@ def l2_interval(layer, input_size, rtol: float = 1e-3, max_iter: int = 20000, de
         def done() -> bool:
             return upper - lower <= rtol * upper
 
-        size = circulant_size(g)
-        if not done() and math.prod(size) * g.out_channels * g.in_channels // g.groups <= GRAM_MAX_ENTRIES:
+        if not done() and _gram_fits(g):
             p = frequency_matrices(g, kd)
             for n_iter in (6, 12):
                 upper = min(upper, float(_gram_bound(p, n_iter)))

@@ -70,7 +70,8 @@ def any_conv(draw, types=tuple(LAYER_TYPES)):
             lo_hi = [(pp, pp) for pp in pad]
         size = tuple(draw(st.integers(max(1, r - lo - hi), MAX_SIZE[n])) for r, (lo, hi) in zip(reach, lo_hi))
         layer = cls(c_in, c_out, k, stride=s, padding=pad, dilation=d, groups=groups, bias=draw(st.booleans()))
-    return fill(layer.double(), draw(st.integers(0, 2**31 - 1)), draw(st.sampled_from(["gauss", "sparse", "ties"]))), size
+    kind = draw(st.sampled_from(["gauss", "sparse", "ties"]))
+    return fill(layer.double(), draw(st.integers(0, 2**31 - 1)), kind), size
 
 
 def dense_norms(layer, size):
@@ -246,6 +247,8 @@ def test_low_precision_weights_at_every_p(dtype):
             assert v.float().item() == pytest.approx(want.item(), rel=1e-2)
         (grad,) = torch.autograd.grad(conv_norm(low, size, 1), low.weight)
         assert grad.dtype == dtype
+        value, sub = norms.norm_subgradient(low, size, math.inf)
+        assert value.dtype == sub.dtype == dtype
     conv = nn.Conv2d(3, 4, 3, padding=1).to(dtype)
     assert conv2d_norm(conv, (8, 8), 2, method="fft").dtype == dtype
     lin = nn.Linear(5, 4).to(dtype)
