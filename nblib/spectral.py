@@ -3,12 +3,13 @@
 For a layer with operator ``M`` (``C`` or ``C^T`` of ``nblib.conv_geometry``; both have the singular values of
 ``C``):
 
-* :func:`power_iteration` -- power iteration on ``A = C^T C`` through the convolution and its adjoint
-  (Virmaux & Scaman 2018), stopped by a *residual* test: with ``v`` of unit norm, ``theta = ||C v||^2`` and
-  ``r = A v - theta v``, it stops once ``||r|| <= tol * theta``.  For the symmetric ``A`` some eigenvalue lies
-  within ``||r||`` of ``theta`` (Weyl), and ``theta <= lambda_1``; so the returned ``||C v||`` is a lower
-  bound of ``||M||_2`` and within relative ``tol`` of a singular value, the largest one for every start
-  vector but a measure-zero set.  A RuntimeWarning says when ``max_iter`` ends the run first.
+* :func:`power_iteration` -- block power iteration on ``A = C^T C`` through the convolution and its adjoint
+  (Virmaux & Scaman 2018, with Rayleigh-Ritz on a few vectors), stopped by a *residual bound*: with Ritz
+  values ``theta_1 >= theta_2`` and residuals ``rho_i = ||A q_i - theta_i q_i||``, ``lambda_1 - theta_1`` is at
+  most ``rho_1`` (Weyl), ``rho_1^2 / (theta_1 - theta_2 - rho_2)`` (Kato-Temple) or ``u^2 - theta_1`` for a
+  certified upper bound ``u``.  It stops once the bound puts ``||C v|| = sqrt(theta_1) <= ||M||_2`` within
+  relative ``tol``; the first two bounds take the Ritz values for the top of the spectrum (true for every
+  start but a measure-zero set).  A RuntimeWarning says when ``max_iter`` ends the run first.
 * :func:`l2_interval` -- a certified interval ``[lower, upper]`` of ``||M||_2`` with a requested relative
   width: the converged lower bound above and the smallest of several certified upper bounds (Gram iteration
   on a circulant embedding, ``sqrt(||M||_1 ||M||_inf)``, ``||M||_F``, and for small operators a dense
@@ -220,7 +221,7 @@ def _dense_gram(g: ConvGeometry, kd: torch.Tensor) -> torch.Tensor:
     return apply_adjoint(g, apply(g, eye, kd), kd).reshape(g.n_in, g.n_in)
 
 
-def l2_interval(layer, input_size, rtol: float = 1e-3, max_iter: int = 20000, dense_max: int = DENSE_MAX_INPUTS,
+def l2_interval(layer, input_size, rtol: float = 1e-3, max_iter: int = 2000, dense_max: int = DENSE_MAX_INPUTS,
                 generator: torch.Generator | None = None) -> tuple[float, float]:
     """Certified interval ``(lower, upper)`` holding ``||M||_2``, refined until ``upper - lower <= rtol * upper``.
 

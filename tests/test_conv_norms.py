@@ -179,6 +179,9 @@ def test_l2_tolerance_holds_with_close_top_singular_values(eps):
     for rtol in (1e-3, 1e-9):
         lower, upper = l2_interval(conv, hw, rtol=rtol)
         assert lower <= s[0] * (1 + 1e-12) and upper >= s[0] * (1 - 1e-12) and upper - lower <= rtol * upper
+    with pytest.warns(RuntimeWarning, match="not certified"):  # stopped early: said so, still a lower bound
+        value = conv2d_norm(conv, hw, 2, tol=1e-12, max_iter=2, block=1).item()
+    assert value <= s[0] * (1 + 1e-12)
 
 
 def test_l2_interval_without_dense_fallback_and_its_warning():
