@@ -5,13 +5,17 @@ flattened output; ``M`` is a convolution ``C`` (Conv1d/2d/3d) or its adjoint ``C
 see ``nblib.conv_geometry``.  This module computes norms of ``M`` without forming it:
 
 * ``p = inf``: ``||M||_inf`` = largest absolute row sum.  For a Conv2d under Assumption 1 this is eq. (2),
-  ``max_i sum_{j,k,t} |K[i,j,k,t]|``; in general ``||C||_inf`` is the largest entry of ``C(1)`` computed with
-  ``|K|`` (each output's row sum over the inputs it sees).
+  ``max_i sum_{j,k,t} |K[i,j,k,t]|``; for every other geometry the same one pass over ``|K|`` restricted to
+  the inclusion-maximal tap sets a row holds (``nblib.tap_sets``, ``method="taps"``), or, as a second route,
+  the largest entry of ``C(1)`` computed with ``|K|`` (``method="general"``).
 * ``p = 1``: ``||M||_1`` = largest absolute column sum.  For a Conv2d under Assumption 1 this is eq. (1), the
-  largest sum of ``|K|`` over a class of Lemma 1; in general ``||C||_1`` is the largest entry of ``C^T(1)``
-  with ``|K|``.  For a transposed layer ``||C^T||_1 = ||C||_inf`` and ``||C^T||_inf = ||C||_1``.
+  largest sum of ``|K|`` over a class of Lemma 1; elsewhere the tap sets of a column (Lemma 1 per dimension),
+  or the largest entry of ``C^T(1)`` with ``|K|``.  For a transposed layer ``||C^T||_1 = ||C||_inf`` and
+  ``||C^T||_inf = ||C||_1``.
 * ``p = 2``: see ``nblib.spectral`` (power iteration exact to a stated tolerance, a certified interval,
   Gram iteration, FFT, eq. 3).
+* :func:`sparse_subgradient`: the norm and a subgradient (one row / column of ``sign(K)``) without autograd,
+  for norm decay.
 
 The l1/l_inf routes are exact for every stride, zero padding (integers, ``'same'``, ``'valid'``), dilation,
 group count, output padding and input size: for a fixed output position each kernel tap reads a distinct

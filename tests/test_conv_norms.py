@@ -421,3 +421,24 @@ def test_layer_norms_and_norm_decay_on_every_layer_type():
             model[idx].weight.grad = None
     with pytest.raises(ValueError, match="Bilinear"):
         NormDecay(nn.ModuleDict({"b": nn.Bilinear(2, 2, 2), "l": nn.Linear(2, 2)}), (2,), 1, 0.1)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_every_layer_type_on_cuda():
+    """Same values on CUDA as on the CPU, results on the kernel's device; norm decay on a CUDA model."""
+    from nblib.regularizers import NormDecay
+    torch.manual_seed(0)
+    layers = [(nn.Conv1d(2, 3, 3, stride=2), (9,)), (nn.Conv2d(3, 4, 3, padding="same"), (8, 7)),
+              (nn.Conv3d(2, 2, 2, dilation=2), (4, 5, 5)), (nn.ConvTranspose2d(2, 3, 3, stride=2), (4, 4))]
+    for layer, size in layers:
+        cuda = copy.deepcopy(layer).cuda()
+        for p, method in [(1, None), (math.inf, None), (2, "power"), (2, "gram")]:
+            v = conv_norm(cuda, size, p, method=method)
+            assert v.device.type == "cuda"
+            assert v.item() == pytest.approx(conv_norm(layer, size, p, method=method).item(), rel=1e-4)
+        lower, upper = l2_interval(cuda, size, rtol=1e-4)
+        assert lower <= conv_norm(layer, size, 2, tol=1e-7).item() * (1 + 1e-5) <= upper * (1 + 1e-5)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, stride=2), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 3 * 3, 2)).cuda()
+    nd = NormDecay(model, (3, 8, 8), math.inf, 0.1)
+    nd.step()
+    assert all(m.weight.grad.device.type == "cuda" for m in (model[0], model[3]))
