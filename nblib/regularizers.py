@@ -2,7 +2,7 @@
 
 * **Norm decay** (Liang & Huang, AAAI 2021, eq. 5 and Algorithm 1): gradient descent on
   ``L(theta) + beta/N sum_i ||theta^(i)||_p`` with ``p`` in ``{1, inf}``, where ``theta^(i)`` is the linear map
-  of the i-th Conv2d / Linear layer at its true input size (the exact norms of ``nblib.norms``), and the
+  of the i-th conv / Linear layer at its true input size (the exact norms of ``nblib.norms``), and the
   sparse (sub)gradient of the norms smoothed by a momentum ``gamma``.  See :class:`NormDecay`.
 * **Weight decay** is the optimizer's own ``weight_decay`` (:func:`make_optimizer`); it needs no object here.
 * **Singular value clipping** (Sedghi, Gupta & Long, ICLR 2019): every ``clip_every`` steps, project each
@@ -21,7 +21,8 @@ import math
 import torch
 import torch.nn as nn
 
-from nblib.norms import _dilated_kernel, _pair, conv2d_norm, layer_input_shapes, linear_norm
+from nblib.norms import (CONV_TYPES, _dilated_kernel, _pair, conv_norm, layer_input_shapes, linear_norm,
+                         norm_subgradient, sparse_subgradient)
 
 KINDS = ("none", "wd", "svc", "nd_l1", "nd_linf")
 BEFORE_OPTIMIZER_STEP = "before_optimizer_step"
@@ -29,15 +30,28 @@ AFTER_OPTIMIZER_STEP = "after_optimizer_step"
 
 
 def _layer_table(model: nn.Module, input_shape) -> dict:
-    """``{name: (module, (H, W) or None)}`` for every Conv2d / Linear, each conv at its true input size."""
+    """``{name: (module, (H, W) or None)}`` for every Conv2d / Linear, each conv at its true input size
+    (singular value clipping's table: any other convolution raises, naming the layer)."""
     out = {}
     for name, (m, in_shape) in layer_input_shapes(model, input_shape).items():
+        if isinstance(m, CONV_TYPES) and not isinstance(m, nn.Conv2d):
+            raise ValueError(f"layer {name!r} is a {type(m).__name__}; singular value clipping supports Conv2d "
+                             "and Linear layers only")
         out[name] = (m, tuple(int(v) for v in in_shape[-2:]) if isinstance(m, nn.Conv2d) else None)
     return out
 
 
-def _layer_norm(m: nn.Module, hw, p) -> torch.Tensor:
-    return conv2d_norm(m, hw, p) if isinstance(m, nn.Conv2d) else linear_norm(m, p)
+def norm_decay_layers(model: nn.Module, input_shape) -> dict:
+    """``{name: (module, spatial input size or None)}`` for every conv (Conv1d/2d/3d, ConvTranspose1d/2d/3d)
+    and Linear layer of ``model``, each conv at its true input size (``layer_input_shapes``)."""
+    out = {}
+    for name, (m, in_shape) in layer_input_shapes(model, input_shape).items():
+        out[name] = (m, tuple(in_shape[-len(m.kernel_size):]) if isinstance(m, CONV_TYPES) else None)
+    return out
+
+
+def _layer_norm(m: nn.Module, size, p) -> torch.Tensor:
+    return conv_norm(m, size, p) if size is not None else linear_norm(m, p)
 
 
 # --------------------------------------------------------------------------- norm decay
@@ -49,10 +63,11 @@ class NormDecay:
     .. math::  \min_\theta \; \mathcal{L}(\theta) + \frac{\beta}{N} \sum_{i=1}^{N} \|\theta^{(i)}\|_p ,
                \qquad p \in \{1, \infty\},
 
-    where the sum runs over all ``N`` Conv2d and Linear layers of ``model`` and ``||theta^(i)||_p`` is the
-    exact operator norm of the layer's linear map (bias excluded): the largest absolute column sum
-    (``p = 1``) or row sum (``p = inf``) of the conv's matrix on its true input size (Theorem 1, eqs. 1-2,
-    or the exact general method of ``nblib.norms`` where Assumption 1 fails), or of the Linear weight.
+    where the sum runs over all ``N`` conv (Conv1d/2d/3d, ConvTranspose1d/2d/3d) and Linear layers of
+    ``model`` and ``||theta^(i)||_p`` is the exact operator norm of the layer's linear map (bias excluded): the
+    largest absolute column sum (``p = 1``) or row sum (``p = inf``) of the conv's matrix on its true input
+    size (Theorem 1, eqs. 1-2, or the exact general method of ``nblib.norms`` elsewhere), or of the Linear
+    weight.
     Algorithm 1 replaces the gradient of the penalty by a momentum average of it:
 
     1. ``h <- 0`` (one buffer per layer, the shape of its weight);
@@ -66,10 +81,9 @@ class NormDecay:
     :meth:`step` does lines 3-5: call it after ``loss.backward()`` and before ``optimizer.step()`` (with
     AMP, after ``scaler.unscale_(optimizer)``; with gradient clipping, decide whether the penalty is
     clipped too and order the calls accordingly).  It works with any optimizer, since it only edits
-    ``weight.grad`` (creating it when ``None``).  The subgradient is the autograd gradient of
-    ``nblib.norms.conv2d_norm`` / ``linear_norm`` at the layer's input size, learnt once at construction by
-    one forward pass (``layer_input_shapes``); ``step`` runs no forward pass of the model, only one pass over
-    ``|K|`` per layer (or, outside Assumption 1, one convolution of a ones image with ``|K|``).
+    ``weight.grad`` (creating it when ``None``).  The subgradient is ``nblib.norms.norm_subgradient`` at the
+    layer's input size (learnt once at construction by one shape-only forward pass, ``layer_input_shapes``);
+    ``step`` runs no forward pass of the model and no autograd, only one pass over ``|K|`` per layer.
     With ``gamma = 0`` this is plain subgradient descent on eq. (5).
 
     The momentum buffers follow their weights: a model moved or cast with ``.to()`` after construction gets
@@ -90,7 +104,7 @@ class NormDecay:
         if not 0.0 <= gamma < 1.0:
             raise ValueError(f"the momentum gamma must lie in [0, 1), got {gamma}")
         self.p, self.beta, self.gamma = (math.inf if p == math.inf else 1), beta, gamma
-        self.layers = _layer_table(model, input_shape)  # raises for unsupported / unreached layers
+        self.layers = norm_decay_layers(model, input_shape)  # raises for unsupported / unreached layers
         self.n_layers = len(self.layers)
         with torch.no_grad():  # fail now, not at the first step, if a norm cannot be evaluated
             for name, (m, hw) in self.layers.items():
@@ -108,23 +122,30 @@ class NormDecay:
         return h
 
     def subgradients(self) -> dict:
-        """``{name: p_i}``: the (sub)gradient of each layer's exact norm w.r.t. its weight (line 3)."""
+        """``{name: p_i}``: a subgradient of each layer's exact norm w.r.t. its weight (line 3), from
+        ``nblib.norms.norm_subgradient``: ``sign(K)`` on one maximising row / column of the layer's matrix,
+        0 elsewhere (no autograd: one pass over ``|K|`` per layer)."""
         out = {}
-        with torch.enable_grad():
-            for name, (m, hw) in self.layers.items():
-                w = m.weight
-                if not w.requires_grad:
-                    raise ValueError(f"layer {name!r}: weight no longer requires grad; norm decay cannot update it")
-                (out[name],) = torch.autograd.grad(_layer_norm(m, hw, self.p), w)
+        for name, (m, size) in self.layers.items():
+            if not m.weight.requires_grad:
+                raise ValueError(f"layer {name!r}: weight no longer requires grad; norm decay cannot update it")
+            out[name] = norm_subgradient(m, size, self.p)[1]
         return out
 
     def step(self) -> None:
-        """Lines 3-5 of Algorithm 1: ``h <- gamma h + (1-gamma) p``, ``weight.grad += beta/N h``."""
+        """Lines 3-5 of Algorithm 1: ``h <- gamma h + (1-gamma) p``, ``weight.grad += beta/N h``.
+
+        ``p`` is non-zero on one row / column only (``sparse_subgradient``): ``h`` is scaled in place and the
+        block added, so a step costs one pass over ``|K|`` and two over ``h`` per layer."""
         scale = self.beta / self.n_layers
-        for name, p_i in self.subgradients().items():
-            w = self.layers[name][0].weight
+        for name, (m, size) in self.layers.items():
+            w = m.weight
+            if not w.requires_grad:
+                raise ValueError(f"layer {name!r}: weight no longer requires grad; norm decay cannot update it")
+            _, index, block = sparse_subgradient(m, size, self.p)
             h = self._buffer(name, w)
-            h.mul_(self.gamma).add_(p_i, alpha=1.0 - self.gamma)
+            h.mul_(self.gamma)
+            h[index] += (1.0 - self.gamma) * block
             if w.grad is None:
                 w.grad = h.mul(scale)
             else:

@@ -61,7 +61,7 @@ def check_against_dense(conv: nn.Conv2d, hw) -> dict:
         k = conv.weight
         ho_wo = norms.output_size(conv, hw)
         span = (hw[0] + 2 * conv.padding[0] - conv.kernel_size[0], hw[1] + 2 * conv.padding[1] - conv.kernel_size[1])
-        eq1 = norms._theorem1_l1(k, conv.groups, conv.kernel_size, conv.stride, conv.padding, hw).item() \
+        eq1 = norms.theorem1_l1_kernel(k, conv.groups, conv.kernel_size, conv.stride, conv.padding, hw).item() \
             if min(span) >= 0 else math.nan
         eq2 = k.abs().flatten(1).sum(1).max().item()
         with warnings.catch_warnings(record=True) as caught:  # measured below (err_power), not shown

@@ -252,8 +252,10 @@ def test_norm_decay_errors():
         NormDecay(model, (3, 8, 8), 2, 0.1)
     with pytest.raises(ValueError, match="gamma"):
         NormDecay(model, (3, 8, 8), 1, 0.1, gamma=1.0)
-    with pytest.raises(ValueError, match="Conv1d"):
-        NormDecay(nn.Sequential(nn.Conv1d(3, 3, 3), nn.Flatten(), nn.LazyLinear(2)), (3, 8), 1, 0.1)
+    with pytest.raises(ValueError, match="Bilinear"):
+        NormDecay(nn.ModuleDict({"b": nn.Bilinear(3, 3, 2), "l": nn.Linear(3, 2)}), (3,), 1, 0.1)
+    with pytest.raises(ValueError, match="Conv1d"):  # singular value clipping stays Conv2d / Linear only
+        SingularValueClipping(nn.Sequential(nn.Conv1d(3, 3, 3), nn.Flatten(), nn.Linear(18, 2)), (3, 8), 1.0)
     frozen = small_cnn()
     frozen[0].weight.requires_grad_(False)
     with pytest.raises(ValueError, match="frozen"):
