@@ -43,8 +43,6 @@ P_VALUES = (1, 2, math.inf)
 L2_METHODS = ("power", "fft", "gram", "bound")
 OPERATOR_MATRIX_MAX_ENTRIES = 2**26  # dense oracle cap: 64M entries (256 MB in float32), workspace included
 
-# the names nblib.regularizers' singular value clipping imports (public versions: pair, dilated_kernel)
-_pair, _dilated_kernel = pair, dilated_kernel
 
 
 def check_p(p) -> float:

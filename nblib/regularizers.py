@@ -21,8 +21,9 @@ import math
 import torch
 import torch.nn as nn
 
-from nblib.norms import (CONV_TYPES, _dilated_kernel, _pair, conv_norm, layer_input_shapes, linear_norm,
-                         norm_subgradient, sparse_subgradient)
+from nblib.conv_geometry import dilated_kernel, pair, resolved_padding
+from nblib.norms import (CONV_TYPES, conv_norm, layer_input_shapes, linear_norm, norm_subgradient,
+                         sparse_subgradient)
 
 KINDS = ("none", "wd", "svc", "nd_l1", "nd_linf")
 BEFORE_OPTIMIZER_STEP = "before_optimizer_step"
@@ -235,7 +236,7 @@ def clip_singular_values(conv: nn.Conv2d, input_size, c: float) -> torch.Tensor:
     if not (math.isfinite(c) and c >= 0):
         raise ValueError(f"the clipping threshold c must be a finite number >= 0, got {c}")
     n1, n2 = _check_size(input_size)
-    k = _dilated_kernel(conv)
+    k = dilated_kernel(conv)
     r1, r2 = k.shape[-2:]
     if n1 < r1 or n2 < r2:
         raise ValueError(f"input size {(n1, n2)} is smaller than the kernel's reach {(r1, r2)}: the circular "
@@ -251,7 +252,7 @@ def clip_singular_values(conv: nn.Conv2d, input_size, c: float) -> torch.Tensor:
     m = (u * s.clamp(max=c).to(u.dtype).unsqueeze(-2)) @ vh
     kf = m.permute(0, 3, 4, 1, 2).reshape(d_out, d_in_g, *kf.shape[-2:])
     full = torch.fft.irfft2(kf, s=(n1, n2))
-    d1, d2 = _pair(conv.dilation)
+    d1, d2 = pair(conv.dilation)
     conv.weight.copy_(full[:, :, :r1:d1, :r2:d2])
     return top
 
@@ -302,9 +303,9 @@ class SingularValueClipping:
         self.layers, self.notes = {}, {}
         for name, (m, hw) in _layer_table(model, input_shape).items():
             if isinstance(m, nn.Conv2d):
-                p1, p2 = _pair(m.padding)
-                padded_hw = (hw[0] + 2 * p1, hw[1] + 2 * p2)
-                r1, r2 = _dilated_kernel(m).shape[-2:]
+                (l1, h1), (l2, h2) = resolved_padding(m)  # 'same' included
+                padded_hw = (hw[0] + l1 + h1, hw[1] + l2 + h2)
+                r1, r2 = dilated_kernel(m).shape[-2:]
                 if not self.padded and (hw[0] < r1 or hw[1] < r2):
                     self.notes[name] = (f"input {tuple(hw)} is smaller than the kernel's reach {(r1, r2)}: clipped "
                                         f"on the padded size {padded_hw}, whose circular operator contains the layer")
