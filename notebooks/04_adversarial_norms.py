@@ -30,7 +30,7 @@
 profile = "smoke"  # name of the params/ profile that ran this notebook
 output_dir = "../outputs/smoke"  # folder for figures/, tables/, metrics/
 device = "cpu"  # torch device of every training run
-runs_dir = "../outputs/runs"  # sweep cache: one folder per config hash, shared by all profiles
+runs_dir = ""  # sweep cache, one folder per config hash: empty for output_dir/runs (this profile only), or a folder shared by profiles
 executor = "local"  # nblib.sweep executor: local | slurm
 gpus = []  # local executor: one worker process per listed GPU; [] runs sequentially in this kernel
 slurm_partition = ""  # slurm executor: partition, empty for the cluster default; one GPU per job
@@ -70,7 +70,7 @@ LABELS = {"plain": "plain", "pgd": "PGD-AT", "alp": "ALP", "trades": "TRADES"}
 # %%
 base = dict(dataset=dataset, data_root=data_root, epochs=epochs, lr=lr, batch_size=batch_size, adv_preset=adv_preset,
             eval_eps=eps_255 / 255, attack=attack, n_eval=n_eval, local_lipschitz=True, seed=seed, device=device)
-results = sweep.run_sweep(experiments.figure2_configs(models, base, modes=modes), runs_dir, executor=executor,
+results = sweep.run_sweep(experiments.figure2_configs(models, base, modes=modes), runs_dir or f"{output_dir}/runs", executor=executor,
                           gpus=gpus or None, slurm_kwargs=slurm)
 summary = results[["model", "adv_mode", "clean_acc", "robust_acc", "lip_mean", "lip_max", "grad_margin_mean",
                    "log10_linf_norm_product"]].copy()
