@@ -295,6 +295,8 @@ def _inspect(run_dir: Path, cfg: dict) -> tuple[str, str, Optional[dict]]:
             metrics = read_json(run_dir / "metrics.json")
         except (OSError, ValueError) as err:
             return "corrupt", f"DONE but metrics.json missing or unreadable ({err})", None
+        if not isinstance(done, dict) and isinstance(metrics, dict) and "status" not in metrics:
+            metrics = {**metrics, "status": "done"}  # written before runs recorded a status
         problems = check_metrics(metrics, cfg)
         if problems:
             return "corrupt", "metrics.json fails the schema: " + "; ".join(problems), None

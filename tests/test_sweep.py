@@ -313,6 +313,24 @@ def test_changed_code_is_not_reused(tmp_path, fake_run_one, monkeypatch):
     assert len(fake_run_one) == 2 and "stale_reason" not in m and run_status(d, TINY)[0] == "done"
 
 
+def test_folder_of_older_code_is_stale(tmp_path, fake_run_one):
+    """A finished folder written before provenance was recorded (no provenance.json, DONE a time stamp,
+    no status in metrics.json): rerun by default, kept and marked with reuse_stale."""
+    run_cached(TINY, tmp_path)
+    d = run_dir_for(tmp_path, TINY)
+    (d / "provenance.json").unlink()
+    (d / "DONE").write_text("2026-01-01T00:00:00+0000\n")
+    metrics = read_json(d / "metrics.json")
+    del metrics["status"]
+    write_json_atomic(d / "metrics.json", metrics)
+    status, reason = run_status(d, TINY)
+    assert status == "stale" and "no provenance" in reason
+    kept = run_sweep([TINY], tmp_path, reuse_stale=True)
+    assert kept["stale"].tolist() == [True] and kept["clean_acc"].tolist() == [0.5] and len(fake_run_one) == 1
+    (d / train.CHECKPOINT).write_bytes(b"torn")
+    assert run_status(d, TINY)[0] == "corrupt"  # an old DONE still needs a loadable checkpoint
+
+
 def test_code_fingerprint_covers_result_code():
     fp = sweep.code_fingerprint()
     assert len(fp) == 16 and fp == sweep.code_fingerprint()
