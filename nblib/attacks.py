@@ -24,6 +24,7 @@ import contextlib
 import io
 import json
 import logging
+import math
 import sys
 import time
 from pathlib import Path
@@ -41,6 +42,7 @@ __all__ = [
     "clean_accuracy",
     "pgd_linf",
     "autoattack_accuracy",
+    "attack_settings",
     "margin_loss",
     "local_lipschitz",
 ]
@@ -243,7 +245,7 @@ def _quiet_autoattack():
                 handler.messages.append(ln)
 
 
-def _make_adversary(model, eps, norm, version, seed, device, n_cls):
+def _make_adversary(model, eps, norm, version, seed, device, n_cls, budget=1.0):
     from pyautoattack import AutoAttack
 
     # Both variants start from pyautoattack's 'standard' configuration
@@ -260,7 +262,32 @@ def _make_adversary(model, eps, norm, version, seed, device, n_cls):
     n_targets = min(adv.apgd_targeted.n_target_classes, n_cls - 1)
     adv.apgd_targeted.n_target_classes = n_targets
     adv.fab.n_target_classes = min(adv.fab.n_target_classes, n_cls - 1)
+    if budget != 1.0:  # a rehearsal of the same attacks with fewer iterations / queries
+        for attack, name in ((adv.apgd, "n_iter"), (adv.apgd_targeted, "n_iter"), (adv.fab, "n_iter"),
+                             (adv.square, "n_queries")):
+            setattr(attack, name, max(1, math.ceil(budget * getattr(attack, name))))
     return adv, n_targets
+
+
+def attack_settings(version: str, budget: float = 1.0) -> dict:
+    """The resolved settings of an AutoAttack ``version`` at ``budget`` (what a result records): the
+    attacks, APGD / APGD-T / FAB-T iterations, targets and Square's queries.  ``budget=1`` is pyautoattack's
+    standard configuration; a smaller budget scales every iteration / query count by it (at least 1)."""
+    if version not in AA_VERSIONS:
+        raise ValueError(f"unknown AutoAttack version {version!r}; known: {sorted(AA_VERSIONS)}")
+    adv, n_targets = _make_adversary(nn.Flatten(), 1.0, "Linf", version, 0, torch.device("cpu"), 10,
+                                     _check_budget(budget))
+    return {"version": version, "attacks": list(AA_VERSIONS[version]), "budget": float(budget),
+            "apgd_n_iter": adv.apgd.n_iter, "apgd_restarts": adv.apgd.n_restarts,
+            "apgd_t_n_iter": adv.apgd_targeted.n_iter, "n_target_classes": n_targets,
+            "fab_t_n_iter": adv.fab.n_iter, "square_n_queries": adv.square.n_queries}
+
+
+def _check_budget(budget) -> float:
+    budget = float(budget)
+    if not (math.isfinite(budget) and 0 < budget <= 1):
+        raise ValueError(f"the attack budget must lie in (0, 1] (1 = standard AutoAttack), got {budget}")
+    return budget
 
 
 def _perturbation_norm(delta: torch.Tensor, norm: str) -> torch.Tensor:
@@ -340,7 +367,7 @@ def _atomic_autoattack_state():
 def autoattack_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                         eps: float, norm: str = "Linf", version: str = "standard",
                         seed: int = 0, batch_size: int = 250, device=None,
-                        state_path=None, *, return_adv: bool = False) -> dict:
+                        state_path=None, *, budget: float = 1.0, return_adv: bool = False) -> dict:
     """Robust accuracy under AutoAttack (pyautoattack 0.2.0).
 
     Args:
@@ -366,6 +393,10 @@ def autoattack_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
             broke count as non-robust (their adversarial examples are not
             available, see ``n_broken_before_resume``).  pyautoattack's own
             resume is broken in 0.2.0, so resuming is done here.
+        budget: fraction of the standard iterations and queries of every
+            attack (APGD, APGD-T, FAB-T iterations, Square queries; at least
+            1 each).  1 is AutoAttack as published; smaller values rehearse
+            the same code path cheaply and do NOT measure robustness.
         return_adv: also return the adversarial examples under ``"x_adv"``.
 
     Returns:
@@ -392,6 +423,7 @@ def autoattack_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
         raise ValueError("x and y must be non-empty with the same length")
     if x.min().item() < 0.0 or x.max().item() > 1.0:
         raise ValueError("x must lie in [0, 1]")
+    budget = _check_budget(budget)
     device = _model_device(model, device)
     attacks = list(AA_VERSIONS[version])
     x = x.detach().float()
@@ -412,7 +444,7 @@ def autoattack_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
         for k in aa_checks.funcs:  # module-global counters, never reset upstream
             aa_checks.funcs[k] = 0
         adversary, n_targets = _make_adversary(model, eps, norm, version, seed,
-                                               device, n_cls)
+                                               device, n_cls, budget)
         resumed = state_path is not None and state_path.exists()
         n_broken_before = 0
         if resumed:
@@ -473,6 +505,7 @@ def autoattack_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
         "norm": norm,
         "version": version,
         "attacks": attacks,
+        "budget": budget,
         "seconds": time.time() - t0,
         "seed": int(seed),
         "robust_acc_autoattack": robust_aa.float().mean().item(),

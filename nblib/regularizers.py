@@ -258,6 +258,11 @@ class SingularValueClipping:
     (``include_linear=True``, the default) get the exact SVD clipping of their weight matrix; the paper's
     SVC acts on "the norms of layers" and a Linear layer is one, so both are clipped unless disabled.
 
+    A conv whose input is smaller than its kernel's reach (VGG-11's last two convs see 2 x 2 inputs) has no
+    circular operator at its input size; it is clipped at the padded size instead, which bounds the true
+    layer, and :attr:`notes` says so for each such layer (``run_one`` records them in ``metrics.json``).
+    Sedghi et al.'s code (and so the authors') silently truncates the kernel to the input size there.
+
     Call :meth:`step` after ``optimizer.step()`` with the number of optimizer steps taken so far
     (``global_step`` = 1 after the first): it clips when ``global_step % clip_every == 0``.  :meth:`clip_now`
     clips at once.  Clipping is approximate for convs (see :func:`clip_singular_values`).
@@ -273,17 +278,17 @@ class SingularValueClipping:
         if int(clip_every) != clip_every or clip_every < 1:
             raise ValueError(f"clip_every must be a positive integer, got {clip_every!r}")
         self.c, self.clip_every, self.padded = c, int(clip_every), bool(padded)
-        self.layers = {}
+        self.layers, self.notes = {}, {}
         for name, (m, hw) in _layer_table(model, input_shape).items():
             if isinstance(m, nn.Conv2d):
-                if self.padded:
-                    p1, p2 = _pair(m.padding)
-                    hw = (hw[0] + 2 * p1, hw[1] + 2 * p2)
+                p1, p2 = _pair(m.padding)
+                padded_hw = (hw[0] + 2 * p1, hw[1] + 2 * p2)
                 r1, r2 = _dilated_kernel(m).shape[-2:]
-                if hw[0] < r1 or hw[1] < r2:
-                    raise ValueError(f"conv {name!r}: circular size {hw} is smaller than the kernel's reach "
-                                     f"{(r1, r2)}; use SingularValueClipping(..., padded=True)")
-                self.layers[name] = (m, hw)
+                if not self.padded and (hw[0] < r1 or hw[1] < r2):
+                    self.notes[name] = (f"input {tuple(hw)} is smaller than the kernel's reach {(r1, r2)}: clipped "
+                                        f"on the padded size {padded_hw}, whose circular operator contains the layer")
+                # a conv that runs has a padded input at least as large as its reach
+                self.layers[name] = (m, padded_hw if self.padded or name in self.notes else tuple(hw))
             elif include_linear:
                 self.layers[name] = (m, None)
 

@@ -36,7 +36,7 @@ from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
 from nblib.adversarial import ADV_MODES, ADV_PRESETS, adversarial_loss
-from nblib.attacks import AA_VERSIONS, autoattack_accuracy, local_lipschitz
+from nblib.attacks import AA_VERSIONS, attack_settings, autoattack_accuracy, local_lipschitz
 from nblib.data import DATASETS, eval_subset, get_dataset
 from nblib.models import MODEL_NAMES, build
 from nblib.norms import layer_norms
@@ -82,6 +82,8 @@ DEFAULT_CFG = {
     "eval_eps": 1 / 255,          # AutoAttack / local Lipschitz l_inf radius (Table 2: 1/255, Fig. 2: 8/255)
     "n_eval": 1024,               # test points attacked (the authors: 1024); None: the whole test set
     "attack": "standard",         # AutoAttack version: standard | authors (APGD-CE + APGD-T) | none
+    "attack_budget": 1.0,         # fraction of AutoAttack's iterations / queries: 1 = as published; < 1 only
+                                  # rehearses the code path (robust accuracy then measures nothing)
     "local_lipschitz": False,     # also estimate local Lipschitz constants on the same points
 }
 
@@ -101,6 +103,7 @@ IGNORED_UNLESS = {
     "cudnn_deterministic": lambda c: c["device"] != "cpu",
     "lr_decay": lambda c: len(c["milestones"]) > 0,
     "eval_eps": lambda c: c["attack"] != "none" or c["local_lipschitz"],
+    "attack_budget": lambda c: c["attack"] != "none",
     "n_eval": lambda c: c["attack"] != "none" or c["local_lipschitz"],
 }
 _SEED_LIMIT = 2 ** 32 // 1000 - 1  # numpy seeds must be < 2**32, and the data order uses 1000 * seed + epoch
@@ -186,6 +189,9 @@ def fill_cfg(cfg: Optional[dict] = None) -> dict:
     for key in ("lr", "eval_eps"):
         if out[key] <= 0:
             raise ValueError(f"cfg[{key!r}] must be > 0, got {out[key]}")
+    if not 0 < out["attack_budget"] <= 1:
+        raise ValueError(f"cfg['attack_budget'] must lie in (0, 1] (1 = standard AutoAttack), got "
+                         f"{out['attack_budget']}")
     for key in ("momentum", "weight_decay", "reg_strength", "lr_decay"):
         if out[key] < 0:
             raise ValueError(f"cfg[{key!r}] must be >= 0, got {out[key]}")
@@ -241,13 +247,14 @@ def check_runnable(cfg: dict) -> dict:
 def run_settings(cfg: dict) -> dict:
     """The resolved settings behind the names in ``cfg`` (what a result must record besides its config):
     the adversarial-training preset's values (``nblib.adversarial.ADV_PRESETS``; None for plain training)
-    and the AutoAttack attack list (``nblib.attacks.AA_VERSIONS``; None without an attack)."""
+    and the AutoAttack settings (``nblib.attacks.attack_settings``: attacks, iterations, targets, queries,
+    budget; with the radius ``eps`` and the norm; None without an attack)."""
     cfg = fill_cfg(cfg)
-    return {
-        "adv_preset": dict(ADV_PRESETS[cfg["adv_preset"]]) if cfg["adv_mode"] != "plain" else None,
-        "attack": {"version": cfg["attack"], "attacks": list(AA_VERSIONS[cfg["attack"]]),
-                   "eps": cfg["eval_eps"], "norm": "Linf"} if cfg["attack"] != "none" else None,
-    }
+    attack = None
+    if cfg["attack"] != "none":
+        attack = {**attack_settings(cfg["attack"], cfg["attack_budget"]), "eps": cfg["eval_eps"], "norm": "Linf"}
+    return {"adv_preset": dict(ADV_PRESETS[cfg["adv_preset"]]) if cfg["adv_mode"] != "plain" else None,
+            "attack": attack}
 
 
 def scaled_milestones(fractions, epochs: int) -> list[int]:
@@ -535,6 +542,10 @@ def run_one(cfg: dict, run_dir, *, stop_after_epochs: Optional[int] = None,
             "seeds": {"python": cfg["seed"], "numpy": cfg["seed"], "torch": cfg["seed"],
                       "data_order": f"1000 * {cfg['seed']} + epoch", "eval_subset": cfg["seed"]},
             "device": str(device), "resumed_from_epoch": resumed_from,
+            "data_fixture": bool(getattr(test_set, "is_fixture", False)),
+            "regularizer_notes": dict(getattr(reg, "notes", {})),
+            "attack_settings": attack_settings(cfg["attack"], cfg["attack_budget"]) if cfg["attack"] != "none"
+            else None,
         }
         if cfg["attack"] != "none" or cfg["local_lipschitz"]:
             n_eval = len(test_set) if cfg["n_eval"] is None else cfg["n_eval"]
@@ -542,8 +553,8 @@ def run_one(cfg: dict, run_dir, *, stop_after_epochs: Optional[int] = None,
             metrics["n_eval"] = n_eval
         if cfg["attack"] != "none":
             aa = autoattack_accuracy(model, x_eval, y_eval, eps=cfg["eval_eps"], version=cfg["attack"],
-                                     seed=cfg["seed"], device=device,
-                                     state_path=aa_state)
+                                     seed=cfg["seed"], device=device, state_path=aa_state,
+                                     budget=cfg["attack_budget"])
             metrics.update(robust_acc=aa["robust_acc"], aa_clean_acc=aa["clean_acc"], aa_seconds=aa["seconds"],
                            aa_warnings=aa["warnings"], aa_resumed=aa["resumed"])
         if cfg["local_lipschitz"]:

@@ -1,5 +1,13 @@
 # ---
 # jupyter:
+#   jupytext:
+#     cell_metadata_filter: tags,-all
+#     notebook_metadata_filter: kernelspec,jupytext
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -39,6 +47,7 @@ slurm_timeout_min = 1440  # slurm executor: time limit of one run (killed runs r
 models = ["smallcnn"]  # nblib.models names
 dataset = "digits"  # digits (embedded, offline) | cifar10
 data_root = "../data"  # folder holding cifar-10-batches-py (cifar10 only)
+train_subset = 0  # training images used (a fixed, seeded subset); 0: all of them
 epochs = 6  # training epochs (the schedule scales with it)
 lr = 0.05  # initial learning rate (paper: 0.01)
 batch_size = 128  # SGD batch size
@@ -50,6 +59,7 @@ nd_gamma = 0.5  # norm decay momentum gamma (Algorithm 1)
 svc_every = 10  # optimizer steps between two singular value clippings
 eps_255 = 8  # AutoAttack l_inf radius in units of 1/255 (paper: 1)
 attack = "authors"  # standard AutoAttack | authors (APGD-CE + APGD-T only, what the authors' code ran)
+attack_budget = 1.0  # fraction of AutoAttack's iterations/queries: 1 as published, < 1 rehearses only
 n_eval = 100  # attacked test points (fixed, seeded subset)
 seed = 0  # seed of every run
 
@@ -72,8 +82,9 @@ slurm = sweep.slurm_kwargs(executor, slurm_partition, slurm_timeout_min)
 # ## The sweep (cached: finished runs are read back, killed runs resume)
 
 # %%
-base = dict(dataset=dataset, data_root=data_root, epochs=epochs, lr=lr, batch_size=batch_size, reg_gamma=nd_gamma,
-            reg_clip_every=svc_every, eval_eps=eps_255 / 255, attack=attack, n_eval=n_eval, seed=seed, device=device)
+base = dict(dataset=dataset, data_root=data_root, train_subset=train_subset or None, epochs=epochs, lr=lr,
+            batch_size=batch_size, reg_gamma=nd_gamma, reg_clip_every=svc_every, eval_eps=eps_255 / 255, attack=attack,
+            attack_budget=attack_budget, n_eval=n_eval, seed=seed, device=device)
 configs = experiments.table2_configs(models, base, wd=wd, svc=svc, nd_l1=nd_l1, nd_linf=nd_linf)
 results = sweep.run_sweep(configs, runs_dir or f"{output_dir}/runs", executor=executor, gpus=gpus or None,
                             slurm_kwargs=slurm)
@@ -149,7 +160,7 @@ regularized = frame[frame.regularizer != "none"]
 best_clean_gain = float((regularized.groupby("model").clean.max() - plain_rows.clean).mean())
 robust_drop_share = float((regularized.robust < plain_rows.loc[regularized.model, "robust"].to_numpy()).mean())
 metrics = dict(
-    models=models, dataset=dataset, eps=eps_255 / 255, attack=attack, n_eval=n_eval, epochs=epochs, n_runs=len(frame),
+    models=models, dataset=dataset, eps=eps_255 / 255, attack=attack, attack_budget=attack_budget, n_eval=n_eval, epochs=epochs, n_runs=len(frame),
     plain_clean=plain_rows.clean.to_dict(), plain_robust=plain_rows.robust.to_dict(),
     min_clean=float(frame.clean.min()), max_clean=float(frame.clean.max()),
     min_robust=float(frame.robust.min()), max_robust=float(frame.robust.max()),

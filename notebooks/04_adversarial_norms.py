@@ -1,5 +1,13 @@
 # ---
 # jupyter:
+#   jupytext:
+#     cell_metadata_filter: tags,-all
+#     notebook_metadata_filter: kernelspec,jupytext
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -40,11 +48,13 @@ modes = ["plain", "pgd", "alp", "trades"]  # training modes (nblib.adversarial)
 adv_preset = "standard"  # standard (8/255, 2/255, 10 steps, TRADES beta 6) | authors (0.031, 0.007, beta 1)
 dataset = "digits"  # digits (embedded, offline) | cifar10
 data_root = "../data"  # folder holding cifar-10-batches-py (cifar10 only)
+train_subset = 0  # training images used (a fixed, seeded subset); 0: all of them
 epochs = 6  # training epochs (the schedule scales with it)
 lr = 0.05  # initial learning rate (paper: 0.1)
 batch_size = 128  # SGD batch size
 eps_255 = 8  # evaluation l_inf radius in units of 1/255 (AutoAttack and local Lipschitz)
 attack = "standard"  # standard AutoAttack | authors (APGD-CE + APGD-T only)
+attack_budget = 1.0  # fraction of AutoAttack's iterations/queries: 1 as published, < 1 rehearses only
 n_eval = 20  # attacked test points (fixed, seeded subset)
 seed = 0  # seed of every run
 
@@ -68,8 +78,9 @@ LABELS = {"plain": "plain", "pgd": "PGD-AT", "alp": "ALP", "trades": "TRADES"}
 # ## The runs (cached: finished runs are read back, killed runs resume)
 
 # %%
-base = dict(dataset=dataset, data_root=data_root, epochs=epochs, lr=lr, batch_size=batch_size, adv_preset=adv_preset,
-            eval_eps=eps_255 / 255, attack=attack, n_eval=n_eval, local_lipschitz=True, seed=seed, device=device)
+base = dict(dataset=dataset, data_root=data_root, train_subset=train_subset or None, epochs=epochs, lr=lr,
+            batch_size=batch_size, adv_preset=adv_preset, eval_eps=eps_255 / 255, attack=attack,
+            attack_budget=attack_budget, n_eval=n_eval, local_lipschitz=True, seed=seed, device=device)
 results = sweep.run_sweep(experiments.figure2_configs(models, base, modes=modes), runs_dir or f"{output_dir}/runs", executor=executor,
                           gpus=gpus or None, slurm_kwargs=slurm)
 summary = results[["model", "adv_mode", "clean_acc", "robust_acc", "lip_mean", "lip_max", "grad_margin_mean",
@@ -153,7 +164,7 @@ comparable_or_larger = float((verdict.median_log10_norm_vs_plain >= -math.log10(
 more_robust = bool((verdict.robust_gain > 0).all())
 smaller_lip = bool((verdict.lip_ratio < 1).all())
 metrics = dict(
-    models=models, modes=modes, dataset=dataset, eps=eps_255 / 255, attack=attack, n_eval=n_eval, epochs=epochs,
+    models=models, modes=modes, dataset=dataset, eps=eps_255 / 255, attack=attack, attack_budget=attack_budget, n_eval=n_eval, epochs=epochs,
     clean_acc={f"{r.model}/{r.adv_mode}": r.clean_acc for r in summary.itertuples()},
     robust_acc={f"{r.model}/{r.adv_mode}": r.robust_acc for r in summary.itertuples()},
     lip_mean={f"{r.model}/{r.adv_mode}": r.lip_mean for r in summary.itertuples()},

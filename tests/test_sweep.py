@@ -31,6 +31,7 @@ OTHER_VALUE = {
     "weight_decay": 5e-4, "regularizer": "nd_l1", "reg_strength": 1e-3, "reg_gamma": 0.9,
     "reg_clip_every": 10, "adv_mode": "trades", "adv_preset": "authors", "seed": 1, "device": "cuda",
     "cudnn_deterministic": True, "num_workers": 2, "eval_eps": 8 / 255, "n_eval": 10, "attack": "authors",
+    "attack_budget": 0.5,
     "local_lipschitz": True,
 }
 # what a key needs beside it to have an effect (nblib.train.IGNORED_UNLESS)
@@ -122,7 +123,7 @@ def test_hash_sensitive_to_every_key():
     (dict(dataset="digits", data_root="/somewhere/else"), "digits are embedded"),
     (dict(adv_preset="authors"), "plain training"),
     (dict(cudnn_deterministic=True), "cpu"),
-    (dict(attack="none", eval_eps=8 / 255, n_eval=10), "nothing evaluated at eps"),
+    (dict(attack="none", eval_eps=8 / 255, n_eval=10, attack_budget=0.1), "nothing evaluated at eps"),
     (dict(milestones=[], lr_decay=0.5), "no milestone"),
 ])
 def test_settings_without_effect_hash_alike(cfg, unused):
