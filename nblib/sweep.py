@@ -5,7 +5,7 @@ Each config (filled with :func:`nblib.train.fill_cfg`, which resets settings the
 
 * ``cfg.json``        -- the full config (written before training);
 * ``provenance.json`` -- what produces the result besides the config: :func:`code_fingerprint` (SHA-256 of
-  the nblib sources that determine results and the pyautoattack version) and the resolved adversarial
+  the nblib sources that may determine results and the pyautoattack version) and the resolved adversarial
   preset / attack settings (:func:`nblib.train.run_settings`);
 * ``checkpoint.pt``, ``history.json``, ``metrics.json`` -- written by ``run_one``;
 * ``versions.json``   -- torch / CUDA / cuDNN / python versions, git SHA of this repository, device name;
@@ -57,7 +57,7 @@ from nblib.attacks import AttackStateError
 from nblib.results import read_json, write_atomic, write_json_atomic
 from nblib.train import CheckpointError, fill_cfg
 
-__all__ = ["EXECUTORS", "FINGERPRINT_SOURCES", "RunLocked", "config_hash", "run_dir_for", "code_fingerprint",
+__all__ = ["EXECUTORS", "NOT_FINGERPRINTED", "fingerprinted_sources", "RunLocked", "config_hash", "run_dir_for", "code_fingerprint",
            "provenance", "check_metrics", "run_status", "run_cached", "old_hash_folders", "run_sweep",
            "expand_grid", "slurm_kwargs", "versions"]
 
@@ -117,9 +117,11 @@ def versions(device: str = "cpu") -> dict:
 
 
 # --------------------------------------------------------------------------- provenance
-#: nblib sources whose code determines a run's result (training, data, models, norms, attacks).
-FINGERPRINT_SOURCES = ("train.py", "adversarial.py", "attacks.py", "data.py", "norms.py", "regularizers.py",
-                       "models")
+#: nblib sources that cannot change a run's result (the cache, tables, notebooks' helpers, benchmarks);
+#: every other ``nblib/**/*.py`` -- training, data, models, norms, regularisers, attacks, and any module
+#: added later -- is part of :func:`code_fingerprint`.
+NOT_FINGERPRINTED = ("__init__.py", "sweep.py", "results.py", "experiments.py", "reproduce.py", "benchmark.py",
+                     "verify.py", "toys.py")
 
 
 @lru_cache(maxsize=None)
@@ -135,16 +137,19 @@ def _fingerprint_of(files: tuple) -> str:
     return h.hexdigest()[:16]
 
 
-def code_fingerprint() -> str:
-    """First 16 hex digits of the SHA-256 of the nblib sources in :data:`FINGERPRINT_SOURCES` (path and
-    bytes, sorted by path) and the installed pyautoattack version: changes whenever code that determines a
-    result changes (also a comment: the cache prefers a needless rerun to a wrong result)."""
+def fingerprinted_sources() -> list[Path]:
+    """The files of :func:`code_fingerprint`: ``nblib/**/*.py`` except the top-level modules named in
+    :data:`NOT_FINGERPRINTED`."""
     base = _REPO / "nblib"
-    files = []
-    for name in FINGERPRINT_SOURCES:
-        path = base / name
-        files.extend(sorted(path.rglob("*.py")) if path.is_dir() else [path])
-    return _fingerprint_of(tuple(str(f) for f in sorted(files)))
+    return sorted(f for f in base.rglob("*.py")
+                  if not (f.parent == base and f.name in NOT_FINGERPRINTED) and "__pycache__" not in f.parts)
+
+
+def code_fingerprint() -> str:
+    """First 16 hex digits of the SHA-256 of :func:`fingerprinted_sources` (path and bytes, sorted by path)
+    and the installed pyautoattack version: changes whenever code that may determine a result changes (a
+    comment too: the cache prefers a needless rerun to a wrong result)."""
+    return _fingerprint_of(tuple(str(f) for f in fingerprinted_sources()))
 
 
 def provenance(cfg: dict) -> dict:

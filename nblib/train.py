@@ -14,10 +14,12 @@ point and started again with the same config and folder resumes from the last fi
 the same weights and metrics as an uninterrupted run (bitwise on the CPU; on a GPU only with
 ``cudnn_deterministic=True``, and even then some CUDA kernels are not deterministic).
 
-Files written to ``run_dir``: ``checkpoint.pt`` (after every epoch, atomically), ``history.json`` (one record
-per epoch: loss, accuracies, learning rate, times and the exact l_inf and l1 norms of every Conv2d / Linear
-layer -- the curves of the paper's appendix), ``metrics.json`` (final results) and, while AutoAttack runs,
-``autoattack_state.json`` (lets an interrupted attack resume).
+Files written to ``run_dir``, each atomically (``nblib.results.write_atomic``): ``checkpoint.pt`` (after
+every epoch), ``history.json`` (one record per epoch: loss, accuracies, learning rate, times and the exact
+l_inf and l1 norms of every Conv2d / Linear layer -- the curves of the paper's appendix), ``metrics.json``
+(final results; NaN / inf stored as the strings "NaN" / "Infinity", None meaning "not measured") and, while
+AutoAttack runs, ``autoattack_state.json`` (lets an interrupted attack resume).  Off a terminal (a log
+file, a batch job) one line per epoch goes to stderr instead of a progress bar.
 """
 from __future__ import annotations
 
@@ -445,8 +447,11 @@ def run_one(cfg: dict, run_dir, *, stop_after_epochs: Optional[int] = None,
     epoch ``k`` (as if the run were killed there); ``step_callback(epoch, batch_index)`` is called before
     every SGD step (raise from it to simulate a kill mid-epoch).
 
-    Returns the metrics dict (also written to ``run_dir/metrics.json``; the per-epoch records go to
-    ``history.json``).
+    Everything :func:`check_runnable` checks is checked before the first epoch.  A NaN or infinite
+    training or test loss raises FloatingPointError (``nblib.sweep`` records the run as diverged).
+
+    Returns the metrics dict (also written to ``run_dir/metrics.json``, with ``status`` "done" and the
+    resolved ``settings`` of :func:`run_settings`; the per-epoch records go to ``history.json``).
     """
     cfg = fill_cfg(cfg)
     check_runnable(cfg)  # data present, n_eval / train_subset in range: fail before any epoch

@@ -332,12 +332,24 @@ def test_folder_of_older_code_is_stale(tmp_path, fake_run_one):
     assert run_status(d, TINY)[0] == "corrupt"  # an old DONE still needs a loadable checkpoint
 
 
-def test_code_fingerprint_covers_result_code():
+def test_code_fingerprint_covers_result_code(tmp_path, monkeypatch):
     fp = sweep.code_fingerprint()
     assert len(fp) == 16 and fp == sweep.code_fingerprint()
-    names = {p.name for p in (REPO / "nblib").rglob("*.py")}
-    assert {"train.py", "attacks.py", "norms.py", "regularizers.py", "data.py", "adversarial.py"} <= names
-    assert all((REPO / "nblib" / n).exists() for n in sweep.FINGERPRINT_SOURCES)
+    names = {p.relative_to(REPO / "nblib").as_posix() for p in sweep.fingerprinted_sources()}
+    assert {"train.py", "attacks.py", "norms.py", "regularizers.py", "data.py", "adversarial.py",
+            "models/__init__.py"} <= names
+    assert not names & {"sweep.py", "results.py", "experiments.py"}
+    assert all((REPO / "nblib" / n).exists() for n in sweep.NOT_FINGERPRINTED)  # no stale names
+    # copies of the sources (read once per process and folder): the same bytes give the same fingerprint,
+    # one more byte in one source another
+    sources = sweep.fingerprinted_sources()
+    for name, extra in (("same", b""), ("edited", b"\n")):
+        copy = tmp_path / name / "nblib"
+        for f in sources:
+            (copy / f.relative_to(REPO / "nblib")).parent.mkdir(parents=True, exist_ok=True)
+            (copy / f.relative_to(REPO / "nblib")).write_bytes(f.read_bytes() + (extra if f.name == "norms.py" else b""))
+        monkeypatch.setattr(sweep, "_REPO", tmp_path / name)
+        assert (sweep.code_fingerprint() == fp) == (name == "same"), name
 
 
 def test_folder_of_an_old_hash_is_reported(tmp_path, fake_run_one):
