@@ -291,3 +291,32 @@ def write_cifar10_fixture(root, n_train: int = 500, n_test: int = 200, seed: int
             shutil.rmtree(tmp)
     verify_cifar10(root)
     return folder
+
+
+def main(argv=None) -> int:
+    """``python -m nblib.cifar10 [--root data] [--fixture]``: fetch and verify CIFAR-10 into ``<root>``
+    (online), or write the CIFAR-format fixture of the rehearsal profile into ``<root>/cifar10-fixture``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--root", type=Path, default=Path(__file__).resolve().parents[1] / "data",
+                        help="folder that holds cifar-10-batches-py (default: data/ of this repository, where "
+                             "params/paper.yaml reads it)")
+    parser.add_argument("--fixture", action="store_true",
+                        help="write the small CIFAR-format fixture to <root>/cifar10-fixture (no download)")
+    args = parser.parse_args(argv)
+    try:
+        if args.fixture:
+            folder = write_cifar10_fixture(args.root / "cifar10-fixture")
+            print(f"CIFAR-format fixture (digits, not CIFAR-10) in {folder}")
+        else:
+            folder = fetch_cifar10(args.root)
+            print(f"CIFAR-10 verified (MD5 of every file) in {folder}")
+    except (FileNotFoundError, FileExistsError) as err:
+        print(f"error: {err}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -60,6 +60,31 @@ def table2_configs(models, base: dict, wd=(), svc=(), nd_l1=(), nd_linf=()) -> l
     return cfgs
 
 
+def table2_run_configs(p: dict) -> list[dict]:
+    """The run configs of notebook 03 from its parameters ``p`` (the notebook's names: ``eps_255`` is eps in
+    units of 1/255, ``nd_gamma`` the norm-decay gamma, ``svc_every`` SVC's clipping period, ``train_subset``
+    0 for the whole training set): one per model for plain training and per (regularizer, strength)."""
+    base = dict(dataset=p["dataset"], data_root=p["data_root"], train_subset=p["train_subset"] or None,
+                epochs=p["epochs"], lr=p["lr"], batch_size=p["batch_size"], reg_gamma=p["nd_gamma"],
+                reg_clip_every=p["svc_every"], eval_eps=p["eps_255"] / 255, attack=p["attack"],
+                attack_budget=p["attack_budget"], n_eval=p["n_eval"], seed=p["seed"], device=p["device"])
+    return table2_configs(p["models"], base, wd=p["wd"], svc=p["svc"], nd_l1=p["nd_l1"], nd_linf=p["nd_linf"])
+
+
+def figure2_run_configs(p: dict) -> list[dict]:
+    """The run configs of notebook 04 from its parameters ``p`` (names as in :func:`table2_run_configs`):
+    one per (model, training mode), all with local Lipschitz estimates."""
+    base = dict(dataset=p["dataset"], data_root=p["data_root"], train_subset=p["train_subset"] or None,
+                epochs=p["epochs"], lr=p["lr"], batch_size=p["batch_size"], adv_preset=p["adv_preset"],
+                eval_eps=p["eps_255"] / 255, attack=p["attack"], attack_budget=p["attack_budget"],
+                n_eval=p["n_eval"], local_lipschitz=True, seed=p["seed"], device=p["device"])
+    return figure2_configs(p["models"], base, modes=p["modes"])
+
+
+#: The run configs of each notebook that trains, from its parameters.
+RUN_CONFIGS = {"03_table2": table2_run_configs, "04_adversarial_norms": figure2_run_configs}
+
+
 def table2_frame(results: pd.DataFrame, clean="clean_acc", robust="robust_acc") -> pd.DataFrame:
     """Long table: model, regularizer, strength, clean and robust accuracy (%), and the paper's numbers
     where the same (model, regularizer, strength) appears in Table 2 (NaN otherwise), then the run's

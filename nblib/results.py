@@ -120,12 +120,27 @@ def save_table(table: pd.DataFrame, output_dir, name: str, index: bool = False, 
     return folder / f"{name}.csv"
 
 
+def in_notebook_kernel() -> bool:
+    """True inside a Jupyter kernel (JupyterLab, papermill, nbval), where a figure can be shown inline."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and "IPKernelApp" in shell.config
+
+
 def save_figure(fig, output_dir, name: str, dpi: int = 150) -> Path:
-    """Write ``figures/<name>.png`` and ``.pdf`` and close the figure (stored notebooks stay small)."""
+    """Write ``figures/<name>.png`` and ``.pdf``, show the figure inline when running in a notebook kernel,
+    and close it (so the inline backend does not draw it a second time)."""
     import matplotlib.pyplot as plt
 
     folder = _subdir(output_dir, "figures")
     fig.savefig(folder / f"{name}.png", dpi=dpi, bbox_inches="tight")
     fig.savefig(folder / f"{name}.pdf", bbox_inches="tight")
+    if in_notebook_kernel():
+        from IPython.display import display
+
+        display(fig)
     plt.close(fig)
     return folder / f"{name}.png"

@@ -724,7 +724,8 @@ def run_sweep(cfgs: Iterable[dict], root, executor: str = "local", gpus: Optiona
     * ``executor="local"``, ``gpus=None``: one run after the other in this process (runs that another
       worker is training are waited for at the end).
     * ``executor="local"``, ``gpus=[0, 1, ...]``: one spawned worker process per listed GPU with
-      ``CUDA_VISIBLE_DEVICES`` set to it (give the configs ``device="cuda"``).
+      ``CUDA_VISIBLE_DEVICES`` set to it (give the configs ``device="cuda"``); list a GPU twice
+      (``gpus=[0, 0, 1, 1]``) to run two runs at a time on it when one run cannot fill it.
     * ``executor="slurm"``: one Slurm job (array task) per unfinished config through ``submitit``
       (``AutoExecutor(folder=submitit_folder or <root>/_submitit, cluster=submitit_cluster)``, then
       ``update_parameters(**slurm_kwargs)``, e.g. ``dict(timeout_min=600, slurm_partition="gpu",

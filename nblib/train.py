@@ -6,13 +6,18 @@ Table 2 (weight decay, singular value clipping, l1 / l_inf norm decay, evaluated
 eps = 1/255) and 0.1 for the adversarial-training runs of Figure 2 (PGD-AT, ALP, TRADES, evaluated at
 eps = 8/255).  :data:`DEFAULT_CFG` holds every number of a run; anything not given is filled from it.
 
-A run is deterministic given its config on the CPU with ``num_workers=0``: python, numpy and torch are seeded
-with ``seed``; epoch ``e`` (0-based) shuffles the training set with a ``torch.Generator`` seeded with
-``1000 * seed + e``; the augmentation and the attacks' random starts draw from the global torch RNG, whose
-state (with numpy's, python's and CUDA's) is saved in the checkpoint after every epoch.  A run killed at any
-point and started again with the same config and folder resumes from the last finished epoch and ends with
-the same weights and metrics as an uninterrupted run (bitwise on the CPU; on a GPU only with
-``cudnn_deterministic=True``, and even then some CUDA kernels are not deterministic).
+Data path (``nblib.loader``, the same code on every device): the training and test splits are held as one
+tensor each on the training device (uint8 for CIFAR-10); epoch ``e`` (0-based) draws its order, crop offsets
+and flips from a ``torch.Generator`` seeded with ``nblib.loader.epoch_seed(seed, e) = seed * 2**16 + e``, and
+crops, flips and converts each batch on the device.  The test set is evaluated in batches of
+``nblib.loader.EVAL_BATCH``.
+
+A run is deterministic given its config on the CPU: python, numpy and torch are seeded with ``seed``; the data
+order and augmentation depend only on ``(seed, epoch)``; the attacks' random starts draw from the global torch
+RNG, whose state (with numpy's, python's and CUDA's) is saved in the checkpoint after every epoch.  A run
+killed at any point and started again with the same config and folder resumes from the last finished epoch
+and ends with the same weights and metrics as an uninterrupted run (bitwise on the CPU; on a GPU only with
+``cudnn_deterministic=True`` and ``amp="none"``, and even then some CUDA kernels are not deterministic).
 
 Files written to ``run_dir``, each atomically (``nblib.results.write_atomic``): ``checkpoint.pt`` (after
 every epoch), ``history.json`` (one record per epoch: loss, accuracies, learning rate, times and the exact
@@ -23,6 +28,7 @@ file, a batch job) one line per epoch goes to stderr instead of a progress bar.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import random
@@ -34,19 +40,19 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
 from nblib.adversarial import ADV_MODES, ADV_PRESETS, adversarial_loss
 from nblib.attacks import AA_VERSIONS, attack_settings, autoattack_accuracy, local_lipschitz
 from nblib.data import DATASETS, eval_subset, get_dataset
+from nblib.loader import TrainBatches, device_tensors, epoch_seed, eval_batches, flips, subset_indices
 from nblib.models import MODEL_NAMES, build
 from nblib.norms import layer_norms
 from nblib.regularizers import (AFTER_OPTIMIZER_STEP, BEFORE_OPTIMIZER_STEP, KINDS, build_regularizer,
                                 make_optimizer, optimizer_weight_decay)
 from nblib.results import jsonable, write_atomic, write_json_atomic
 
-__all__ = ["DEFAULT_CFG", "ATTACKS", "CHECKPOINT", "IGNORED_UNLESS", "CheckpointError", "fill_cfg",
+__all__ = ["DEFAULT_CFG", "ATTACKS", "AMP_MODES", "CHECKPOINT", "IGNORED_UNLESS", "CheckpointError", "fill_cfg",
            "check_runnable", "run_settings", "scaled_milestones", "run_one"]
 
 #: The hyper-parameters of one run; every key must be present after :func:`fill_cfg`.
@@ -55,7 +61,8 @@ DEFAULT_CFG = {
     "model": "resnet18",          # nblib.models name: vgg11 | resnet18 | senet18 | regnetx_200mf | smallcnn
     "dataset": "cifar10",         # "cifar10" | "digits" (embedded offline stand-in, 3x32x32)
     "data_root": "data",          # folder holding cifar-10-batches-py (ignored by digits)
-    "augment": True,              # random crop 32 pad 4 (+ horizontal flip on cifar10) on training images
+    "augment": True,              # random crop 32 pad 4 (+ horizontal flip on cifar10) on training images,
+                                  # on the device per batch, drawn from (seed, epoch) (nblib.loader)
     "train_subset": None,         # int: train on this many training images (a seeded subset); None: all
     # ---- optimisation (the paper: SGD, momentum 0.9, batch 128, 120 epochs, lr /10 at 75, 90, 100)
     "epochs": 120,                # passes over the training set
@@ -76,10 +83,15 @@ DEFAULT_CFG = {
     "adv_preset": "standard",     # nblib.adversarial.ADV_PRESETS: "standard" (8/255, 2/255, 10 steps,
                                   # TRADES beta 6) | "authors" (0.031, 0.007, 10 steps, beta 1)
     # ---- run
-    "seed": 0,                    # seeds python, numpy, torch, data order, subsets, attacks
+    "seed": 0,                    # 0 <= seed < 2**16: seeds python, numpy, torch, data order, subsets, attacks
     "device": "cpu",              # "cpu" | "cuda" | "cuda:N"
-    "cudnn_deterministic": False,  # cuda only: deterministic cuDNN kernels (reproducible, slower)
-    "num_workers": 0,             # DataLoader worker processes
+    "cudnn_deterministic": False,  # cuda only: deterministic cuDNN kernels (reproducible, slower); when False
+                                  # cudnn.benchmark picks the fastest kernels
+    "amp": "none",                # "none": float32 throughout (the paper's setting) | "bf16" (cuda only):
+                                  # training forward/backward, PGD steps included, under bfloat16 autocast;
+                                  # weights, optimizer, norms, evaluation and AutoAttack stay float32
+                                  # (its effect on accuracy is not measured in this package)
+    "channels_last": False,       # model and batches in channels_last memory format (faster convs on GPUs)
     # ---- final evaluation
     "eval_eps": 1 / 255,          # AutoAttack / local Lipschitz l_inf radius (Table 2: 1/255, Fig. 2: 8/255)
     "n_eval": 1024,               # test points attacked (the authors: 1024); None: the whole test set
@@ -91,6 +103,8 @@ DEFAULT_CFG = {
 
 #: Values of ``cfg["attack"]``.
 ATTACKS = (*AA_VERSIONS, "none")
+#: Values of ``cfg["amp"]``.
+AMP_MODES = ("none", "bf16")
 #: File name of the per-epoch checkpoint inside a run folder.
 CHECKPOINT = "checkpoint.pt"
 
@@ -108,11 +122,9 @@ IGNORED_UNLESS = {
     "attack_budget": lambda c: c["attack"] != "none",
     "n_eval": lambda c: c["attack"] != "none" or c["local_lipschitz"],
 }
-_SEED_LIMIT = 2 ** 32 // 1000 - 1  # numpy seeds must be < 2**32, and the data order uses 1000 * seed + epoch
-_EVAL_BATCH = 256
 _NULLABLE = {"train_subset": int, "n_eval": int, "data_root": str}
 _CHOICES = {"model": MODEL_NAMES, "dataset": DATASETS, "regularizer": KINDS, "adv_mode": ADV_MODES,
-            "adv_preset": tuple(ADV_PRESETS), "attack": ATTACKS}
+            "adv_preset": tuple(ADV_PRESETS), "attack": ATTACKS, "amp": AMP_MODES}
 
 
 class CheckpointError(RuntimeError):
@@ -158,14 +170,14 @@ def fill_cfg(cfg: Optional[dict] = None) -> dict:
     """``cfg`` with the missing keys taken from :data:`DEFAULT_CFG`, validated and normalised.
 
     Unknown keys raise ValueError naming them (a typo would otherwise be silently ignored); so do wrong
-    types, unknown names (model, dataset, regulariser, mode, preset, attack), out-of-range numbers (seed in
-    ``[0, (2**32 - 1) // 1000)``: numpy's range for the data-order seed ``1000 * seed + epoch``) and
-    settings that would make a run a copy of another one (a ``reg_strength`` with regulariser "none";
-    "wd", "nd_l1", "nd_linf" with strength 0; ``weight_decay`` next to "wd").  Numbers are normalised
-    (``lr=1`` becomes ``1.0``, tuples become lists) and the keys of :data:`IGNORED_UNLESS` that the run does
-    not use are reset to their defaults (``reg_gamma`` without norm decay, ``reg_clip_every`` without SVC,
-    ``data_root`` with digits, ``adv_preset`` with plain training, ``eval_eps`` / ``n_eval`` without an
-    evaluation that uses them, ...), so configs that train the same run are equal and hash equally.
+    types, unknown names (model, dataset, regulariser, mode, preset, attack), out-of-range numbers (seed and
+    epochs within the data-order seeds of ``nblib.loader.epoch_seed``) and settings that would make a run a
+    copy of another one (a ``reg_strength`` with regulariser "none"; "wd", "nd_l1", "nd_linf" with strength
+    0; ``weight_decay`` next to "wd").  Numbers are normalised (``lr=1`` becomes ``1.0``, tuples become
+    lists) and the keys of :data:`IGNORED_UNLESS` that the run does not use are reset to their defaults
+    (``reg_gamma`` without norm decay, ``reg_clip_every`` without SVC, ``data_root`` with digits,
+    ``adv_preset`` with plain training, ``eval_eps`` / ``n_eval`` / ``attack_budget`` without an evaluation
+    that uses them, ...), so configs that train the same run are equal and hash equally.
     """
     cfg = dict(cfg or {})
     unknown = sorted(set(cfg) - set(DEFAULT_CFG))
@@ -183,11 +195,6 @@ def fill_cfg(cfg: Optional[dict] = None) -> dict:
     for key in ("train_subset", "n_eval"):
         if out[key] is not None and out[key] < 1:
             raise ValueError(f"cfg[{key!r}] must be >= 1 or None, got {out[key]}")
-    if not 0 <= out["seed"] <= _SEED_LIMIT:
-        raise ValueError(f"cfg['seed'] must lie in [0, {_SEED_LIMIT}] (numpy seeds are < 2**32 and the data "
-                         f"order uses 1000 * seed + epoch), got {out['seed']}")
-    if out["num_workers"] < 0:
-        raise ValueError(f"cfg['num_workers'] must be >= 0, got {out['num_workers']}")
     for key in ("lr", "eval_eps"):
         if out[key] <= 0:
             raise ValueError(f"cfg[{key!r}] must be > 0, got {out[key]}")
@@ -215,6 +222,7 @@ def fill_cfg(cfg: Optional[dict] = None) -> dict:
     dev = out["device"]
     if not (dev == "cpu" or dev == "cuda" or (dev.startswith("cuda:") and dev[5:].isdigit())):
         raise ValueError(f"cfg['device'] must be 'cpu', 'cuda' or 'cuda:N', got {dev!r}")
+    epoch_seed(out["seed"], out["epochs"] - 1)  # seed and epochs fit the data-order seeds (ValueError)
     for key, used in IGNORED_UNLESS.items():
         if not used(out):
             out[key] = _check_type(key, DEFAULT_CFG[key])
@@ -226,11 +234,11 @@ _SIZES: dict = {}
 
 def check_runnable(cfg: dict) -> dict:
     """Everything about ``cfg`` that can be checked before training, checked: :func:`fill_cfg`, the
-    device, the data present (``get_dataset`` opens both splits), ``train_subset`` and ``n_eval`` within
-    the training / test set sizes.  Returns ``{"n_train": ..., "n_test": ...}``; raises ValueError (or
-    FileNotFoundError for missing data) naming the key and the fix."""
+    device and ``amp`` on it, the data present (``get_dataset`` opens both splits), ``train_subset`` and
+    ``n_eval`` within the training / test set sizes.  Returns ``{"n_train": ..., "n_test": ...}``; raises
+    ValueError (or FileNotFoundError for missing data) naming the key and the fix."""
     cfg = fill_cfg(cfg)
-    _device(cfg["device"])
+    _autocast(cfg["amp"], _device(cfg["device"]))
     key = (cfg["dataset"], cfg["data_root"])
     if key not in _SIZES:
         _SIZES[key] = {split: len(get_dataset(cfg["dataset"], split, cfg["data_root"]))
@@ -275,6 +283,16 @@ def _device(name: str) -> torch.device:
     return dev
 
 
+def _autocast(amp: str, device: torch.device) -> Callable[[], contextlib.AbstractContextManager]:
+    """A factory of the training steps' autocast context: bfloat16 autocast for ``amp="bf16"`` (CUDA only:
+    the CPU path stays float32 and exact), a no-op for ``"none"``."""
+    if amp == "none":
+        return contextlib.nullcontext
+    if device.type != "cuda":
+        raise ValueError(f"cfg['amp'] = {amp!r} is for CUDA devices; the CPU path stays float32: set amp='none'")
+    return lambda: torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+
+
 def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -306,40 +324,33 @@ def _set_rng_state(state: dict) -> None:
     random.setstate((py[0], tuple(py[1]), py[2]))
 
 
-def _datasets(cfg: dict):
-    train_set = get_dataset(cfg["dataset"], "train", cfg["data_root"], augment=cfg["augment"])
+def _datasets(cfg: dict, device: torch.device):
+    """The test data set (for ``eval_subset``), the training batches and the test tensors on ``device``."""
+    train_set = get_dataset(cfg["dataset"], "train", cfg["data_root"], augment=False)
     test_set = get_dataset(cfg["dataset"], "test", cfg["data_root"], augment=False)
-    n = cfg["train_subset"]
-    if n is not None:
-        if n > len(train_set):
-            raise ValueError(f"train_subset={n} exceeds the {len(train_set)} training images of {cfg['dataset']}")
-        g = torch.Generator().manual_seed(cfg["seed"])
-        train_set = Subset(train_set, torch.randperm(len(train_set), generator=g)[:n].sort().values.tolist())
-    return train_set, test_set
-
-
-def _train_loader(train_set, cfg: dict, epoch: int, device: torch.device) -> DataLoader:
-    g = torch.Generator().manual_seed(1000 * cfg["seed"] + epoch)
-    return DataLoader(train_set, batch_size=cfg["batch_size"], shuffle=True, generator=g,
-                      num_workers=cfg["num_workers"], pin_memory=device.type == "cuda", drop_last=False)
+    subset = subset_indices(len(train_set), cfg["train_subset"], cfg["seed"])
+    batches = TrainBatches(*device_tensors(train_set, device, subset), cfg["batch_size"], seed=cfg["seed"],
+                           augment=cfg["augment"], flip=flips(cfg["dataset"]), channels_last=cfg["channels_last"])
+    return test_set, batches, device_tensors(test_set, device)
 
 
 @torch.no_grad()
-def _evaluate(model, loader, device) -> tuple[float, float]:
-    """(mean cross-entropy, accuracy) over ``loader`` in eval mode; the previous mode is restored."""
+def _evaluate(model, test_tensors, channels_last: bool) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) over the test tensors in eval mode, float32; the previous mode is
+    restored."""
     was = model.training
     model.eval()
-    loss, correct, n = 0.0, 0, 0
+    loss = torch.zeros((), dtype=torch.float64, device=test_tensors[0].device)
+    correct = torch.zeros((), dtype=torch.int64, device=test_tensors[0].device)
     try:
-        for x, y in loader:
-            x, y = x.to(device), y.to(device)
+        for x, y in eval_batches(*test_tensors, channels_last=channels_last):
             out = model(x)
-            loss += F.cross_entropy(out, y, reduction="sum").item()
-            correct += (out.argmax(1) == y).sum().item()
-            n += y.numel()
+            loss += F.cross_entropy(out, y, reduction="sum").double()
+            correct += (out.argmax(1) == y).sum()
     finally:
         model.train(was)
-    return loss / n, correct / n
+    n = test_tensors[1].numel()
+    return loss.item() / n, correct.item() / n
 
 
 def _norm_tables(model, input_shape) -> tuple[list[str], list[float], list[float]]:
@@ -395,17 +406,17 @@ def _check_finite(what: str, loss: float, epoch: int) -> None:
                                  "regulariser strength")
 
 
-def _train_epoch(model, loader, optimizer, reg, cfg, device, epoch, global_step, step_callback):
+def _train_epoch(model, batches, optimizer, reg, cfg, device, epoch, global_step, step_callback, autocast):
     model.train()
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.int64, device=device)
     n, n_ce = 0, 0
-    bar = tqdm(loader, desc=f"epoch {epoch + 1}", leave=False, disable=None)
+    bar = tqdm(batches.epoch(epoch), total=len(batches), desc=f"epoch {epoch + 1}", leave=False, disable=None)
     for i, (x, y) in enumerate(bar):
         if step_callback is not None:
             step_callback(epoch, i)
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        out = adversarial_loss(cfg["adv_mode"], model, x, y, preset=cfg["adv_preset"], return_details=True)
+        with autocast():
+            out = adversarial_loss(cfg["adv_mode"], model, x, y, preset=cfg["adv_preset"], return_details=True)
         optimizer.zero_grad(set_to_none=True)
         out.loss.backward()
         if reg is not None and reg.hook == BEFORE_OPTIMIZER_STEP:
@@ -461,10 +472,13 @@ def run_one(cfg: dict, run_dir, *, stop_after_epochs: Optional[int] = None,
     t_start = time.perf_counter()
     log_epochs = not _stderr_is_tty()
     with _CudnnFlags(device, cfg["cudnn_deterministic"]):
+        autocast = _autocast(cfg["amp"], device)
         _seed_everything(cfg["seed"])
-        train_set, test_set = _datasets(cfg)
-        input_shape = tuple(test_set[0][0].shape)
+        test_set, batches, test_tensors = _datasets(cfg, device)
+        input_shape = tuple(test_tensors[0].shape[1:])
         model = build(cfg["model"], num_classes=10).to(device)
+        if cfg["channels_last"]:
+            model = model.to(memory_format=torch.channels_last)
         reg = build_regularizer(cfg["regularizer"], model, input_shape, cfg["reg_strength"],
                                 gamma=cfg["reg_gamma"], clip_every=cfg["reg_clip_every"])
         wd = cfg["weight_decay"] + optimizer_weight_decay(cfg["regularizer"], cfg["reg_strength"])
@@ -487,7 +501,6 @@ def run_one(cfg: dict, run_dir, *, stop_after_epochs: Optional[int] = None,
         if start_epoch < cfg["epochs"] and aa_state.exists():
             aa_state.unlink()  # an attack of weights that are about to change
 
-        test_loader = DataLoader(test_set, batch_size=_EVAL_BATCH, shuffle=False, num_workers=cfg["num_workers"])
         desc = f"{cfg['model']} {cfg['adv_mode']} {cfg['regularizer']}"
         bar = tqdm(range(start_epoch, cfg["epochs"]), initial=start_epoch, total=cfg["epochs"], desc=desc,
                    disable=None)
@@ -495,10 +508,10 @@ def run_one(cfg: dict, run_dir, *, stop_after_epochs: Optional[int] = None,
             t0 = time.perf_counter()
             lr = optimizer.param_groups[0]["lr"]
             train_loss, train_acc, global_step = _train_epoch(
-                model, _train_loader(train_set, cfg, epoch, device), optimizer, reg, cfg, device, epoch,
-                global_step, step_callback)
+                model, batches, optimizer, reg, cfg, device, epoch, global_step, step_callback,
+                autocast)
             train_seconds = time.perf_counter() - t0
-            test_loss, test_acc = _evaluate(model, test_loader, device)
+            test_loss, test_acc = _evaluate(model, test_tensors, cfg["channels_last"])
             _check_finite("test", test_loss, epoch)
             names, linf, l1 = _norm_tables(model, input_shape)
             scheduler.step()
@@ -527,7 +540,7 @@ def run_one(cfg: dict, run_dir, *, stop_after_epochs: Optional[int] = None,
 
         # ---- final evaluation
         t_eval = time.perf_counter()
-        test_loss, clean_acc = _evaluate(model, test_loader, device)
+        test_loss, clean_acc = _evaluate(model, test_tensors, cfg["channels_last"])
         _check_finite("test", test_loss, len(history) - 1)
         names, linf, l1 = _norm_tables(model, input_shape)
         metrics = {
@@ -536,7 +549,7 @@ def run_one(cfg: dict, run_dir, *, stop_after_epochs: Optional[int] = None,
             "train_loss": history[-1]["train_loss"], "train_acc": history[-1]["train_acc"],
             "final_lr": optimizer.param_groups[0]["lr"], "milestone_epochs": milestones,
             "epochs_trained": len(history), "global_steps": global_step,
-            "n_train": len(train_set), "n_test": len(test_set),
+            "n_train": batches.n, "n_test": len(test_set),
             "n_params": sum(p.numel() for p in model.parameters()),
             "layer_names": names, "norms_linf": linf, "norms_l1": l1,
             "linf_norm_product": float(np.prod(linf)),
@@ -545,7 +558,7 @@ def run_one(cfg: dict, run_dir, *, stop_after_epochs: Optional[int] = None,
             "lip_mean": None, "lip_max": None, "grad_margin_mean": None, "grad_margin_max": None,
             "eval_eps": cfg["eval_eps"], "attack": cfg["attack"], "n_eval": None,
             "seeds": {"python": cfg["seed"], "numpy": cfg["seed"], "torch": cfg["seed"],
-                      "data_order": f"1000 * {cfg['seed']} + epoch", "eval_subset": cfg["seed"]},
+                      "data_order": f"{cfg['seed']} * 2**16 + epoch", "eval_subset": cfg["seed"]},
             "device": str(device), "resumed_from_epoch": resumed_from,
             "data_fixture": bool(getattr(test_set, "is_fixture", False)),
             "regularizer_notes": dict(getattr(reg, "notes", {})),

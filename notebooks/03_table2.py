@@ -1,15 +1,7 @@
 # ---
 # jupyter:
-#   jupytext:
-#     cell_metadata_filter: tags,-all
-#     notebook_metadata_filter: kernelspec,jupytext
-#     text_representation:
-#       extension: .py
-#       format_name: percent
-#       format_version: '1.3'
-#       jupytext_version: 1.19.6
 #   kernelspec:
-#     display_name: Python 3
+#     display_name: Python 3 (norm-robustness)
 #     language: python
 #     name: python3
 # ---
@@ -82,10 +74,7 @@ slurm = sweep.slurm_kwargs(executor, slurm_partition, slurm_timeout_min)
 # ## The sweep (cached: finished runs are read back, killed runs resume)
 
 # %%
-base = dict(dataset=dataset, data_root=data_root, train_subset=train_subset or None, epochs=epochs, lr=lr,
-            batch_size=batch_size, reg_gamma=nd_gamma, reg_clip_every=svc_every, eval_eps=eps_255 / 255, attack=attack,
-            attack_budget=attack_budget, n_eval=n_eval, seed=seed, device=device)
-configs = experiments.table2_configs(models, base, wd=wd, svc=svc, nd_l1=nd_l1, nd_linf=nd_linf)
+configs = experiments.table2_run_configs(globals())
 results = sweep.run_sweep(configs, runs_dir or f"{output_dir}/runs", executor=executor, gpus=gpus or None,
                             slurm_kwargs=slurm)
 print(f"{len(results)} runs in {runs_dir or output_dir + '/runs'}")

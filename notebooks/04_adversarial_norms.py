@@ -1,15 +1,7 @@
 # ---
 # jupyter:
-#   jupytext:
-#     cell_metadata_filter: tags,-all
-#     notebook_metadata_filter: kernelspec,jupytext
-#     text_representation:
-#       extension: .py
-#       format_name: percent
-#       format_version: '1.3'
-#       jupytext_version: 1.19.6
 #   kernelspec:
-#     display_name: Python 3
+#     display_name: Python 3 (norm-robustness)
 #     language: python
 #     name: python3
 # ---
@@ -78,10 +70,8 @@ LABELS = {"plain": "plain", "pgd": "PGD-AT", "alp": "ALP", "trades": "TRADES"}
 # ## The runs (cached: finished runs are read back, killed runs resume)
 
 # %%
-base = dict(dataset=dataset, data_root=data_root, train_subset=train_subset or None, epochs=epochs, lr=lr,
-            batch_size=batch_size, adv_preset=adv_preset, eval_eps=eps_255 / 255, attack=attack,
-            attack_budget=attack_budget, n_eval=n_eval, local_lipschitz=True, seed=seed, device=device)
-results = sweep.run_sweep(experiments.figure2_configs(models, base, modes=modes), runs_dir or f"{output_dir}/runs", executor=executor,
+configs = experiments.figure2_run_configs(globals())
+results = sweep.run_sweep(configs, runs_dir or f"{output_dir}/runs", executor=executor,
                           gpus=gpus or None, slurm_kwargs=slurm)
 summary = results[["model", "adv_mode", "clean_acc", "robust_acc", "lip_mean", "lip_max", "grad_margin_mean",
                    "log10_linf_norm_product"]].copy()

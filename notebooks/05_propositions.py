@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   kernelspec:
-#     display_name: Python 3
+#     display_name: Python 3 (norm-robustness)
 #     language: python
 #     name: python3
 # ---

@@ -3,6 +3,7 @@
 (The notebooks' own verdict cells are checked by nbval: `pytest --nbval-lax notebooks/`, part of the
 default test run.)"""
 import math
+import re
 from pathlib import Path
 
 import jupytext
@@ -133,3 +134,65 @@ def test_smoke_adversarial_norms(smoke):
     assert 0 <= m["share_robust_runs_with_comparable_or_larger_median_norm"] <= 1
     assert set(m["lip_mean"]) == set(m["log10_linf_norm_product"]) == {f"smallcnn/{a}" for a in m["modes"]}
     assert all(0 < lip < math.inf for lip in m["lip_mean"].values())
+
+
+KERNEL_DISPLAY_NAME = "Python 3 (norm-robustness)"  # what tasks.py installs (tasks.ensure_env)
+
+
+def test_tasks_installs_the_kernel_the_notebooks_name():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("tasks", ROOT / "tasks.py")
+    tasks = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tasks)
+    assert tasks.KERNEL == ["--name", "python3", "--display-name", KERNEL_DISPLAY_NAME]
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.stem)
+def test_committed_notebook_has_no_outputs_and_no_machine_path(nb):
+    """Opening it in JupyterLab marks nothing modified; only nbval's reference verdicts are stored."""
+    from nblib.nbclean import strip_outputs
+
+    text = nb.read_text()
+    book = nbformat.reads(text, as_version=4)
+    assert book.metadata.kernelspec.display_name == KERNEL_DISPLAY_NAME, \
+        "JupyterLab would rewrite the display name on opening and mark the notebook modified"
+    assert nbformat.writes(strip_outputs(nbformat.reads(text, as_version=4))) == nbformat.writes(book), \
+        f"{nb.name} carries outputs: run `python -m nblib.nbclean {nb.relative_to(ROOT)}`"
+    for marker in ("/work/", "/home/", "/root/", "/tmp/", "/Users/", "site-packages", "\\\\"):
+        assert marker not in text, f"{nb.name} holds a machine path ({marker})"
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.stem)
+def test_every_output_file_is_named_after_its_notebook(nb):
+    """reproduce.clear_outputs deletes a notebook's files by its number, so each name must start with it."""
+    saves = r"save_(?:figure|table|metrics)\((?:.|\n)*?output_dir,\s*\"([^\"]+)\""
+    names = re.findall(saves, nb.with_suffix(".py").read_text())
+    assert names, nb.name
+    assert all(n.startswith(nb.stem[:3]) for n in names), names
+
+
+@pytest.mark.parametrize("start", ["root", "notebooks"])
+def test_a_jupyterlab_save_leaves_the_pair_unchanged(tmp_path, start):
+    """A save through jupytext's contents manager (what JupyterLab calls), started from the repository root
+    or from notebooks/, rewrites neither file: no jupytext header, pairing found in both cases."""
+    import asyncio
+    import shutil
+
+    from jupyter_server.services.contents.largefilemanager import AsyncLargeFileManager
+    from jupytext.async_contentsmanager import build_async_jupytext_contents_manager_class
+
+    shutil.copytree(ROOT / "notebooks", tmp_path / "notebooks", ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
+    before = {p.name: p.read_bytes() for p in (tmp_path / "notebooks").iterdir() if p.is_file()}
+    root, prefix = (tmp_path, "notebooks/") if start == "root" else (tmp_path / "notebooks", "")
+    manager = build_async_jupytext_contents_manager_class(AsyncLargeFileManager)(root_dir=str(root))
+
+    async def open_and_save(path):
+        model = await manager.get(path)
+        await manager.save(dict(type="notebook", format="json", content=model["content"]), path)
+
+    for nb in NOTEBOOKS:
+        asyncio.run(open_and_save(prefix + nb.name))
+    after = {p.name: p.read_bytes() for p in (tmp_path / "notebooks").iterdir() if p.is_file()}
+    changed = sorted(name for name in before if before[name] != after[name])
+    assert not changed and set(after) == set(before), f"a save rewrote {changed}"

@@ -30,9 +30,8 @@ OTHER_VALUE = {
     "epochs": 7, "batch_size": 64, "lr": 0.1, "momentum": 0.5, "milestones": [0.5], "lr_decay": 0.2,
     "weight_decay": 5e-4, "regularizer": "nd_l1", "reg_strength": 1e-3, "reg_gamma": 0.9,
     "reg_clip_every": 10, "adv_mode": "trades", "adv_preset": "authors", "seed": 1, "device": "cuda",
-    "cudnn_deterministic": True, "num_workers": 2, "eval_eps": 8 / 255, "n_eval": 10, "attack": "authors",
-    "attack_budget": 0.5,
-    "local_lipschitz": True,
+    "cudnn_deterministic": True, "amp": "bf16", "channels_last": True, "eval_eps": 8 / 255, "n_eval": 10,
+    "attack": "authors", "attack_budget": 0.5, "local_lipschitz": True,
 }
 # what a key needs beside it to have an effect (nblib.train.IGNORED_UNLESS)
 CONTEXT = {"reg_gamma": dict(regularizer="nd_l1", reg_strength=1e-3),

@@ -61,19 +61,15 @@ def test_fill_cfg_defaults_and_normalisation():
     (dict(regularizer="nd_linf"), "no effect"),  # beta = 0: a copy of "none" (the issue)
     (dict(regularizer="nd_l1", reg_strength=0.0), "no effect"),
     (dict(regularizer="wd"), "no effect"),
-    (dict(seed=-1), "seed"),  # numpy needs 0 <= seed < 2**32 (data order: 1000 * seed + epoch)
+    (dict(amp="fp16"), "bf16"),
+    (dict(channels_last=1), "channels_last"),
+    (dict(seed=2 ** 16), "smaller seed"),
+    (dict(seed=-1), "seed"),
     (dict(seed=2 ** 32), "seed"),
-    (dict(seed=2 ** 32 // 1000), "seed"),
 ])
 def test_bad_cfg_raises(bad, match):
     with pytest.raises(ValueError, match=match):
         fill_cfg(bad)
-
-
-def test_seed_range_is_numpys():
-    top = fill_cfg(dict(seed=2 ** 32 // 1000 - 1))["seed"]
-    np.random.seed(1000 * top + 999)  # the largest data-order seed numpy must accept
-    assert fill_cfg(dict(seed=0))["seed"] == 0
 
 
 def test_unused_settings_reset_to_defaults():
@@ -90,6 +86,7 @@ def test_unused_settings_reset_to_defaults():
     (dict(attack="authors", n_eval=100000), "n_eval"),  # the issue: failed only after all epochs
     (dict(local_lipschitz=True, n_eval=361), "n_eval"),
     (dict(train_subset=5000), "train_subset"),
+    (dict(amp="bf16"), "CUDA"),  # bf16 autocast on the CPU: refused before the run folder exists
 ])
 def test_checked_before_training(tmp_path, bad, match):
     with pytest.raises(ValueError, match=match):
@@ -128,6 +125,12 @@ def test_run_one_rejects_unknown_key_before_work(tmp_path):
     with pytest.raises(ValueError, match="epoch_count"):
         run_one(dict(TINY, epoch_count=3), tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+def test_bf16_autocast_refused_on_cpu_before_work(tmp_path):
+    with pytest.raises(ValueError, match="amp='none'"):
+        run_one(dict(TINY, amp="bf16"), tmp_path)
+    assert not (tmp_path / train.CHECKPOINT).exists()
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown without a GPU")
@@ -236,6 +239,19 @@ def test_resume_matches_uninterrupted_run(tmp_path):
         assert torch.equal(ck["rng"]["torch"], ref["rng"]["torch"])
         assert _without_times(ck["history"]) == _without_times(ref["history"])
     assert _without_times(stop) == _without_times(full) == _without_times(mid)
+
+
+def test_channels_last_run_matches_default_layout(tmp_path):
+    """channels_last changes the memory layout only: same batches, same math, kernels that may sum in another
+    order: equal up to rounding, which four SGD steps with norm decay amplify (measured: 3.4e-4 relative)."""
+    cfg = dict(TINY, epochs=1, regularizer="nd_linf", reg_strength=0.01)
+    a = run_one(cfg, tmp_path / "a")
+    b = run_one(dict(cfg, channels_last=True), tmp_path / "b")
+    assert b["norms_linf"] == pytest.approx(a["norms_linf"], rel=3e-3)  # measured: 3.4e-4
+    assert b["train_loss"] == pytest.approx(a["train_loss"], rel=3e-3)
+    assert abs(b["clean_acc"] - a["clean_acc"]) <= 2 / 360
+    weights = _checkpoint(tmp_path / "b")["model"]
+    assert weights["conv1.weight"].is_contiguous(memory_format=torch.channels_last)
 
 
 def test_finished_checkpoint_only_reevaluates(tmp_path):
