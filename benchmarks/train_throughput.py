@@ -22,10 +22,22 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from nblib import reproduce
 from nblib import throughput as tp
+from nblib.plan import notebook_parameters, run_counts
 from nblib.results import save_table
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def profile_run_counts(profile: str) -> dict:
+    """The runs of notebooks 03 and 04 of ``params/<profile>.yaml`` (:func:`nblib.plan.run_counts`)."""
+    config = reproduce.load_profile(profile)
+    params = {}
+    for nb in reproduce.notebooks(["03", "04"]):
+        injected = reproduce.parameters_for(nb, profile, config, ROOT / "outputs" / profile, None)
+        params[nb.stem] = notebook_parameters(nb, {}, injected)
+    return run_counts(params)
 
 
 def main() -> None:
@@ -44,7 +56,7 @@ def main() -> None:
                         help="adversarial modes timed; unmeasured ones of notebook 04 are costed as PGD-AT")
     parser.add_argument("--aa-survivors", type=float, default=0.65, help="AutoAttack model: see above")
     parser.add_argument("--aa-seconds", type=float, default=None, help="measured AutoAttack seconds per run")
-    parser.add_argument("--profile", type=Path, default=ROOT / "params" / "paper.yaml")
+    parser.add_argument("--profile", default="paper", help="params/<profile>.yaml whose runs are projected")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "benchmarks")
     args = parser.parse_args()
@@ -57,7 +69,7 @@ def main() -> None:
         parser.error("--amp bf16 is for CUDA devices")
     if "pgd" not in args.adv_modes:
         args.adv_modes = ["pgd", *args.adv_modes]
-    runs = tp.profile_runs(args.profile)
+    runs = profile_run_counts(args.profile)
 
     images, targets = tp.synthetic_cifar(args.n_images)
     paths = {
@@ -104,7 +116,7 @@ def main() -> None:
     for name, e in extra.items():
         print(f"  {name:14s} per epoch: test pass {tp.CIFAR_TEST / e['eval_ips']:.3g} s, norms {e['norms_s']:.3g} s; "
               "AutoAttack per run: " + ", ".join(f"{nb} {s:.4g} s" for nb, s in aa[name].items()))
-    print(f"\nprojected hours of {args.profile.name} on this device ({dev}; GPU-hours on a GPU), runs one after "
+    print(f"\nprojected hours of {args.profile} on this device ({dev}; GPU-hours on a GPU), runs one after "
           f"the other; {aa_note}:")
     for path in paths:
         rates = {}

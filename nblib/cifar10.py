@@ -8,17 +8,15 @@ manifest and is marked as a fixture wherever it is read (:func:`cifar10_checksum
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Optional
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
-from torchvision import transforms
 
 from nblib.digits import DigitsCIFARLike, check_split
 
 __all__ = ["CIFAR10_FOLDER", "CIFAR10_MD5", "CIFAR10_CLASSES", "FIXTURE_MANIFEST", "CIFAR10Arrays",
-           "cifar10_checksums", "verify_cifar10", "fetch_cifar10", "load_cifar10", "cifar10_transform",
+           "cifar10_checksums", "verify_cifar10", "fetch_cifar10", "load_cifar10",
            "write_cifar10_fixture"]
 
 #: The folder inside ``data_root`` that holds the python version of CIFAR-10.
@@ -116,7 +114,7 @@ class CIFAR10Arrays(Dataset):
     (``data_batch_1..5``: 50,000 images; ``test_batch``: 10,000) and
     ``targets`` an int64 tensor of labels, so a training loop can move the
     split to the device at once; ``dataset[i]`` is ``(images[i] / 255 as
-    float32, int label)`` after the optional tensor ``transform``.  A folder
+    float32, int label)``.  A folder
     written by :func:`write_cifar10_fixture` reads through the same code and
     sets ``is_fixture``.
     """
@@ -124,7 +122,7 @@ class CIFAR10Arrays(Dataset):
     n_classes = 10
     classes = CIFAR10_CLASSES
 
-    def __init__(self, root, split: str = "train", transform: Optional[Callable] = None) -> None:
+    def __init__(self, root, split: str = "train") -> None:
         import pickle
 
         check_split(split)
@@ -137,7 +135,7 @@ class CIFAR10Arrays(Dataset):
                 batch = pickle.load(f, encoding="latin1")
             data.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
             labels.extend(int(v) for v in batch["labels"])
-        self.split, self.root, self.transform = split, root, transform
+        self.split, self.root = split, root
         self.images = torch.from_numpy(np.concatenate(data))
         self.targets = torch.tensor(labels, dtype=torch.int64)
         if self.targets.numel() and not (0 <= int(self.targets.min()) and int(self.targets.max()) < 10):
@@ -147,23 +145,11 @@ class CIFAR10Arrays(Dataset):
         return self.images.shape[0]
 
     def __getitem__(self, i: int):
-        img = self.images[i].float().div_(255.0)
-        if self.transform is not None:
-            img = self.transform(img)
-        return img, int(self.targets[i])
+        return self.images[i].float().div_(255.0), int(self.targets[i])
 
     def __repr__(self) -> str:
         kind = "CIFAR-format fixture" if self.is_fixture else "CIFAR-10"
         return f"CIFAR10Arrays({kind}, split={self.split!r}, n={len(self)}, root='{self.root}')"
-
-
-def cifar10_transform(augment: bool) -> Optional[Callable]:
-    """Training augmentation on ``3 x 32 x 32`` float tensors:
-    ``RandomCrop(32, padding=4)`` (zero padding) + ``RandomHorizontalFlip``;
-    None (identity) without ``augment``.  No normalisation."""
-    if not augment:
-        return None
-    return transforms.Compose([transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip()])
 
 
 def fetch_cifar10(root) -> Path:
@@ -193,8 +179,7 @@ def fetch_cifar10(root) -> Path:
     return root / CIFAR10_FOLDER
 
 
-def load_cifar10(root, train: bool, transform: Optional[Callable] = None,
-                 download: bool = False) -> CIFAR10Arrays:
+def load_cifar10(root, train: bool, download: bool = False) -> CIFAR10Arrays:
     """:class:`CIFAR10Arrays` of ``root`` (train or test split); with
     ``download`` the files are fetched first when missing (:func:`fetch_cifar10`).
 
@@ -205,7 +190,7 @@ def load_cifar10(root, train: bool, transform: Optional[Callable] = None,
     """
     if download:
         fetch_cifar10(root)
-    return CIFAR10Arrays(root, "train" if train else "test", transform=transform)
+    return CIFAR10Arrays(root, "train" if train else "test")
 
 
 def write_cifar10_fixture(root, n_train: int = 500, n_test: int = 200, seed: int = 0) -> Path:

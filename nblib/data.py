@@ -14,69 +14,32 @@ No normalisation happens here: attacks work in ``[0, 1]`` pixel space and the mo
 from __future__ import annotations
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
-from nblib.cifar10 import CIFAR10Arrays, cifar10_transform, load_cifar10
-from nblib.digits import DigitsCIFARLike, check_split, digits_transform
+from nblib.cifar10 import CIFAR10Arrays, load_cifar10
+from nblib.digits import DigitsCIFARLike, check_split
 
-__all__ = ["DATASETS", "CIFAR10Arrays", "DigitsCIFARLike", "load_cifar10", "cifar10_transform",
-           "digits_transform", "get_dataset", "make_loaders", "eval_subset"]
+__all__ = ["DATASETS", "CIFAR10Arrays", "DigitsCIFARLike", "load_cifar10", "get_dataset", "eval_subset"]
 
-#: Names accepted by :func:`get_dataset` / :func:`make_loaders`.
+#: Names accepted by :func:`get_dataset`.
 DATASETS = ("digits", "cifar10")
 
 
-def get_dataset(name: str, split: str, data_root=None, augment: bool = False,
-                download: bool = False) -> Dataset:
-    """Dataset ``name`` (``"digits"`` or ``"cifar10"``), split ``"train"`` or
-    ``"test"``.
-
-    ``augment=True`` adds the training augmentation (see
-    :func:`cifar10_transform`, :func:`digits_transform`) whatever the split;
-    :func:`make_loaders` only asks for it on the training split.  ``digits``
-    ignores ``data_root`` and ``download``; ``cifar10`` requires
-    ``data_root``.
-    """
+def get_dataset(name: str, split: str, data_root=None, download: bool = False) -> Dataset:
+    """Dataset ``name`` (``"digits"`` or ``"cifar10"``), split ``"train"`` or ``"test"``, with the whole
+    split as ``.images`` / ``.targets`` tensors.  Training augmentation (random crop, flip on CIFAR-10) is
+    done per batch on the device by :mod:`nblib.loader`.  ``digits`` ignores ``data_root`` and
+    ``download``; ``cifar10`` requires ``data_root``."""
     check_split(split)
     if name == "digits":
-        return DigitsCIFARLike(split, transform=digits_transform(augment))
+        return DigitsCIFARLike(split)
     if name == "cifar10":
         if data_root is None:
             raise ValueError(
                 "cifar10 needs data_root (the folder that holds or will hold "
                 "'cifar-10-batches-py')")
-        return load_cifar10(data_root, train=(split == "train"),
-                            transform=cifar10_transform(augment), download=download)
+        return load_cifar10(data_root, train=(split == "train"), download=download)
     raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}")
-
-
-def make_loaders(name: str, data_root, batch_size: int, augment: bool = True,
-                 num_workers: int = 0, seed: int = 0, download: bool = False
-                 ) -> tuple[DataLoader, DataLoader]:
-    """``(train_loader, test_loader)`` for dataset ``name``.
-
-    The training loader shuffles with a ``torch.Generator`` seeded by
-    ``seed`` (same order for the same seed) and applies the training
-    augmentation when ``augment``; the test loader neither shuffles nor
-    augments.  Neither drops the last incomplete batch.
-
-    Reproducibility of the augmentation itself: with ``num_workers > 0`` the
-    worker RNGs are derived from the seeded generator, so crops/flips are
-    seeded too; with ``num_workers == 0`` they are drawn from the global
-    torch RNG in the main process (seed it with ``torch.manual_seed``).
-    """
-    train_set = get_dataset(name, "train", data_root, augment=augment,
-                            download=download)
-    test_set = get_dataset(name, "test", data_root, augment=False,
-                           download=download)
-    g = torch.Generator()
-    g.manual_seed(int(seed))
-    pin = torch.cuda.is_available()
-    common = dict(batch_size=batch_size, num_workers=num_workers,
-                  pin_memory=pin, persistent_workers=num_workers > 0)
-    train_loader = DataLoader(train_set, shuffle=True, generator=g, **common)
-    test_loader = DataLoader(test_set, shuffle=False, **common)
-    return train_loader, test_loader
 
 
 def eval_subset(dataset: Dataset, n_eval: int, seed: int

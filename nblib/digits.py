@@ -6,15 +6,12 @@ float32 tensors in ``[0, 1]`` with labels ``0..9``, split once (stratified, fixe
 """
 from __future__ import annotations
 
-from typing import Callable, Optional
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
-from torchvision import transforms
 
-__all__ = ["DIGITS_SPLIT_SEED", "DIGITS_TEST_SIZE", "SPLITS", "check_split", "DigitsCIFARLike", "digits_transform"]
+__all__ = ["DIGITS_SPLIT_SEED", "DIGITS_TEST_SIZE", "SPLITS", "check_split", "DigitsCIFARLike"]
 
 #: The digits train/test split is fixed (stratified, this seed, this test
 #: fraction) and never depends on a user seed, so every run and every
@@ -61,15 +58,12 @@ class DigitsCIFARLike(Dataset):
 
     Args:
         split: ``"train"`` or ``"test"``.
-        transform: optional callable applied to each ``3x32x32`` image tensor
-            (e.g. :func:`digits_transform`).
     """
 
     n_classes = 10
     classes = tuple(str(i) for i in range(10))
 
-    def __init__(self, split: str = "train",
-                 transform: Optional[Callable] = None) -> None:
+    def __init__(self, split: str = "train") -> None:
         check_split(split)
         from sklearn.datasets import load_digits
 
@@ -80,7 +74,6 @@ class DigitsCIFARLike(Dataset):
         imgs = F.interpolate(imgs.unsqueeze(1), size=(32, 32), mode="bilinear",
                              align_corners=False).clamp_(0.0, 1.0)
         self.split = split
-        self.transform = transform
         self.indices = torch.from_numpy(idx)  # rows of load_digits()
         self.images = imgs.expand(-1, 3, -1, -1).contiguous()
         self.targets = torch.from_numpy(digits.target[idx].astype(np.int64))
@@ -89,24 +82,7 @@ class DigitsCIFARLike(Dataset):
         return self.images.shape[0]
 
     def __getitem__(self, i: int):
-        img = self.images[i]
-        if self.transform is not None:
-            img = self.transform(img)
-        return img, int(self.targets[i])
+        return self.images[i], int(self.targets[i])
 
     def __repr__(self) -> str:
-        return (f"DigitsCIFARLike(split={self.split!r}, n={len(self)}, "
-                f"transform={self.transform!r})")
-
-
-def digits_transform(augment: bool) -> Optional[Callable]:
-    """Training augmentation for :class:`DigitsCIFARLike`.
-
-    ``RandomCrop(32, padding=4)`` only (zero padding = background).  Unlike
-    CIFAR-10 there is *no* horizontal flip: a mirrored digit is a different
-    symbol (or no digit at all), so flipping would corrupt the labels.
-    Returns ``None`` (identity) when ``augment`` is False.
-    """
-    if not augment:
-        return None
-    return transforms.RandomCrop(32, padding=4)
+        return f"DigitsCIFARLike(split={self.split!r}, n={len(self)})"

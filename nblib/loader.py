@@ -66,18 +66,13 @@ def device_tensors(dataset, device, indices: Optional[torch.Tensor] = None) -> t
     """``(images, targets)`` of ``dataset`` (rows ``indices`` only, when given) as tensors on ``device``.
 
     ``dataset`` must expose ``.images`` (``N x C x H x W``, ``uint8`` or ``float32`` in ``[0, 1]``) and
-    ``.targets`` (``N`` int labels), as every data set of ``nblib.data.get_dataset(..., augment=False)``
-    does; a data set with a per-image ``transform`` is refused (the transform would be silently skipped).
+    ``.targets`` (``N`` int labels), as every data set of ``nblib.data.get_dataset`` does.
     """
     missing = [a for a in ("images", "targets") if not hasattr(dataset, a)]
     if missing:
         raise TypeError(f"{type(dataset).__name__} has no {' / '.join('.' + a for a in missing)}; the device data "
                         "path needs the whole split as tensors: pass a data set of "
-                        "nblib.data.get_dataset(name, split, root, augment=False)")
-    if getattr(dataset, "transform", None) is not None:
-        raise ValueError(f"{type(dataset).__name__} has a per-image transform ({dataset.transform!r}) that the "
-                         "device data path would skip; get the data set with augment=False (the loader "
-                         "augments on the device)")
+                        "nblib.data.get_dataset(name, split, root)")
     images = torch.as_tensor(dataset.images)
     targets = torch.as_tensor(dataset.targets)
     if images.dim() != 4 or images.dtype not in (torch.uint8, torch.float32):

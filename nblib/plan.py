@@ -6,13 +6,13 @@ cache already holds, and the projected time of the rest, without training anythi
 
     epochs x (training images / 128) x t_step(model, mode)  +  t_autoattack(model, n_eval)
 
-with ``t_step`` the seconds of one SGD step at batch 128 (plain, or with the adversarial loss of the run's
-mode) taken, in this order, from the cache (the median per-step time of finished or partial runs of the same
-model, mode and device in their ``history.json``) or from a probe that times ``probe_steps`` steps of that
-model on the device now.  AutoAttack is projected from cached runs of the same model and attack when there
-are any, else bounded from above: every attacked point surviving all attacks costs ``budget x (2,800
-forward-backward + 5,000 forward)`` passes (APGD-CE 100, APGD-T 9 x 100, FAB-T 9 x 100 x ~2, Square 5,000
-queries), a forward pass taken as a third of a training step per image.
+with ``t_step`` the seconds of one SGD step at the run's batch size (plain, or with the adversarial loss of
+its mode) taken, in this order, from the cache (the median per-step time of finished or partial runs of the
+same model, mode and device in their ``history.json``) or from a probe that times ``probe_steps`` steps of
+that model on the device now (:func:`nblib.throughput.measure_step` on the new data path).  AutoAttack is
+projected from cached runs of the same model and attack when there are any, else bounded from above by
+:func:`nblib.throughput.autoattack_seconds` with every point surviving every attack, from per-image forward
+and gradient times measured now (:func:`nblib.throughput.measure_eval`), scaled by the attack budget.
 """
 from __future__ import annotations
 
@@ -20,25 +20,18 @@ import ast
 import json
 import math
 import statistics
-import time
 from pathlib import Path
 
 import pandas as pd
 
-from nblib import experiments, sweep
+from nblib import experiments, sweep, throughput
 from nblib.data import get_dataset
 from nblib.train import fill_cfg
 
-__all__ = ["NOMINAL_TRAIN_SIZE", "notebook_parameters", "step_seconds", "project_run", "plan_notebook"]
+__all__ = ["NOMINAL_TRAIN_SIZE", "notebook_parameters", "run_counts", "project_run", "plan_notebook"]
 
 #: Training images of each data set, for projections while the data is not there yet.
 NOMINAL_TRAIN_SIZE = {"cifar10": 50_000, "digits": 1437}
-
-#: Forward-backward and forward passes per attacked point of standard AutoAttack when every attack runs to
-#: its end (the worst case): APGD-CE 100 + APGD-T 9 x 100 + FAB-T 9 x 100 x 2 gradient passes, Square 5,000.
-AA_BACKWARD_PASSES = 100 + 900 + 1800
-AA_FORWARD_PASSES = 5000
-
 
 def notebook_parameters(nb: Path, section: dict, injected: dict) -> dict:
     """The parameters a notebook runs with: its ``parameters`` cell's defaults, overridden by the profile's
@@ -52,6 +45,25 @@ def notebook_parameters(nb: Path, section: dict, injected: dict) -> dict:
         except (ValueError, SyntaxError) as err:
             raise ValueError(f"{nb.name}: the default of parameter {name!r} is not a literal") from err
     return {**out, **section, **injected}
+
+
+def run_counts(params_by_notebook: dict) -> dict:
+    """How many runs each training notebook asks for, from its parameters (``{notebook: params}``, as
+    :func:`notebook_parameters` gives them): ``{notebook: {"models", "epochs", "n_eval", "modes": {training
+    mode: runs per model}}}``, the input of :func:`nblib.throughput.project_hours`.  The runs are built by
+    :data:`nblib.experiments.RUN_CONFIGS`, as the notebooks build them."""
+    out = {}
+    for nb, params in params_by_notebook.items():
+        cfgs = [fill_cfg(c) for c in experiments.RUN_CONFIGS[nb](params)]
+        models = list(dict.fromkeys(c["model"] for c in cfgs))
+        modes = {}
+        for c in cfgs:
+            if c["model"] == models[0]:
+                modes[c["adv_mode"]] = modes.get(c["adv_mode"], 0) + 1
+        if any(sum(c["model"] == m for c in cfgs) != sum(modes.values()) for m in models):
+            raise ValueError(f"{nb}: the models have different numbers of runs")
+        out[nb] = dict(models=models, epochs=cfgs[0]["epochs"], n_eval=cfgs[0]["n_eval"], modes=modes)
+    return out
 
 
 def _cached_step_seconds(runs_dir: Path, cfg: dict) -> list[float]:
@@ -88,56 +100,38 @@ def _cached_attack_seconds(runs_dir: Path, cfg: dict) -> list[float]:
     return found
 
 
-def step_seconds(cfg: dict, probe_steps: int = 2) -> float:
-    """Median seconds of one training step of ``cfg``'s model and mode at its batch size on its device,
-    measured now on random CIFAR-shaped data (the first, warm-up step is not counted)."""
-    import torch
-
-    from nblib.adversarial import adversarial_loss
-    from nblib.models import build
-    from nblib.regularizers import make_optimizer
-
-    device = torch.device(cfg["device"])
-    model = build(cfg["model"], num_classes=10).to(device).train()
-    opt = make_optimizer(model, cfg["lr"], momentum=cfg["momentum"])
-    g = torch.Generator().manual_seed(0)
-    x = torch.rand(cfg["batch_size"], 3, 32, 32, generator=g).to(device)
-    y = torch.randint(0, 10, (cfg["batch_size"],), generator=g).to(device)
-    times = []
-    for _ in range(probe_steps + 1):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        t0 = time.perf_counter()
-        loss = adversarial_loss(cfg["adv_mode"], model, x, y, preset=cfg["adv_preset"])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times[1:])
+def _probe(cfg: dict, probe_steps: int) -> dict:
+    """Seconds per training step of ``cfg``'s model and mode, and per-image AutoAttack pass times, measured
+    now on synthetic CIFAR-shaped data on ``cfg``'s device."""
+    images, targets = throughput.synthetic_cifar(cfg["batch_size"] * (probe_steps + 1))
+    batches = throughput.new_batches(images, targets, cfg["batch_size"], cfg["device"])
+    ips = throughput.measure_step(cfg["model"], batches, cfg["adv_mode"], probe_steps, cfg["device"])
+    return {"step_s": cfg["batch_size"] / ips, **throughput.measure_eval(cfg["model"], cfg["device"])}
 
 
 def project_run(cfg: dict, n_train: int, runs_dir: Path, probes: dict, probe_steps: int = 2) -> dict:
-    """Projected seconds of one run (training + AutoAttack) and where each number comes from."""
+    """Projected seconds of one run (training + AutoAttack) and where each number comes from; ``probes``
+    caches measurements per (model, mode, batch size, device) across calls."""
     steps = cfg["epochs"] * math.ceil(n_train / cfg["batch_size"])
+    key = (cfg["model"], cfg["adv_mode"], cfg["batch_size"], cfg["device"])
     cached = _cached_step_seconds(runs_dir, cfg)
     if cached:
         t_step, basis = statistics.median(cached), f"cache ({len(cached)} epochs)"
     else:
-        key = (cfg["model"], cfg["adv_mode"], cfg["batch_size"], cfg["device"])
         if key not in probes:
-            probes[key] = step_seconds(cfg, probe_steps)
-        t_step, basis = probes[key], f"probe ({probe_steps} steps)"
+            probes[key] = _probe(cfg, probe_steps)
+        t_step, basis = probes[key]["step_s"], f"probe ({probe_steps} steps)"
     aa = 0.0
     if cfg["attack"] != "none":
         per_point = _cached_attack_seconds(runs_dir, cfg)
         if per_point:
             aa, basis = statistics.median(per_point) * cfg["n_eval"], basis + ", attack from cache"
         else:
-            plain = probes.get((cfg["model"], "plain", cfg["batch_size"], cfg["device"]), t_step)
-            per_image = plain / cfg["batch_size"]
-            aa = cfg["n_eval"] * cfg["attack_budget"] * per_image * (AA_BACKWARD_PASSES + AA_FORWARD_PASSES / 3)
+            if key not in probes:
+                probes[key] = _probe(cfg, probe_steps)
+            e = probes[key]
+            aa = cfg["attack_budget"] * throughput.autoattack_seconds(cfg["n_eval"], e["aa_grad_s"],
+                                                                      e["aa_forward_s"], survivors=1.0)
             basis += ", attack upper bound"
     return {"train_s": steps * t_step, "attack_s": aa, "basis": basis}
 

@@ -13,13 +13,12 @@ SGD step), and returns images per second.  :func:`measure_eval` times what one r
 forward pass over the test set, the exact l_inf and l1 norms of every layer (both per epoch), and the
 per-image cost of a forward and of a forward + backward w.r.t. the input in eval mode, from which
 :func:`autoattack_seconds` models standard AutoAttack.  :func:`project_hours` turns these rates into the
-GPU-hours of notebooks 03 (Table 2) and 04 (Figure 2) of a profile (:func:`profile_runs`).
+GPU-hours of notebooks 03 (Table 2) and 04 (Figure 2) of a profile (:func:`nblib.plan.run_counts`).
 """
 from __future__ import annotations
 
 import math
 import time
-from pathlib import Path
 from typing import Callable, Iterator, Optional
 
 import numpy as np
@@ -27,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from nblib.adversarial import ADV_MODES, adversarial_loss
+from nblib.adversarial import adversarial_loss
 from nblib.loader import EVAL_BATCH, TrainBatches, eval_batches
 from nblib.models import build
 from nblib.norms import layer_norms
@@ -35,7 +34,7 @@ from nblib.regularizers import make_optimizer
 
 __all__ = ["CIFAR_TRAIN", "CIFAR_TEST", "AA_GRADS_ALL", "AA_GRADS_SURVIVORS", "AA_FORWARDS_SURVIVORS",
            "synthetic_cifar", "PILImages", "old_loader", "new_batches", "measure_step", "measure_eval",
-           "autoattack_seconds", "profile_runs", "project_hours"]
+           "autoattack_seconds", "project_hours"]
 
 #: CIFAR-10 training and test images.
 CIFAR_TRAIN, CIFAR_TEST = 50_000, 10_000
@@ -206,25 +205,8 @@ def autoattack_seconds(n_eval: int, aa_grad_s: float, aa_forward_s: float, survi
                                                              + AA_FORWARDS_SURVIVORS * aa_forward_s))
 
 
-def profile_runs(path) -> dict:
-    """The runs of notebooks 03 and 04 in a profile YAML: ``{notebook: {"models", "epochs", "n_eval",
-    "modes": {training mode: runs per model}}}``.  Table 2 (03) trains per model one plain run and one plain
-    run per strength of each regulariser (wd, svc, nd_l1, nd_linf); Figure 2 (04) one run per training mode
-    of ``nblib.adversarial.ADV_MODES`` (plain, pgd, alp, trades)."""
-    import yaml
-
-    prof = yaml.safe_load(Path(path).read_text())
-    t2, f2 = prof["03_table2"], prof["04_adversarial_norms"]
-    return {
-        "03_table2": dict(models=list(t2["models"]), epochs=int(t2["epochs"]), n_eval=int(t2["n_eval"]),
-                          modes={"plain": 1 + sum(len(t2[k]) for k in ("wd", "svc", "nd_l1", "nd_linf"))}),
-        "04_adversarial_norms": dict(models=list(f2["models"]), epochs=int(f2["epochs"]), n_eval=int(f2["n_eval"]),
-                                     modes={m: 1 for m in ADV_MODES}),
-    }
-
-
 def project_hours(runs: dict, rates: dict, n_train: int = CIFAR_TRAIN, n_test: int = CIFAR_TEST) -> dict:
-    """GPU-hours of the runs of :func:`profile_runs` run one after the other.
+    """GPU-hours of the runs of :func:`nblib.plan.run_counts` run one after the other.
 
     ``rates[model]`` holds ``ips`` (``{training mode: training images per second}``), ``eval_ips``,
     ``norms_s`` and ``aa_s`` (``{notebook: seconds of AutoAttack per run}``).  One epoch of a run costs

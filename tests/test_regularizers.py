@@ -3,7 +3,6 @@ F.conv2d (zero-padded and circular), their column/row sums and SVD, and finite d
 import copy
 import math
 
-import numpy as np
 import pytest
 import torch
 import torch.nn as nn

@@ -1,6 +1,5 @@
 """Tests for nblib.throughput: the old path's re-creation, the measurements (tiny, CPU) and the projection."""
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -8,17 +7,7 @@ import torch
 from nblib import throughput as tp
 from nblib.loader import crop_flip, to_float
 
-PAPER = Path(__file__).resolve().parents[1] / "params" / "paper.yaml"
-
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def test_paper_profile_runs():
-    runs = tp.profile_runs(PAPER)
-    four = ["vgg11", "resnet18", "senet18", "regnetx_200mf"]
-    assert runs["03_table2"] == dict(models=four, epochs=120, n_eval=1024, modes={"plain": 17})
-    assert runs["04_adversarial_norms"] == dict(models=four, epochs=120, n_eval=1024,
-                                                modes={"plain": 1, "pgd": 1, "alp": 1, "trades": 1})
 
 
 def test_project_hours_by_hand():
