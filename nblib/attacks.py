@@ -34,8 +34,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from nblib.results import write_atomic
+
 __all__ = [
     "AA_VERSIONS",
+    "AttackStateError",
     "clean_accuracy",
     "pgd_linf",
     "autoattack_accuracy",
@@ -296,13 +299,22 @@ def _perturbation_norm(delta: torch.Tensor, norm: str) -> torch.Tensor:
     return d.abs().sum(1)
 
 
+class AttackStateError(ValueError):
+    """An AutoAttack state file cannot be read (torn, not JSON, wrong fields)."""
+
+
 def _read_state(path: Path, attacks, n: int):
     """Parse a pyautoattack EvaluationState file (its own ``from_disk`` is
     broken in 0.2.0: the attack set is written as ``str(set)``)."""
-    d = json.loads(path.read_text())
-    planned = d.get("_attacks_to_run")
-    if isinstance(planned, str):
-        planned = ast.literal_eval(planned) if planned.strip() not in ("set()", "") else set()
+    try:
+        d = json.loads(path.read_text())
+        planned = d.get("_attacks_to_run")
+        if isinstance(planned, str):
+            planned = ast.literal_eval(planned) if planned.strip() not in ("set()", "") else set()
+        planned = set(planned)
+    except (ValueError, SyntaxError, TypeError, AttributeError) as err:
+        raise AttackStateError(f"AutoAttack state file {path} is unreadable ({type(err).__name__}: {err}); "
+                               "delete it to run the attack from the start") from err
     if set(planned) != set(attacks):
         raise ValueError(f"state file {path} was written for attacks {sorted(planned)}, "
                          f"not {sorted(attacks)}; use another state_path")
@@ -314,12 +326,42 @@ def _read_state(path: Path, attacks, n: int):
 
 
 def _write_state(path: Path, attacks, run_attacks, flags, clean_acc) -> None:
-    path.write_text(json.dumps({
+    write_atomic(path, json.dumps({
         "_attacks_to_run": sorted(attacks), "path": str(path),
         "_run_attacks": sorted(run_attacks),
         "_robust_flags": flags.cpu().tolist(),
         "_last_saved": time.strftime("%Y-%m-%d %H:%M:%S"),
         "_SAVE_TIMEOUT": 60, "_clean_accuracy": clean_acc}))
+
+
+@contextlib.contextmanager
+def _atomic_autoattack_state():
+    """pyautoattack 0.2.0 writes its state file in place (``open(path, "w")``): a process killed during
+    the write leaves a torn file.  While this context is open its ``EvaluationState.to_disk`` writes the
+    same JSON through :func:`nblib.results.write_atomic` instead."""
+    from dataclasses import asdict
+    from datetime import datetime
+
+    from pyautoattack.state import EvaluationState
+
+    original = EvaluationState.to_disk
+
+    def to_disk(self, force: bool = False) -> None:
+        since = (datetime.now() - self._last_saved).total_seconds()
+        if self.path is None or (since < self._SAVE_TIMEOUT and not force):
+            return
+        self._last_saved = datetime.now()
+        d = asdict(self)
+        if self.robust_flags is not None:
+            d["_robust_flags"] = d["_robust_flags"].cpu().tolist()
+        d["_run_attacks"] = list(self._run_attacks)
+        write_atomic(Path(self.path), json.dumps(d, default=str))
+
+    EvaluationState.to_disk = to_disk
+    try:
+        yield
+    finally:
+        EvaluationState.to_disk = original
 
 
 def autoattack_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
@@ -345,7 +387,8 @@ def autoattack_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
         device: where the attack runs (default: the model's device); ``x``
             may stay on the CPU.
         state_path: optional JSON file for pyautoattack's progress state
-            (written after every batch).  If the file already exists the run
+            (written atomically whenever pyautoattack saves progress).  An unreadable file raises
+            :class:`AttackStateError` naming it.  If the file already exists the run
             resumes from it: finished attacks are skipped and the points they
             broke count as non-robust (their adversarial examples are not
             available, see ``n_broken_before_resume``).  pyautoattack's own
@@ -392,7 +435,7 @@ def autoattack_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                     else torch.cuda.current_device()] if device.type == "cuda" else []
 
     with _eval_mode(model), torch.random.fork_rng(devices=fork_devices), \
-            _quiet_autoattack() as aa_messages:
+            _quiet_autoattack() as aa_messages, _atomic_autoattack_state():
         pred, n_cls = _predict(model, x, batch_size, device)
         clean_correct = pred == y
         if n_cls < 4:

@@ -87,7 +87,9 @@ RUN_CONFIGS = {"03_table2": table2_run_configs, "04_adversarial_norms": figure2_
 
 def table2_frame(results: pd.DataFrame, clean="clean_acc", robust="robust_acc") -> pd.DataFrame:
     """Long table: model, regularizer, strength, clean and robust accuracy (%), and the paper's numbers
-    where the same (model, regularizer, strength) appears in Table 2 (NaN otherwise)."""
+    where the same (model, regularizer, strength) appears in Table 2 (NaN otherwise), then the run's
+    ``status`` ("done", or "diverged" with NaN accuracies) and ``stale`` (a result of other code kept with
+    ``run_sweep(..., reuse_stale=True)``) when ``results`` has them."""
     rows = []
     for r in results.itertuples(index=False):
         r = r._asdict()
@@ -95,7 +97,8 @@ def table2_frame(results: pd.DataFrame, clean="clean_acc", robust="robust_acc") 
         rows.append(dict(model=r["model"], regularizer=r["regularizer"], strength=float(r["reg_strength"]),
                          clean=100 * r[clean], robust=100 * r[robust] if r.get(robust) is not None else math.nan,
                          paper_clean=paper[0] if paper[0] is not None else math.nan,
-                         paper_robust=paper[1] if paper[1] is not None else math.nan))
+                         paper_robust=paper[1] if paper[1] is not None else math.nan,
+                         status=r.get("status", "done"), stale=bool(r.get("stale", False))))
     return pd.DataFrame(rows)
 
 
@@ -131,14 +134,15 @@ def figure2_configs(models, base: dict, modes=("plain", "pgd", "alp", "trades"))
 
 def _run_files(results: pd.DataFrame, name: str):
     """Yield ``(row, parsed JSON of run_dir/name)`` for every row of a :func:`nblib.sweep.run_sweep` table."""
-    import json
     from pathlib import Path
+
+    from nblib.results import read_json
 
     for row in results.itertuples(index=False):
         path = Path(row.run_dir) / name
         if not path.exists():
             raise FileNotFoundError(f"{path} is missing: the run {row.hash} has not finished; rerun the sweep")
-        yield row, json.loads(path.read_text())
+        yield row, read_json(path)
 
 
 def layer_norm_frame(results: pd.DataFrame, keys=("model", "regularizer", "reg_strength", "adv_mode")) -> pd.DataFrame:

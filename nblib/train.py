@@ -19,18 +19,20 @@ killed at any point and started again with the same config and folder resumes fr
 and ends with the same weights and metrics as an uninterrupted run (bitwise on the CPU; on a GPU only with
 ``cudnn_deterministic=True`` and ``amp="none"``, and even then some CUDA kernels are not deterministic).
 
-Files written to ``run_dir``: ``checkpoint.pt`` (after every epoch, atomically), ``history.json`` (one record
-per epoch: loss, accuracies, learning rate, times and the exact l_inf and l1 norms of every Conv2d / Linear
-layer -- the curves of the paper's appendix), ``metrics.json`` (final results) and, while AutoAttack runs,
-``autoattack_state.json`` (lets an interrupted attack resume).
+Files written to ``run_dir``, each atomically (``nblib.results.write_atomic``): ``checkpoint.pt`` (after
+every epoch), ``history.json`` (one record per epoch: loss, accuracies, learning rate, times and the exact
+l_inf and l1 norms of every Conv2d / Linear layer -- the curves of the paper's appendix), ``metrics.json``
+(final results; NaN / inf stored as the strings "NaN" / "Infinity", None meaning "not measured") and, while
+AutoAttack runs, ``autoattack_state.json`` (lets an interrupted attack resume).  Off a terminal (a log
+file, a batch job) one line per epoch goes to stderr instead of a progress bar.
 """
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import random
+import sys
 import time
 from pathlib import Path
 from typing import Callable, Optional
@@ -48,10 +50,10 @@ from nblib.models import MODEL_NAMES, build
 from nblib.norms import layer_norms
 from nblib.regularizers import (AFTER_OPTIMIZER_STEP, BEFORE_OPTIMIZER_STEP, KINDS, build_regularizer,
                                 make_optimizer, optimizer_weight_decay)
-from nblib.results import jsonable
+from nblib.results import jsonable, write_atomic, write_json_atomic
 
-__all__ = ["DEFAULT_CFG", "ATTACKS", "AMP_MODES", "CHECKPOINT", "CheckpointError", "fill_cfg", "scaled_milestones",
-           "run_one"]
+__all__ = ["DEFAULT_CFG", "ATTACKS", "AMP_MODES", "CHECKPOINT", "IGNORED_UNLESS", "CheckpointError", "fill_cfg",
+           "check_runnable", "run_settings", "scaled_milestones", "run_one"]
 
 #: The hyper-parameters of one run; every key must be present after :func:`fill_cfg`.
 DEFAULT_CFG = {
@@ -106,6 +108,20 @@ AMP_MODES = ("none", "bf16")
 #: File name of the per-epoch checkpoint inside a run folder.
 CHECKPOINT = "checkpoint.pt"
 
+#: Keys that cannot change a run unless the predicate on the filled config holds; :func:`fill_cfg` resets
+#: them to their defaults otherwise, so that a setting without effect never changes the config hash (a
+#: profile may set ``reg_clip_every`` for every run, only the SVC runs use it).
+IGNORED_UNLESS = {
+    "data_root": lambda c: c["dataset"] == "cifar10",
+    "reg_gamma": lambda c: c["regularizer"] in ("nd_l1", "nd_linf"),
+    "reg_clip_every": lambda c: c["regularizer"] == "svc",
+    "adv_preset": lambda c: c["adv_mode"] != "plain",
+    "cudnn_deterministic": lambda c: c["device"] != "cpu",
+    "lr_decay": lambda c: len(c["milestones"]) > 0,
+    "eval_eps": lambda c: c["attack"] != "none" or c["local_lipschitz"],
+    "attack_budget": lambda c: c["attack"] != "none",
+    "n_eval": lambda c: c["attack"] != "none" or c["local_lipschitz"],
+}
 _NULLABLE = {"train_subset": int, "n_eval": int, "data_root": str}
 _CHOICES = {"model": MODEL_NAMES, "dataset": DATASETS, "regularizer": KINDS, "adv_mode": ADV_MODES,
             "adv_preset": tuple(ADV_PRESETS), "attack": ATTACKS, "amp": AMP_MODES}
@@ -154,9 +170,14 @@ def fill_cfg(cfg: Optional[dict] = None) -> dict:
     """``cfg`` with the missing keys taken from :data:`DEFAULT_CFG`, validated and normalised.
 
     Unknown keys raise ValueError naming them (a typo would otherwise be silently ignored); so do wrong
-    types, unknown names (model, dataset, regulariser, mode, preset, attack) and settings that would be
-    silently ignored (a ``reg_strength`` with regulariser "none", ``weight_decay`` next to "wd").  Numbers
-    are normalised (``lr=1`` becomes ``1.0``, tuples become lists) so equal configs hash equally.
+    types, unknown names (model, dataset, regulariser, mode, preset, attack), out-of-range numbers (seed and
+    epochs within the data-order seeds of ``nblib.loader.epoch_seed``) and settings that would make a run a
+    copy of another one (a ``reg_strength`` with regulariser "none"; "wd", "nd_l1", "nd_linf" with strength
+    0; ``weight_decay`` next to "wd").  Numbers are normalised (``lr=1`` becomes ``1.0``, tuples become
+    lists) and the keys of :data:`IGNORED_UNLESS` that the run does not use are reset to their defaults
+    (``reg_gamma`` without norm decay, ``reg_clip_every`` without SVC, ``data_root`` with digits,
+    ``adv_preset`` with plain training, ``eval_eps`` / ``n_eval`` / ``attack_budget`` without an evaluation
+    that uses them, ...), so configs that train the same run are equal and hash equally.
     """
     cfg = dict(cfg or {})
     unknown = sorted(set(cfg) - set(DEFAULT_CFG))
@@ -193,13 +214,57 @@ def fill_cfg(cfg: Optional[dict] = None) -> dict:
         raise ValueError("regularizer 'wd' sets the weight decay to reg_strength; leave cfg['weight_decay'] 0")
     if kind == "svc" and out["reg_strength"] <= 0:
         raise ValueError("regularizer 'svc' needs the clip value reg_strength > 0")
+    if kind in ("wd", "nd_l1", "nd_linf") and out["reg_strength"] == 0.0:
+        raise ValueError(f"regularizer {kind!r} with reg_strength 0 has no effect (a copy of regularizer "
+                         "'none'); give a strength > 0 or use regularizer 'none'")
     if not 0.0 <= out["reg_gamma"] < 1.0:
         raise ValueError(f"cfg['reg_gamma'] must lie in [0, 1), got {out['reg_gamma']}")
     dev = out["device"]
     if not (dev == "cpu" or dev == "cuda" or (dev.startswith("cuda:") and dev[5:].isdigit())):
         raise ValueError(f"cfg['device'] must be 'cpu', 'cuda' or 'cuda:N', got {dev!r}")
     epoch_seed(out["seed"], out["epochs"] - 1)  # seed and epochs fit the data-order seeds (ValueError)
+    for key, used in IGNORED_UNLESS.items():
+        if not used(out):
+            out[key] = _check_type(key, DEFAULT_CFG[key])
     return out
+
+
+_SIZES: dict = {}
+
+
+def check_runnable(cfg: dict) -> dict:
+    """Everything about ``cfg`` that can be checked before training, checked: :func:`fill_cfg`, the
+    device and ``amp`` on it, the data present (``get_dataset`` opens both splits), ``train_subset`` and
+    ``n_eval`` within the training / test set sizes.  Returns ``{"n_train": ..., "n_test": ...}``; raises
+    ValueError (or FileNotFoundError for missing data) naming the key and the fix."""
+    cfg = fill_cfg(cfg)
+    _autocast(cfg["amp"], _device(cfg["device"]))
+    key = (cfg["dataset"], cfg["data_root"])
+    if key not in _SIZES:
+        _SIZES[key] = {split: len(get_dataset(cfg["dataset"], split, cfg["data_root"]))
+                       for split in ("train", "test")}
+    n_train, n_test = _SIZES[key]["train"], _SIZES[key]["test"]
+    if cfg["train_subset"] is not None and cfg["train_subset"] > n_train:
+        raise ValueError(f"cfg['train_subset'] = {cfg['train_subset']} exceeds the {n_train} training images of "
+                         f"{cfg['dataset']}; lower it or set None")
+    if (cfg["attack"] != "none" or cfg["local_lipschitz"]) and cfg["n_eval"] is not None \
+            and cfg["n_eval"] > n_test:
+        raise ValueError(f"cfg['n_eval'] = {cfg['n_eval']} exceeds the {n_test} test images of {cfg['dataset']}; "
+                         "lower it or set None (the whole test set)")
+    return {"n_train": n_train, "n_test": n_test}
+
+
+def run_settings(cfg: dict) -> dict:
+    """The resolved settings behind the names in ``cfg`` (what a result must record besides its config):
+    the adversarial-training preset's values (``nblib.adversarial.ADV_PRESETS``; None for plain training)
+    and the AutoAttack settings (``nblib.attacks.attack_settings``: attacks, iterations, targets, queries,
+    budget; with the radius ``eps`` and the norm; None without an attack)."""
+    cfg = fill_cfg(cfg)
+    attack = None
+    if cfg["attack"] != "none":
+        attack = {**attack_settings(cfg["attack"], cfg["attack_budget"]), "eps": cfg["eval_eps"], "norm": "Linf"}
+    return {"adv_preset": dict(ADV_PRESETS[cfg["adv_preset"]]) if cfg["adv_mode"] != "plain" else None,
+            "attack": attack}
 
 
 def scaled_milestones(fractions, epochs: int) -> list[int]:
@@ -257,21 +322,6 @@ def _set_rng_state(state: dict) -> None:
                          nps["cached"]))
     py = state["python"]
     random.setstate((py[0], tuple(py[1]), py[2]))
-
-
-def _write_atomic(path: Path, write: Callable) -> None:
-    """``write(file)`` into ``path.tmp``, fsync, then rename over ``path`` (never a half-written file)."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def _write_json(path: Path, obj) -> None:
-    data = (json.dumps(jsonable(obj), indent=1, sort_keys=True) + "\n").encode()
-    _write_atomic(path, lambda f: f.write(data))
 
 
 def _datasets(cfg: dict, device: torch.device):
@@ -342,6 +392,20 @@ def _load_checkpoint(path: Path, cfg: dict, device: torch.device) -> Optional[di
 
 
 # --------------------------------------------------------------------------- training
+def _stderr_is_tty() -> bool:
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def _check_finite(what: str, loss: float, epoch: int) -> None:
+    """FloatingPointError (the run diverged) when ``loss`` is NaN or infinite."""
+    if not math.isfinite(loss):
+        raise FloatingPointError(f"the {what} loss became {loss} in epoch {epoch + 1}; lower cfg['lr'] or the "
+                                 "regulariser strength")
+
+
 def _train_epoch(model, batches, optimizer, reg, cfg, device, epoch, global_step, step_callback, autocast):
     model.train()
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
@@ -394,14 +458,19 @@ def run_one(cfg: dict, run_dir, *, stop_after_epochs: Optional[int] = None,
     epoch ``k`` (as if the run were killed there); ``step_callback(epoch, batch_index)`` is called before
     every SGD step (raise from it to simulate a kill mid-epoch).
 
-    Returns the metrics dict (also written to ``run_dir/metrics.json``; the per-epoch records go to
-    ``history.json``).
+    Everything :func:`check_runnable` checks is checked before the first epoch.  A NaN or infinite
+    training or test loss raises FloatingPointError (``nblib.sweep`` records the run as diverged).
+
+    Returns the metrics dict (also written to ``run_dir/metrics.json``, with ``status`` "done" and the
+    resolved ``settings`` of :func:`run_settings`; the per-epoch records go to ``history.json``).
     """
     cfg = fill_cfg(cfg)
+    check_runnable(cfg)  # data present, n_eval / train_subset in range: fail before any epoch
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     device = _device(cfg["device"])
     t_start = time.perf_counter()
+    log_epochs = not _stderr_is_tty()
     with _CudnnFlags(device, cfg["cudnn_deterministic"]):
         autocast = _autocast(cfg["amp"], device)
         _seed_everything(cfg["seed"])
@@ -443,6 +512,7 @@ def run_one(cfg: dict, run_dir, *, stop_after_epochs: Optional[int] = None,
                 autocast)
             train_seconds = time.perf_counter() - t0
             test_loss, test_acc = _evaluate(model, test_tensors, cfg["channels_last"])
+            _check_finite("test", test_loss, epoch)
             names, linf, l1 = _norm_tables(model, input_shape)
             scheduler.step()
             history.append({
@@ -458,9 +528,12 @@ def run_one(cfg: dict, run_dir, *, stop_after_epochs: Optional[int] = None,
                 "regularizer": reg.state_dict() if hasattr(reg, "state_dict") else None,
                 "rng": _rng_state(), "history": history,
             }
-            _write_atomic(run_dir / CHECKPOINT, lambda f: torch.save(checkpoint, f))
-            _write_json(run_dir / "history.json", history)
+            write_atomic(run_dir / CHECKPOINT, lambda f: torch.save(checkpoint, f))
+            write_json_atomic(run_dir / "history.json", history)
             bar.set_postfix(loss=f"{train_loss:.3f}", train=f"{train_acc:.3f}", test=f"{test_acc:.3f}")
+            if log_epochs:  # a log file gets one line per epoch instead of a redrawn bar
+                print(f"{desc}: epoch {epoch + 1}/{cfg['epochs']} loss {train_loss:.4f} train {train_acc:.4f} "
+                      f"test {test_acc:.4f} ({history[-1]['epoch_seconds']:.1f} s)", file=sys.stderr, flush=True)
             if stop_after_epochs is not None and epoch + 1 >= stop_after_epochs and epoch + 1 < cfg["epochs"]:
                 return None
         bar.close()
@@ -468,8 +541,10 @@ def run_one(cfg: dict, run_dir, *, stop_after_epochs: Optional[int] = None,
         # ---- final evaluation
         t_eval = time.perf_counter()
         test_loss, clean_acc = _evaluate(model, test_tensors, cfg["channels_last"])
+        _check_finite("test", test_loss, len(history) - 1)
         names, linf, l1 = _norm_tables(model, input_shape)
         metrics = {
+            "status": "done", "settings": run_settings(cfg),
             "clean_acc": clean_acc, "test_loss": test_loss,
             "train_loss": history[-1]["train_loss"], "train_acc": history[-1]["train_acc"],
             "final_lr": optimizer.param_groups[0]["lr"], "milestone_epochs": milestones,
@@ -512,6 +587,6 @@ def run_one(cfg: dict, run_dir, *, stop_after_epochs: Optional[int] = None,
             total_seconds=float(np.sum(epoch_seconds)) + time.perf_counter() - t_eval,
             session_seconds=time.perf_counter() - t_start,
         )
-    _write_json(run_dir / "history.json", history)
-    _write_json(run_dir / "metrics.json", metrics)
-    return jsonable(metrics)
+    write_json_atomic(run_dir / "history.json", history)
+    write_json_atomic(run_dir / "metrics.json", metrics)
+    return jsonable(metrics, nonfinite="keep")

@@ -31,7 +31,7 @@
 profile = "smoke"  # name of the params/ profile that ran this notebook
 output_dir = "../outputs/smoke"  # folder for figures/, tables/, metrics/
 device = "cpu"  # torch device of every training run
-runs_dir = "../outputs/runs"  # sweep cache: one folder per config hash, shared by all profiles
+runs_dir = ""  # sweep cache, one folder per config hash: empty for output_dir/runs (this profile only), or a folder shared by profiles
 executor = "local"  # nblib.sweep executor: local | slurm
 gpus = []  # local executor: one worker process per listed GPU; [] runs sequentially in this kernel
 slurm_partition = ""  # slurm executor: partition, empty for the cluster default; one GPU per job
@@ -75,9 +75,9 @@ slurm = sweep.slurm_kwargs(executor, slurm_partition, slurm_timeout_min)
 
 # %%
 configs = experiments.table2_run_configs(globals())
-results = sweep.run_sweep(configs, runs_dir, executor=executor, gpus=gpus or None,
+results = sweep.run_sweep(configs, runs_dir or f"{output_dir}/runs", executor=executor, gpus=gpus or None,
                             slurm_kwargs=slurm)
-print(f"{len(results)} runs in {runs_dir}")
+print(f"{len(results)} runs in {runs_dir or output_dir + '/runs'}")
 
 # %% [markdown]
 # ## Table 2 (clean / robust accuracy, %)

@@ -77,6 +77,7 @@ def test_smoke_writes_figures_tables_metrics(smoke):
     assert (smoke / "figures" / "01_operator_matrix.png").exists()
     assert (smoke / "tables" / "02_table1.csv").exists()
     assert (smoke / "tables" / "03_table2.tex").exists() and (smoke / "tables" / "03_table2.md").exists()
+    assert len(list((smoke / "runs").glob("*/DONE"))) >= 9 + 4  # trained into its own output folder
     for fig in ("03_norms_vs_strength", "03_norms_during_training", "04_figure2", "04_norms_per_layer",
                 "04_local_lipschitz"):
         assert (smoke / "figures" / f"{fig}.png").exists(), fig
