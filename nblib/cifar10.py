@@ -193,7 +193,7 @@ def load_cifar10(root, train: bool, download: bool = False) -> CIFAR10Arrays:
     return CIFAR10Arrays(root, "train" if train else "test")
 
 
-def write_cifar10_fixture(root, n_train: int = 500, n_test: int = 200, seed: int = 0) -> Path:
+def write_cifar10_fixture(root, n_train: int = 256, n_test: int = 100, seed: int = 0) -> Path:
     """Write a small data set in the exact ``cifar-10-batches-py`` format to
     ``<root>/cifar-10-batches-py`` and return that folder.
 
@@ -204,8 +204,9 @@ def write_cifar10_fixture(root, n_train: int = 500, n_test: int = 200, seed: int
     CIFAR-10), ``n_test`` go to ``test_batch``, ``batches.meta`` holds the
     CIFAR-10 label names.  The manifest :data:`FIXTURE_MANIFEST` records the
     files' MD5 sums (:func:`cifar10_checksums`).  Deterministic in ``seed``;
-    an existing fixture with the same settings is kept; the folder is written
-    under a temporary name and renamed, so concurrent writers are safe.
+    an existing fixture with the same settings is kept, one with other
+    settings is replaced, a folder that is not a fixture is never touched;
+    the folder is written under a temporary name and renamed into place.
     """
     import json
     import os
@@ -226,9 +227,7 @@ def write_cifar10_fixture(root, n_train: int = 500, n_test: int = 200, seed: int
         if {k: old.get(k) for k in spec} == spec:
             verify_cifar10(root)
             return folder
-        raise FileExistsError(f"{folder} holds another data set ({old or 'unreadable manifest'}); "
-                              "delete it or choose another root")
-    if folder.exists():
+    elif folder.exists():
         raise FileExistsError(f"{folder} exists and is not an nblib fixture (real CIFAR-10?); "
                               "choose another root")
     if not (10 <= n_train <= 1437 and 10 <= n_test <= 360):
@@ -266,6 +265,10 @@ def write_cifar10_fixture(root, n_train: int = 500, n_test: int = 200, seed: int
         md5 = {name: _md5(tmp / name) for name in CIFAR10_MD5}
         (tmp / FIXTURE_MANIFEST).write_text(json.dumps({**spec, "md5": md5}, indent=1, sort_keys=True) + "\n")
         os.chmod(tmp, 0o755)
+        if manifest.exists():  # a fixture with other settings: ours to replace
+            old = Path(tempfile.mkdtemp(prefix=f".old-{CIFAR10_FOLDER}.", dir=root))
+            os.replace(folder, old / CIFAR10_FOLDER)
+            shutil.rmtree(old)
         try:
             os.rename(tmp, folder)
         except OSError:  # another process won the race: keep its (identical) fixture

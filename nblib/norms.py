@@ -32,8 +32,7 @@ import torch
 import torch.nn as nn
 
 from nblib.conv_geometry import (CONV_TYPES, ConvGeometry, apply, apply_adjoint, check_conv, check_input_size,
-                                 check_zero_padding, compute_dtype, conv_geometry, dilated_kernel, ntuple,
-                                 output_size, pair)
+                                 check_zero_padding, compute_dtype, conv_geometry, ntuple, output_size)
 from nblib.layer_shapes import BATCHNORM, SUPPORTED, layer_input_shapes
 from nblib.tap_sets import tap_set_norm, tap_set_subgradient
 from nblib.spectral import (eq3_bound, gram_iteration, l2_interval, power_iteration,  # noqa: F401 (re-exported)

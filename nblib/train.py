@@ -562,8 +562,6 @@ def run_one(cfg: dict, run_dir, *, stop_after_epochs: Optional[int] = None,
             "device": str(device), "resumed_from_epoch": resumed_from,
             "data_fixture": bool(getattr(test_set, "is_fixture", False)),
             "regularizer_notes": dict(getattr(reg, "notes", {})),
-            "attack_settings": attack_settings(cfg["attack"], cfg["attack_budget"]) if cfg["attack"] != "none"
-            else None,
         }
         if cfg["attack"] != "none" or cfg["local_lipschitz"]:
             n_eval = len(test_set) if cfg["n_eval"] is None else cfg["n_eval"]

@@ -62,9 +62,12 @@ def test_fixture_is_deterministic_and_rewrite_is_a_no_op(tmp_path, fixture_root)
     a = json.loads((tmp_path / CIFAR10_FOLDER / FIXTURE_MANIFEST).read_text())
     b = json.loads((fixture_root / CIFAR10_FOLDER / FIXTURE_MANIFEST).read_text())
     assert a["md5"] == b["md5"]
+    before = (tmp_path / CIFAR10_FOLDER / "test_batch").stat().st_mtime_ns
     write_cifar10_fixture(tmp_path, n_train=100, n_test=40, seed=0)  # same settings: kept
-    with pytest.raises(FileExistsError, match="another data set"):
-        write_cifar10_fixture(tmp_path, n_train=50, n_test=40, seed=0)
+    assert (tmp_path / CIFAR10_FOLDER / "test_batch").stat().st_mtime_ns == before
+    write_cifar10_fixture(tmp_path, n_train=50, n_test=40, seed=0)  # other settings: replaced
+    assert len(CIFAR10Arrays(tmp_path, "train")) == 50
+    assert sorted(p.name for p in tmp_path.iterdir()) == [CIFAR10_FOLDER]  # no temporary folder left
 
 
 def test_corrupted_file_is_refused_with_its_name(tmp_path):

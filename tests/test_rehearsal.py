@@ -50,10 +50,10 @@ def test_every_model_and_regularizer_ran_the_paper_path(rehearsal):
         assert (folder / "checkpoint.pt").exists() and (folder / "DONE").exists()
         assert m["data_fixture"] is True  # never mistaken for CIFAR-10
         assert m["eval_eps"] == pytest.approx(1 / 255)
-        assert m["attack_settings"]["attacks"] == ["apgd-ce", "apgd-t", "fab-t", "square"]
-        assert m["attack_settings"]["budget"] == 0.01 and m["n_eval"] == 8
+        assert m["settings"]["attack"]["attacks"] == ["apgd-ce", "apgd-t", "fab-t", "square"]
+        assert m["settings"]["attack"]["budget"] == 0.01 and m["n_eval"] == 4
         assert m["final_lr"] == pytest.approx(0.01 * 0.1 ** 3)  # one epoch: all three decays after it
-        assert m["epochs_trained"] == 1 and m["n_train"] == 64
+        assert m["epochs_trained"] == 1 and m["n_train"] == 32
         assert 0 <= m["clean_acc"] <= 1 and (m["robust_acc"] is None or 0 <= m["robust_acc"] <= 1)
         assert all(math.isfinite(v) and v > 0 for v in m["norms_linf"] + m["norms_l1"])
     notes = {c["model"]: m["regularizer_notes"] for c, m, _ in runs if c.get("regularizer") == "svc"}
