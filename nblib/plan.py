@@ -28,8 +28,10 @@ from nblib import experiments, sweep, throughput
 from nblib.data import get_dataset
 from nblib.train import fill_cfg
 
-__all__ = ["NOMINAL_TRAIN_SIZE", "notebook_parameters", "run_counts", "project_run", "plan_notebook"]
+__all__ = ["FINISHED", "NOMINAL_TRAIN_SIZE", "notebook_parameters", "run_counts", "project_run", "plan_notebook"]
 
+#: Cache statuses of runs that will not train again (a diverged run is stored, not retried).
+FINISHED = ("done", "diverged")
 #: Training images of each data set, for projections while the data is not there yet.
 NOMINAL_TRAIN_SIZE = {"cifar10": 50_000, "digits": 1437}
 
@@ -150,7 +152,7 @@ def plan_notebook(nb_name: str, params: dict, runs_dir, folder, probe_steps: int
         status, _ = sweep.run_status(runs_dir / h, cfg)
         row = dict(model=cfg["model"], regularizer=cfg["regularizer"], strength=cfg["reg_strength"],
                    mode=cfg["adv_mode"], hash=h, status=status, train_s=0.0, attack_s=0.0, basis="cached")
-        if status != "done":
+        if status not in FINISHED:
             key = (cfg["dataset"], cfg["data_root"])
             if key not in sizes:
                 try:

@@ -186,7 +186,7 @@ def plan(profile: str, only=None, device: str | None = None, output_root: Path =
     """Print, per notebook of ``profile``, its training runs, how many are cached and the projected time
     (:mod:`nblib.plan`), without training anything; returns ``{notebook: table}``."""
     from nblib.experiments import RUN_CONFIGS
-    from nblib.plan import notebook_parameters, plan_notebook
+    from nblib.plan import FINISHED, notebook_parameters, plan_notebook
 
     config = load_profile(profile)
     output_dir = (Path(output_root) / profile).resolve()
@@ -203,7 +203,7 @@ def plan(profile: str, only=None, device: str | None = None, output_root: Path =
             continue
         seconds = float((table.train_s + table.attack_s).sum())
         total += seconds
-        cached = int((table.status == "done").sum())
+        cached = int(table.status.isin(FINISHED).sum())
         print(f"{nb.stem}: {len(table)} runs, {cached} cached, {len(table) - cached} to train: about "
               f"{seconds / 3600:.2f} h on {params['device']} (training {table.train_s.sum() / 3600:.2f} h, "
               f"AutoAttack {table.attack_s.sum() / 3600:.2f} h; {', '.join(sorted(set(table.basis)))})",
