@@ -2,6 +2,7 @@
 
 (The notebooks' own verdict cells are checked by nbval: `pytest --nbval-lax notebooks/`, part of the
 default test run.)"""
+import ast
 import math
 import re
 from pathlib import Path
@@ -63,11 +64,31 @@ def test_jupytext_pair_in_sync(nb):
     assert strip(a) == strip(b), f"{nb.name} and {twin.name} differ: run `jupytext --sync {twin}`"
 
 
+#: The smoke profile's sweep cache: where the notebooks' default parameters (nbval's runs) train.
+SMOKE_RUNS = ROOT / "outputs" / "smoke" / "runs"
+
+
 @pytest.fixture(scope="session")
 def smoke(tmp_path_factory):
-    """Run every notebook on the smoke profile once (CPU, embedded data)."""
-    root = tmp_path_factory.mktemp("outputs")
-    return reproduce.run("smoke", output_root=root)
+    """Run every notebook on the smoke profile once (CPU, embedded data).  Figures, tables and metrics go to a
+    temporary folder; the training runs go to ``outputs/smoke/runs``, the cache that nbval's executions of
+    the notebooks (default parameters = the smoke profile) read, so the full tier trains each run once.  The
+    cache never returns a result of other code (each run's code fingerprint is checked)."""
+    params = tmp_path_factory.mktemp("params")
+    config = yaml.safe_load((ROOT / "params" / "smoke.yaml").read_text())
+    for nb in ("03_table2", "04_adversarial_norms"):
+        config[nb]["runs_dir"] = str(SMOKE_RUNS)
+    (params / "smoke.yaml").write_text(yaml.safe_dump(config))
+    return reproduce.run("smoke", output_root=tmp_path_factory.mktemp("outputs"), params_dir=params)
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_defaults_are_the_smoke_profile(nb):
+    """nbval runs the notebooks with their own defaults: they must be the smoke profile's values."""
+    section = yaml.safe_load((ROOT / "params" / "smoke.yaml").read_text()).get(nb.stem) or {}
+    defaults = papermill.inspect_notebook(str(nb))
+    for key, value in section.items():
+        assert ast.literal_eval(defaults[key]["default"]) == value, f"{nb.stem}.{key}"
 
 
 def test_smoke_writes_figures_tables_metrics(smoke):
@@ -77,7 +98,7 @@ def test_smoke_writes_figures_tables_metrics(smoke):
     assert (smoke / "figures" / "01_operator_matrix.png").exists()
     assert (smoke / "tables" / "02_table1.csv").exists()
     assert (smoke / "tables" / "03_table2.tex").exists() and (smoke / "tables" / "03_table2.md").exists()
-    assert len(list((smoke / "runs").glob("*/DONE"))) >= 9 + 4  # trained into its own output folder
+    assert len(list(SMOKE_RUNS.glob("*/DONE"))) >= 9 + 4  # trained into the smoke profile's cache
     for fig in ("03_norms_vs_strength", "03_norms_during_training", "04_figure2", "04_norms_per_layer",
                 "04_local_lipschitz"):
         assert (smoke / "figures" / f"{fig}.png").exists(), fig
