@@ -14,6 +14,25 @@ from nblib.pgd import IMAGE_BOX, margin_loss, project_linf, uniform_like
 __all__ = ["local_lipschitz"]
 
 
+def _step_gradients(model: nn.Module, xp: torch.Tensor, xb: torch.Tensor, f0: torch.Tensor,
+                    labels: torch.Tensor, full_ratio_grad: bool):
+    """At ``xp``: the ratio ``||f(xp) - f(xb)||_1 / ||xp - xb||_inf`` (0 where ``xp = xb``), the gradient
+    of the ratio (denominator held fixed unless ``full_ratio_grad``) and the gradient of the logit margin
+    ``z_y - max_{j != y} z_j``."""
+    xp = xp.detach().requires_grad_(True)
+    with torch.enable_grad():
+        z = model(xp)
+        m = -margin_loss(z, labels, reduction="none")
+        num = (z - f0).flatten(1).abs().sum(1)
+        den = (xp - xb).flatten(1).abs().amax(1)
+        ratio = num / den.clamp_min(1e-12)
+        obj = ratio if full_ratio_grad else num / den.detach().clamp_min(1e-12)
+        g_ratio, = torch.autograd.grad(obj.sum(), xp, retain_graph=True)
+        g_m, = torch.autograd.grad(m.sum(), xp)
+    r = torch.where(den > 0, ratio.detach(), torch.zeros_like(num))
+    return r, g_ratio, g_m
+
+
 def local_lipschitz(model: nn.Module, x: torch.Tensor, eps: float, steps: int = 10,
                     step_size: Optional[float] = None, y: Optional[torch.Tensor] = None,
                     n_restarts: int = 1, batch_size: int = 256, clip: bool = True,
@@ -65,14 +84,9 @@ def local_lipschitz(model: nn.Module, x: torch.Tensor, eps: float, steps: int = 
     if steps < 0 or n_restarts < 1:
         raise ValueError("steps must be >= 0 and n_restarts >= 1")
     step_size = eps / 4.0 if step_size is None else float(step_size)
+    box = IMAGE_BOX if clip else None
     device = model_device(model, device)
     lips, grads = [], []
-
-    def logits_and_margin(xp, labels):
-        z = model(xp)
-        m = -margin_loss(z, labels, reduction="none")
-        return z, m
-
     with eval_mode(model):
         for i in range(0, x.shape[0], batch_size):
             xb = x[i:i + batch_size].detach().to(device)
@@ -83,35 +97,19 @@ def local_lipschitz(model: nn.Module, x: torch.Tensor, eps: float, steps: int = 
             labels = (f0.argmax(1) if y is None
                       else y[i:i + batch_size].to(device).long())
             # gradient of the margin at the clean point
-            xc = xb.clone().requires_grad_(True)
-            with torch.enable_grad():
-                _, m = logits_and_margin(xc, labels)
-                g, = torch.autograd.grad(m.sum(), xc)
-            best_grad = g.flatten(1).abs().sum(1)
+            _, _, g_m = _step_gradients(model, xb.clone(), xb, f0, labels, full_ratio_grad)
+            best_grad = g_m.flatten(1).abs().sum(1)
             best_lip = torch.zeros(xb.shape[0], device=device, dtype=f0.dtype)
             for _ in range(n_restarts):
                 xp = xb + (2.0 * uniform_like(xb, generator) - 1.0) * eps
-                xp = project_linf(xp, xb, eps, IMAGE_BOX if clip else None)
+                xp = project_linf(xp, xb, eps, box)
                 for t in range(int(steps) + 1):
-                    xp = xp.detach().requires_grad_(True)
-                    with torch.enable_grad():
-                        z, m = logits_and_margin(xp, labels)
-                        num = (z - f0).flatten(1).abs().sum(1)
-                        den = (xp - xb).flatten(1).abs().amax(1)
-                        valid = den > 0
-                        ratio = num / den.clamp_min(1e-12)
-                        obj = ratio if full_ratio_grad else (
-                            num / den.detach().clamp_min(1e-12))
-                        g_ratio, = torch.autograd.grad(obj.sum(), xp,
-                                                       retain_graph=True)
-                        g_m, = torch.autograd.grad(m.sum(), xp)
-                    r = torch.where(valid, ratio.detach(), torch.zeros_like(num))
+                    r, g_ratio, g_m = _step_gradients(model, xp, xb, f0, labels, full_ratio_grad)
                     best_lip = torch.max(best_lip, r)
                     best_grad = torch.max(best_grad, g_m.flatten(1).abs().sum(1))
                     if t == steps:
                         break
-                    xp = xp.detach() + step_size * g_ratio.sign()
-                    xp = project_linf(xp, xb, eps, IMAGE_BOX if clip else None)
+                    xp = project_linf(xp.detach() + step_size * g_ratio.sign(), xb, eps, box)
             lips.append(best_lip.detach().cpu())
             grads.append(best_grad.detach().cpu())
     lip = torch.cat(lips)
