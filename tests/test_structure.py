@@ -175,6 +175,7 @@ def test_import_graph_is_acyclic():
     assert cycle is None, "circular module-level imports: " + " -> ".join(cycle)
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="forks one child per module (POSIX)")
 def test_every_module_imports_alone_in_a_fresh_interpreter():
     """One child per module, forked from an interpreter that has imported only the third-party packages
     nblib imports (so each child starts with no nblib module loaded and the check stays fast)."""
