@@ -25,7 +25,7 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--batch-size", type=int, default=2, help="images per SGD step (small for a CPU)")
     parser.add_argument("--runs", type=int, default=20, help="timed calls per entry (median is kept)")
-    parser.add_argument("--sgd-runs", type=int, default=2, help="timed SGD steps per model (best is kept)")
+    parser.add_argument("--sgd-runs", type=int, default=2, help="timed SGD steps per model (median is kept)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "benchmarks")
     args = parser.parse_args()

@@ -40,7 +40,8 @@ def main() -> None:
     print(table[["kernel", "method", "n_runs"]].pivot(index="kernel", columns="method", values="n_runs").to_string())
     ours_floor = wide[["l1/floor", "linf/floor"]].max().max()
     power_ours = wide[["power/l1", "power/linf"]].min().min()
-    print(f"\nworst ours/floor = {ours_floor:.2f}x (target <= 3); worst power/ours = {power_ours:.0f}x (target >= 1000)")
+    print(f"\nworst ours/floor = {ours_floor:.2f}x (target <= 3); "
+          f"worst power/ours = {power_ours:.0f}x (target >= 1000)")
 
 
 if __name__ == "__main__":

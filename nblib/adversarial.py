@@ -17,7 +17,7 @@ x' in [0, 1]^n}``:
   ``p = softmax(f)``, the KL averaged over the batch, and ``x_adv`` from PGD on that KL (with ``p(x)``
   fixed) started at ``x + 0.001 N(0, 1)`` (the KL has zero gradient at ``x`` itself).
 
-The attack runs with the model in **eval** mode (``nblib.attacks.pgd_linf`` switches and restores the
+The attack runs with the model in **eval** mode (``nblib.pgd.pgd_linf`` switches and restores the
 mode, and never touches parameter gradients); the training loss is computed in whatever mode the model is
 in -- train mode in a training loop -- with separate forward passes of the clean and the adversarial batch,
 as in the reference implementations.  The attack is a lower bound of the inner maximisation: PGD finds a
@@ -39,7 +39,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from nblib.attacks import pgd_linf
+from nblib.pgd import pgd_linf
 
 __all__ = [
     "ADV_MODES",

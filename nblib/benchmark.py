@@ -16,6 +16,7 @@ import torch
 import torch.nn as nn
 
 from nblib.norms import conv2d_norm
+from nblib.timing import time_calls
 
 # (kernel height, kernel width, input channels, output channels), as printed in Table 1.
 TABLE1_KERNELS = [(3, 3, 32, 32), (3, 3, 32, 128), (3, 3, 128, 256), (3, 3, 256, 512),
@@ -55,25 +56,6 @@ def method_fn(conv: nn.Conv2d, method: str, tol: float = 1e-6, max_iter: int = 1
     raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
 
 
-def time_calls(fn: Callable[[], torch.Tensor], runs: int, budget_s: float, device) -> tuple[float, int]:
-    """Median seconds per call over up to ``runs`` calls after one warm-up call, stopping once ``budget_s``
-    is spent (at least one timed call).  The median, not the mean, so that a load spike of a shared
-    machine during a few calls does not decide an entry.  Returns ``(seconds per call, calls timed)``."""
-    import statistics
-
-    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
-    with torch.no_grad():
-        fn()
-        sync()
-        times: list[float] = []
-        while len(times) < runs and (not times or sum(times) < budget_s):
-            t0 = time.perf_counter()
-            fn()
-            sync()
-            times.append(time.perf_counter() - t0)
-    return statistics.median(times), len(times)
-
-
 def run_table1(device="cpu", runs: int = 100, budget_s: float = 10.0, method_budget_s: float = math.inf,
                methods=METHODS, kernels=TABLE1_KERNELS, tol: float = 1e-6, progress: bool = True) -> pd.DataFrame:
     """Measure every (kernel, method) pair; one row each.
@@ -100,7 +82,8 @@ def run_table1(device="cpu", runs: int = 100, budget_s: float = 10.0, method_bud
         if spent[method] < method_budget_s:
             t0 = time.perf_counter()
             fn = method_fn(conv, method, tol=tol)
-            sec, n = time_calls(fn, runs, budget_s, device)
+            with torch.no_grad():
+                sec, n = time_calls(fn, runs, budget_s, device)
             with torch.no_grad():
                 value = float(fn())
             spent[method] += time.perf_counter() - t0
@@ -125,19 +108,6 @@ def speedups(table: pd.DataFrame) -> pd.DataFrame:
 
 
 # --------------------------------------------------------------------------- norm decay cost
-def _best_time(fn: Callable[[], None], runs: int, sync: Callable[[], None]) -> float:
-    """Smallest wall time of ``runs`` calls of ``fn`` (after one warm-up call): the least noisy estimate."""
-    fn()
-    sync()
-    best = math.inf
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        best = min(best, time.perf_counter() - t0)
-    return best
-
-
 def norm_decay_cost(model_names=("vgg11", "resnet18", "senet18", "regnetx_200mf"), device="cpu",
                     batch_size: int = 128, p=math.inf, sgd_runs: int = 3, nd_runs: int = 20,
                     n_train: int = 50_000, seed: int = 0) -> pd.DataFrame:
@@ -145,7 +115,8 @@ def norm_decay_cost(model_names=("vgg11", "resnet18", "senet18", "regnetx_200mf"
     Linear layer at its input size, the momentum average and the gradient update) next to one plain SGD
     step (forward, cross-entropy, backward, ``optimizer.step``) on a random CIFAR-shaped batch.
 
-    Per model: ``sgd_s`` and ``nd_s`` (best of ``sgd_runs`` / ``nd_runs`` timed calls after a warm-up),
+    Per model: ``sgd_s`` and ``nd_s`` (median of ``sgd_runs`` / ``nd_runs`` timed calls after a warm-up,
+    :func:`nblib.timing.time_calls`),
     ``overhead = nd_s / sgd_s`` (what norm decay adds to a training step; the goal is <= 5%), the layer
     count ``n_layers``, and ``epoch_s = sgd_s * ceil(n_train / batch_size)``: seconds per epoch of plain
     training (CIFAR-10: 50,000 images) on this device, data loading excluded."""
@@ -153,7 +124,6 @@ def norm_decay_cost(model_names=("vgg11", "resnet18", "senet18", "regnetx_200mf"
     from nblib.regularizers import NormDecay, make_optimizer
 
     dev = torch.device(device)
-    sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
     rows = []
     for name in model_names:
         torch.manual_seed(seed)
@@ -168,8 +138,8 @@ def norm_decay_cost(model_names=("vgg11", "resnet18", "senet18", "regnetx_200mf"
             torch.nn.functional.cross_entropy(model(x), y).backward()
             opt.step()
 
-        sgd_s = _best_time(sgd_step, sgd_runs, sync)
-        nd_s = _best_time(nd.step, nd_runs, sync)
+        sgd_s, _ = time_calls(sgd_step, sgd_runs, device=dev)
+        nd_s, _ = time_calls(nd.step, nd_runs, device=dev)
         rows.append(dict(model=name, device=str(dev), batch_size=batch_size, n_layers=nd.n_layers, sgd_s=sgd_s,
                          nd_s=nd_s, overhead=nd_s / sgd_s, epoch_s=sgd_s * math.ceil(n_train / batch_size)))
     return pd.DataFrame(rows)
@@ -183,7 +153,8 @@ def model_norm_cost(model_names=TORCHVISION_MODELS, device="cpu", image_size: in
                     runs: int = 20, sgd_runs: int = 2, seed: int = 0) -> pd.DataFrame:
     """Cost of exact norm tables and of norm decay on torchvision models (random weights, nothing downloaded).
 
-    Per model (median seconds of ``runs`` calls after a warm-up, SGD: best of ``sgd_runs``): ``shapes_s`` the
+    Per model (median seconds of ``runs`` calls after a warm-up, SGD: of ``sgd_runs``; :func:`nblib.timing.time_calls`,
+    norms without autograd): ``shapes_s`` the
     uncached shape pass of ``layer_input_shapes``; ``linf_s`` / ``l1_s`` a full ``layer_norms`` table (exact
     l_inf / l1 of every conv and Linear; shapes cached, as on every call after the first); ``floor_s`` one
     ``|K|.sum()`` pass over the same weights, the least any exact method that reads every weight costs;
@@ -197,7 +168,6 @@ def model_norm_cost(model_names=TORCHVISION_MODELS, device="cpu", image_size: in
     from nblib.regularizers import NormDecay, make_optimizer
 
     dev = torch.device(device)
-    sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
     shape = (3, image_size, image_size)
     rows = []
     for name in model_names:
@@ -209,13 +179,15 @@ def model_norm_cost(model_names=TORCHVISION_MODELS, device="cpu", image_size: in
             clear_shape_cache()
             layer_input_shapes(model, shape)
 
-        shapes_s, _ = time_calls(shapes, max(3, runs // 4), 30.0, dev)
-        linf_s, _ = time_calls(lambda: layer_norms(model, shape, math.inf), runs, 30.0, dev)
-        l1_s, _ = time_calls(lambda: layer_norms(model, shape, 1), runs, 30.0, dev)
-        floor_s, _ = time_calls(lambda: sum(w.abs().sum() for w in weights), runs, 30.0, dev)
+        with torch.no_grad():
+            shapes_s, _ = time_calls(shapes, max(3, runs // 4), 30.0, dev)
+            linf_s, _ = time_calls(lambda: layer_norms(model, shape, math.inf), runs, 30.0, dev)
+            l1_s, _ = time_calls(lambda: layer_norms(model, shape, 1), runs, 30.0, dev)
+            floor_s, _ = time_calls(lambda: sum(w.abs().sum() for w in weights), runs, 30.0, dev)
         nd = NormDecay(model, shape, math.inf, beta=1e-3)
         model.zero_grad(set_to_none=True)
-        nd_s, _ = time_calls(nd.step, runs, 30.0, dev)
+        with torch.no_grad():
+            nd_s, _ = time_calls(nd.step, runs, 30.0, dev)
         opt = make_optimizer(model, lr=1e-3)
         x = torch.rand(batch_size, *shape, device=dev)
         y = torch.randint(0, 1000, (batch_size,), device=dev)
@@ -226,7 +198,7 @@ def model_norm_cost(model_names=TORCHVISION_MODELS, device="cpu", image_size: in
             opt.step()
 
         with torch.enable_grad():
-            sgd_s = _best_time(sgd_step, sgd_runs, sync)
+            sgd_s, _ = time_calls(sgd_step, sgd_runs, device=dev)
         rows.append(dict(model=name, device=str(dev), n_layers=nd.n_layers, shapes_ms=1e3 * shapes_s,
                          linf_ms=1e3 * linf_s, l1_ms=1e3 * l1_s, floor_ms=1e3 * floor_s, nd_ms=1e3 * nd_s,
                          sgd_ms=1e3 * sgd_s, batch_size=batch_size, linf_over_floor=linf_s / floor_s,

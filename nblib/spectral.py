@@ -86,7 +86,8 @@ def power_iteration(layer, input_size, tol: float = 1e-6, max_iter: int = 1000, 
 
     Exact to relative tolerance ``tol``: block power iteration (``block`` vectors, Rayleigh-Ritz) on
     ``C^T C`` stops when a residual bound of the top Ritz value ``theta = ||C v||^2`` (Weyl, Kato-Temple, or the
-    certified Gram upper bound; see ``_power``) puts ``||C v|| <= ||M||_2`` within relative ``tol`` of it.  When ``max_iter`` steps end first a RuntimeWarning says the value is an
+    certified Gram upper bound; see ``_power``) puts ``||C v|| <= ||M||_2`` within relative ``tol`` of it.
+    When ``max_iter`` steps end first a RuntimeWarning says the value is an
     uncertified lower bound (use :func:`l2_interval` for a certificate).  The returned ``<u, C v>`` with the
     final (detached) singular vectors is differentiable: its gradient is ``u v^T`` in kernel space.  ``x0``
     restarts from a previous vector of ``C``'s input shape ``(1, in_channels, *in_size)`` (for a transposed

@@ -18,8 +18,7 @@ GPU-hours of notebooks 03 (Table 2) and 04 (Figure 2) of a profile (:func:`nblib
 from __future__ import annotations
 
 import math
-import time
-from typing import Callable, Iterator, Optional
+from typing import Iterator, Optional
 
 import numpy as np
 import torch
@@ -31,6 +30,7 @@ from nblib.loader import EVAL_BATCH, TrainBatches, eval_batches
 from nblib.models import build
 from nblib.norms import layer_norms
 from nblib.regularizers import make_optimizer
+from nblib.timing import time_calls
 
 __all__ = ["CIFAR_TRAIN", "CIFAR_TEST", "AA_GRADS_ALL", "AA_GRADS_SURVIVORS", "AA_FORWARDS_SURVIVORS",
            "synthetic_cifar", "PILImages", "old_loader", "new_batches", "measure_step", "measure_eval",
@@ -99,10 +99,6 @@ def new_batches(images: torch.Tensor, targets: torch.Tensor, batch_size: int, de
         epoch += 1
 
 
-def _sync(device: torch.device) -> Callable[[], None]:
-    return (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
-
-
 def _model(name: str, device: torch.device, channels_last: bool, seed: int = 0) -> torch.nn.Module:
     torch.manual_seed(seed)
     model = build(name, num_classes=10).to(device)
@@ -116,7 +112,6 @@ def measure_step(model_name: str, batches: Optional[Iterator], mode: str, n: int
     untimed steps; the data path's time is included.  ``model_name=None``: the data path alone (batches
     drawn, nothing computed)."""
     dev = torch.device(device)
-    sync = _sync(dev)
     if model_name is None:
         step = lambda x, y: None  # noqa: E731
     else:
@@ -133,17 +128,18 @@ def measure_step(model_name: str, batches: Optional[Iterator], mode: str, n: int
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+    images = []
+
+    def stream():  # the n steps are timed as one call: a rate over the stream, data-path stalls included
+        for _ in range(n):
+            x, y = next(batches)
+            step(x, y)
+            images.append(y.numel())
+
     for _ in range(warmup):
         step(*next(batches))
-    sync()
-    images = 0
-    t0 = time.perf_counter()
-    for _ in range(n):
-        x, y = next(batches)
-        step(x, y)
-        images += y.numel()
-    sync()
-    return images / (time.perf_counter() - t0)
+    seconds, _ = time_calls(stream, runs=1, device=dev, warmup=0)
+    return sum(images) / seconds
 
 
 def measure_eval(model_name: str, device, n_images: int = 2 * EVAL_BATCH, aa_batch: int = 250,
@@ -155,20 +151,13 @@ def measure_eval(model_name: str, device, n_images: int = 2 * EVAL_BATCH, aa_bat
     ``n_images``) in eval mode, ``aa_forward_s`` / ``aa_grad_s``: seconds per image of a forward pass / of a
     forward + backward w.r.t. the input."""
     dev = torch.device(device)
-    sync = _sync(dev)
     model = _model(model_name, dev, channels_last).eval()
     aa_batch = min(aa_batch, n_images)
     images, targets = synthetic_cifar(n_images, seed=1)
     images, targets = images.to(dev), targets.to(dev)
 
-    def timed(fn, reps):
-        fn()
-        sync()
-        t0 = time.perf_counter()
-        for _ in range(reps):
-            fn()
-        sync()
-        return (time.perf_counter() - t0) / reps
+    def timed(fn):  # one call after one untimed call
+        return time_calls(fn, runs=1, device=dev)[0]
 
     def forward_all():
         with torch.no_grad():
@@ -190,8 +179,8 @@ def measure_eval(model_name: str, device, n_images: int = 2 * EVAL_BATCH, aa_bat
         layer_norms(model, (3, 32, 32), math.inf)
         layer_norms(model, (3, 32, 32), 1)
 
-    return {"eval_ips": images.shape[0] / timed(forward_all, 1), "norms_s": timed(norms, 1),
-            "aa_forward_s": timed(forward_aa, 1) / aa_batch, "aa_grad_s": timed(grad_aa, 1) / aa_batch}
+    return {"eval_ips": images.shape[0] / timed(forward_all), "norms_s": timed(norms),
+            "aa_forward_s": timed(forward_aa) / aa_batch, "aa_grad_s": timed(grad_aa) / aa_batch}
 
 
 def autoattack_seconds(n_eval: int, aa_grad_s: float, aa_forward_s: float, survivors: float) -> float:

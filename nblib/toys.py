@@ -21,6 +21,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from nblib import pgd
+from nblib.pgd import margin_loss
+
 INF = float("inf")
 
 
@@ -69,16 +72,16 @@ def prop1_network(scale: float, in_dim: int = 2, width: int = 8, depth: int = 3,
 
     dims = [in_dim] + [width] * (depth - 1) + [out_dim]
     layers: list[nn.Module] = []
-    for l in range(depth):
-        m, n = dims[l + 1], dims[l]
-        if l < depth - 2:  # signed first layer, positive hidden layers, zero bias: outputs >= 0
-            W, b = scale * mag(m, n, signed=(l == 0)), torch.zeros(m)
-        elif l == depth - 2:  # killing layer: non-positive weights, negative bias
+    for k in range(depth):
+        m, n = dims[k + 1], dims[k]
+        if k < depth - 2:  # signed first layer, positive hidden layers, zero bias: outputs >= 0
+            W, b = scale * mag(m, n, signed=(k == 0)), torch.zeros(m)
+        elif k == depth - 2:  # killing layer: non-positive weights, negative bias
             W, b = -scale * mag(m, n), -scale * torch.ones(m)
         else:  # output layer: signed weights of size scale, bias b_L = the constant output
             W, b = scale * mag(m, n, signed=True), torch.randn(m, generator=gen)
         layers.append(_linear(W, b, dtype))
-        if l < depth - 1:
+        if k < depth - 1:
             layers.append(nn.ReLU())
     return nn.Sequential(*layers)
 
@@ -289,12 +292,6 @@ def prop2_network(X: torch.Tensor, y: torch.Tensor, eps: float, xi: float, n_cla
 # ----------------------------------------------------------------------------------------------
 # Evaluation: robust accuracy, attacks, Lipschitz bounds, decision regions
 # ----------------------------------------------------------------------------------------------
-def _margin(z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """z_y - max_{j != y} z_j (> 0 iff argmax is y with no tie)."""
-    other = z.scatter(1, y[:, None], -INF).max(1).values
-    return z.gather(1, y[:, None]).squeeze(1) - other
-
-
 def robust_accuracy_grid(net: nn.Module, X: torch.Tensor, y: torch.Tensor, eps: float,
                          points_per_dim: int = 11, margin: float = 0.0) -> float:
     """Fraction of points x_i whose whole regular grid on B(x_i, eps) (points_per_dim^n points, corners
@@ -308,38 +305,40 @@ def robust_accuracy_grid(net: nn.Module, X: torch.Tensor, y: torch.Tensor, eps: 
     with torch.no_grad():
         for x, c in zip(X.double(), y.long()):
             z = net((x + offs).to(dt))
-            ok.append(bool((_margin(z, c.expand(len(z))) > margin).all()))
+            ok.append(bool((-margin_loss(z, c.expand(len(z)), reduction="none") > margin).all()))
     return sum(ok) / len(ok)
 
 
 def pgd_linf(net: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int = 50,
              step_size: float | None = None, restarts: int = 5, seed: int = 0, loss: str = "margin"):
-    """l_inf PGD (sign-gradient ascent on the margin loss -(z_y - max_{j != y} z_j) or CE, projected on
-    B(x, eps)); restart 0 starts at x, the others uniformly in the ball. Keeps, per point, the iterate of
-    lowest margin over all steps and restarts. Returns (x_adv, robust accuracy = mean(margin(x_adv) > 0))."""
+    """l_inf PGD with restarts (:func:`nblib.pgd.pgd_linf` without the [0, 1] box: toy inputs are not
+    images), ascending the margin loss ``max_{j != y} z_j - z_y`` (:func:`nblib.pgd.margin_loss`) or CE.
+    Restart 0 starts at x, the others uniformly in the ball. Keeps, per point, the iterate of lowest margin
+    z_y - max_{j != y} z_j over all steps and restarts. Returns (x_adv, robust accuracy =
+    mean(margin(x_adv) > 0))."""
     if loss not in ("margin", "ce"):
         raise ValueError(f"loss must be 'margin' or 'ce', got {loss!r}")
     dt = _dtype(net)
     gen = torch.Generator().manual_seed(seed)
     x, y = x.detach().to(dt), y.long()
     step_size = 2.5 * eps / max(steps, 1) if step_size is None else step_size
+    objective = ((lambda z, t: margin_loss(z, t, reduction="sum")) if loss == "margin"
+                 else (lambda z, t: F.cross_entropy(z, t, reduction="sum")))
     with torch.no_grad():
-        best_x, best_m = x.clone(), _margin(net(x), y)
+        best = {"x": x.clone(), "m": -margin_loss(net(x), y, reduction="none")}
+
+    def keep_lowest(xa: torch.Tensor, z: torch.Tensor) -> None:
+        m = -margin_loss(z, y, reduction="none")
+        better = m < best["m"]
+        best["m"] = torch.where(better, m, best["m"])
+        best["x"][better] = xa[better]
+
     for r in range(restarts):
-        xa = x.clone() if r == 0 else x + eps * (2 * torch.rand(x.shape, generator=gen, dtype=dt) - 1)
-        for t in range(steps + 1):
-            xa.requires_grad_(True)
-            z = net(xa)
-            m = _margin(z, y)
-            better = m.detach() < best_m
-            best_m = torch.where(better, m.detach(), best_m)
-            best_x[better] = xa.detach()[better]
-            if t == steps:
-                break
-            obj = -m.sum() if loss == "margin" else F.cross_entropy(z, y, reduction="sum")
-            (g,) = torch.autograd.grad(obj, xa)
-            xa = (x + (xa.detach() + step_size * g.sign() - x).clamp(-eps, eps)).detach()
-    return best_x, (best_m > 0).double().mean().item()
+        xa = pgd.pgd_linf(net, x, y, eps, step_size, steps, random_start=r > 0, loss=objective,
+                          generator=gen, clip=None, on_iterate=keep_lowest)
+        with torch.no_grad():
+            keep_lowest(xa, net(xa))
+    return best["x"], (best["m"] > 0).double().mean().item()
 
 
 def lipschitz_lower_bound(net: nn.Module, X: torch.Tensor, radius: float | None = None, n_random: int = 256,
@@ -362,9 +361,14 @@ def lipschitz_lower_bound(net: nn.Module, X: torch.Tensor, radius: float | None 
     dirs = torch.cat([torch.eye(n, dtype=torch.float64), -torch.eye(n, dtype=torch.float64)])
     a = X.repeat_interleave(2 * n, 0)
     b = a + radius * dirs.repeat(len(X), 1)
-    box = lambda: lo - radius + (hi - lo + 2 * radius) * torch.rand(n_random, n, generator=gen, dtype=torch.float64)
+
+    def box():
+        return lo - radius + (hi - lo + 2 * radius) * torch.rand(n_random, n, generator=gen, dtype=torch.float64)
+
+    def ratio(fa, fb, u, v):
+        return (fa - fb).abs().max(1).values / (u - v).abs().max(1).values
+
     a, b = torch.cat([a, box()]), torch.cat([b, box()])
-    ratio = lambda fa, fb, u, v: (fa - fb).abs().max(1).values / (u - v).abs().max(1).values
     best = 0.0
     with torch.no_grad():
         fa, fb = net(a), net(b)

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nblib import attacks
+from nblib import autoattack as attacks  # its private helpers are tested below
 from nblib.attacks import (autoattack_accuracy, clean_accuracy, local_lipschitz,
                            margin_loss, pgd_linf)
 

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import torch
 
-from nblib import adversarial, attacks, sweep, train
+from nblib import adversarial, autoattack, sweep, train
 from nblib.results import read_json, write_json_atomic
 from nblib.sweep import (RunLocked, check_metrics, config_hash, expand_grid, run_cached, run_dir_for, run_status,
                          run_sweep, slurm_kwargs)
@@ -246,16 +246,16 @@ def test_torn_attack_state_is_quarantined_and_attack_restarts(tmp_path, monkeypa
     cfg = dict(TINY, attack="authors", n_eval=8, eval_eps=8 / 255)
     d = run_dir_for(tmp_path, cfg)
     written = []
-    real = attacks.write_atomic
-    monkeypatch.setattr(attacks, "write_atomic", lambda path, data: written.append(Path(path)) or real(path, data))
+    real = autoattack.write_atomic
+    monkeypatch.setattr(autoattack, "write_atomic", lambda path, data: written.append(Path(path)) or real(path, data))
     first = run_cached(cfg, tmp_path)
     assert d / "autoattack_state.json" in written and first["robust_acc"] is not None
     (d / "DONE").unlink()
     (d / "metrics.json").unlink()
     (d / "autoattack_state.json").write_text('{"_attacks_to_run": ["apgd-ce", "apgd')  # torn write
-    with pytest.raises(attacks.AttackStateError, match="autoattack_state.json"):  # named, not a bare JSON error
-        attacks.autoattack_accuracy(torch.nn.Linear(1, 4), torch.zeros(2, 1), torch.zeros(2), eps=0.1,
-                                    version="authors", state_path=d / "autoattack_state.json")
+    with pytest.raises(autoattack.AttackStateError, match="autoattack_state.json"):  # named, not a bare JSON error
+        autoattack.autoattack_accuracy(torch.nn.Linear(1, 4), torch.zeros(2, 1), torch.zeros(2), eps=0.1,
+                                       version="authors", state_path=d / "autoattack_state.json")
     with pytest.warns(UserWarning, match="unreadable AutoAttack state"):
         again = run_cached(cfg, tmp_path)
     assert again["aa_resumed"] is False
@@ -346,7 +346,8 @@ def test_code_fingerprint_covers_result_code(tmp_path, monkeypatch):
         copy = tmp_path / name / "nblib"
         for f in sources:
             (copy / f.relative_to(REPO / "nblib")).parent.mkdir(parents=True, exist_ok=True)
-            (copy / f.relative_to(REPO / "nblib")).write_bytes(f.read_bytes() + (extra if f.name == "norms.py" else b""))
+            tail = extra if f.name == "norms.py" else b""
+            (copy / f.relative_to(REPO / "nblib")).write_bytes(f.read_bytes() + tail)
         monkeypatch.setattr(sweep, "_REPO", tmp_path / name)
         assert (sweep.code_fingerprint() == fp) == (name == "same"), name
 
