@@ -57,8 +57,8 @@ from nblib.attacks import AttackStateError
 from nblib.results import read_json, write_atomic, write_json_atomic
 from nblib.train import CheckpointError, fill_cfg
 
-__all__ = ["EXECUTORS", "NOT_FINGERPRINTED", "fingerprinted_sources", "RunLocked", "config_hash", "run_dir_for", "code_fingerprint",
-           "provenance", "check_metrics", "run_status", "run_cached", "old_hash_folders", "run_sweep",
+__all__ = ["EXECUTORS", "NOT_FINGERPRINTED", "fingerprinted_sources", "RunLocked", "config_hash", "run_dir_for",
+           "code_fingerprint", "provenance", "check_metrics", "run_status", "run_cached", "old_hash_folders", "run_sweep",
            "expand_grid", "slurm_kwargs", "versions"]
 
 #: Values of ``run_sweep(executor=...)``.
@@ -121,7 +121,8 @@ def versions(device: str = "cpu") -> dict:
 #: every other ``nblib/**/*.py`` -- training, data, models, norms, regularisers, attacks, and any module
 #: added later -- is part of :func:`code_fingerprint`.
 NOT_FINGERPRINTED = ("__init__.py", "sweep.py", "results.py", "experiments.py", "reproduce.py", "benchmark.py",
-                     "verify.py", "toys.py")
+                     "verify.py", "toys.py", "timing.py", "plan.py", "throughput.py", "readme.py", "nbclean.py",
+                     "verdicts.py")
 
 
 @lru_cache(maxsize=None)
