@@ -58,8 +58,8 @@ from nblib.results import read_json, write_atomic, write_json_atomic
 from nblib.train import CheckpointError, fill_cfg
 
 __all__ = ["EXECUTORS", "NOT_FINGERPRINTED", "fingerprinted_sources", "RunLocked", "config_hash", "run_dir_for",
-           "code_fingerprint", "provenance", "check_metrics", "run_status", "run_cached", "old_hash_folders", "run_sweep",
-           "expand_grid", "slurm_kwargs", "versions"]
+           "code_fingerprint", "provenance", "check_metrics", "run_status", "run_cached", "old_hash_folders",
+           "run_sweep", "expand_grid", "slurm_kwargs", "versions"]
 
 #: Values of ``run_sweep(executor=...)``.
 EXECUTORS = ("local", "slurm")
