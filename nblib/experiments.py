@@ -61,16 +61,33 @@ def table2_configs(models, base: dict, wd=(), svc=(), nd_l1=(), nd_linf=()) -> l
 
 
 def table2_frame(results: pd.DataFrame, clean="clean_acc", robust="robust_acc") -> pd.DataFrame:
-    """Long table: model, regularizer, strength, clean and robust accuracy (%), and the paper's numbers
-    where the same (model, regularizer, strength) appears in Table 2 (NaN otherwise)."""
+    """Long table: model, regularizer, strength, clean and robust accuracy (%), the number of points each
+    is measured on (``n_clean``: the test set, ``n_robust``: the attacked subset; for binomial intervals,
+    ``nblib.verdicts``), and the paper's numbers where the same (model, regularizer, strength) appears in
+    Table 2 (NaN otherwise)."""
     rows = []
     for r in results.itertuples(index=False):
         r = r._asdict()
         paper = PAPER_TABLE2.get(r["model"], {}).get((r["regularizer"], float(r["reg_strength"])), (None, None))
         rows.append(dict(model=r["model"], regularizer=r["regularizer"], strength=float(r["reg_strength"]),
-                         clean=100 * r[clean], robust=100 * r[robust] if r.get(robust) is not None else math.nan,
+                         clean=100 * r[clean], robust=100 * r[robust] if _present(r.get(robust)) else math.nan,
+                         n_clean=r.get("n_test", math.nan), n_robust=r.get("metric_n_eval", math.nan),
                          paper_clean=paper[0] if paper[0] is not None else math.nan,
                          paper_robust=paper[1] if paper[1] is not None else math.nan))
+    return pd.DataFrame(rows)
+
+
+def _present(v) -> bool:
+    return v is not None and not (isinstance(v, float) and math.isnan(v))
+
+
+def paper_table2_frame(n_clean: int = 10_000, n_robust: int = 1024) -> pd.DataFrame:
+    """The paper's Table 2 in :func:`table2_frame`'s layout (its numbers as ``clean`` / ``robust``), with the
+    CIFAR-10 test set (``n_clean``) and the authors' attacked subset (``n_robust``, 1024 in their code) as
+    the sample sizes: the verdicts of ``nblib.verdicts`` applied to the published numbers."""
+    rows = [dict(model=m, regularizer=k, strength=s, clean=c, robust=math.nan if r is None else r,
+                 n_clean=n_clean, n_robust=n_robust, paper_clean=c, paper_robust=math.nan if r is None else r)
+            for m, cells in PAPER_TABLE2.items() for (k, s), (c, r) in cells.items()]
     return pd.DataFrame(rows)
 
 
