@@ -92,7 +92,8 @@ def paper_table2_frame(n_clean: int = 10_000, n_robust: int = 1024) -> pd.DataFr
 
 
 def table2_wide(frame: pd.DataFrame, with_paper: bool = False) -> pd.DataFrame:
-    """The paper's layout: rows (model, Clean/Robust), columns (regularizer, strength)."""
+    """The paper's layout: rows (model, Clean/Robust), columns (regularizer, strength), each group strongest
+    first as in Table 2 (weight decay / beta descending, SVC's c ascending: 0.5, 1.0, 1.5, 2.0)."""
     parts = {"Clean": "clean", "Robust": "robust"}
     if with_paper:
         parts.update({"Clean (paper)": "paper_clean", "Robust (paper)": "paper_robust"})
@@ -103,7 +104,9 @@ def table2_wide(frame: pd.DataFrame, with_paper: bool = False) -> pd.DataFrame:
     wide = long.pivot_table(index=["model", "acc"], columns=["regularizer", "strength"], values="value",
                             dropna=False)
     present = set(zip(frame.regularizer, frame.strength))  # dropna=False builds every (kind, strength) pair
-    cols = sorted((c for c in wide.columns if c in present), key=lambda c: (order.index(c[0]) if c[0] in order else 99, -c[1]))
+    # the paper's order: strongest first in each group (largest coefficient; smallest clip value c for SVC)
+    cols = sorted((c for c in wide.columns if c in present),
+                  key=lambda c: (order.index(c[0]) if c[0] in order else 99, c[1] if c[0] == "svc" else -c[1]))
     return wide[cols]
 
 
@@ -161,3 +164,44 @@ def history_frame(results: pd.DataFrame, keys=("model", "regularizer", "reg_stre
                          "mean_log10_linf": float(np.mean(np.log10(list(h["norms_linf"].values())))),
                          "mean_log10_l1": float(np.mean(np.log10(list(h["norms_l1"].values()))))})
     return pd.DataFrame(rows)
+
+
+def extra_robust_frame(results: pd.DataFrame) -> pd.DataFrame:
+    """Long table of the robust accuracies at the extra radii of each run (``cfg["extra_eval_eps"]``, read
+    from ``metrics.json``): model, regularizer, strength, ``eps`` (l_inf radius), ``robust`` (%) and
+    ``n_robust`` (attacked points).  Empty (with these columns) when no run has extra radii."""
+    rows = []
+    for row, m in _run_files(results, "metrics.json"):
+        for eps, acc in (m.get("robust_acc_extra") or {}).items():
+            rows.append(dict(model=row.model, regularizer=row.regularizer, strength=float(row.reg_strength),
+                             eps=float(eps), robust=math.nan if acc is None else 100 * acc, n_robust=m["n_eval"]))
+    return pd.DataFrame(rows, columns=["model", "regularizer", "strength", "eps", "robust", "n_robust"])
+
+
+def l1_with_batchnorm_frame(results: pd.DataFrame, input_shape=(3, 32, 32), keys=("model", "adv_mode")) -> pd.DataFrame:
+    """The authors' Figure 2 view: the l1 norms of every Conv2d, Linear *and BatchNorm* layer of each run's
+    final checkpoint (``nblib.norms.layer_norms(..., include_batchnorm=True)``; a BatchNorm layer in eval
+    mode is diagonal, its norm ``max |gamma| / sqrt(var + eps)``).  The paper's text plots l_inf norms of the
+    Conv2d / Linear layers (:func:`layer_norm_frame`).  Columns: the ``keys``, ``layer``, ``kind``, ``depth``
+    (position in module order) and ``norm``."""
+    from pathlib import Path
+
+    import torch
+
+    from nblib.models import build
+    from nblib.norms import layer_norms
+    from nblib.train import CHECKPOINT
+
+    rows = []
+    for row in results.itertuples(index=False):
+        path = Path(row.run_dir) / CHECKPOINT
+        if not path.exists():
+            raise FileNotFoundError(f"{path} is missing: the run {row.hash} has not finished; rerun the sweep")
+        net = build(row.model, num_classes=10)
+        net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True)["model"])
+        net.eval()
+        table = layer_norms(net, input_shape, 1, include_batchnorm=True)
+        base = {k: getattr(row, k) for k in keys}
+        rows += [{**base, "layer": r.name, "kind": r.kind, "depth": d, "norm": r.norm}
+                 for d, r in enumerate(table.itertuples(index=False))]
+    return pd.DataFrame(rows, columns=[*keys, "layer", "kind", "depth", "norm"])
