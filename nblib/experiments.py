@@ -205,3 +205,17 @@ def l1_with_batchnorm_frame(results: pd.DataFrame, input_shape=(3, 32, 32), keys
         rows += [{**base, "layer": r.name, "kind": r.kind, "depth": d, "norm": r.norm}
                  for d, r in enumerate(table.itertuples(index=False))]
     return pd.DataFrame(rows, columns=[*keys, "layer", "kind", "depth", "norm"])
+
+
+def layer_history_frame(results: pd.DataFrame, keys=("model", "regularizer", "reg_strength", "adv_mode")) -> pd.DataFrame:
+    """Per-epoch exact norms of every layer of every run (``history.json``; the appendix's curves): the
+    ``keys`` columns, ``epoch``, ``layer``, ``depth`` (0-based position among the Conv2d / Linear layers),
+    ``linf`` and ``l1``."""
+    rows = []
+    for row, hist in _run_files(results, "history.json"):
+        base = {k: getattr(row, k) for k in keys}
+        for h in hist:
+            for depth, (name, linf) in enumerate(h["norms_linf"].items()):
+                rows.append({**base, "epoch": h["epoch"], "layer": name, "depth": depth, "linf": linf,
+                             "l1": h["norms_l1"][name]})
+    return pd.DataFrame(rows)

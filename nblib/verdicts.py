@@ -97,6 +97,21 @@ def rate_interval(rate: float, n: int, confidence: float = 0.95) -> tuple[float,
     return wilson_interval(int(round(rate * n)), int(n), confidence)
 
 
+def with_intervals(frame: pd.DataFrame, acc: str, n: str, percent: bool = True,
+                   confidence: float = 0.95) -> pd.DataFrame:
+    """``frame`` with columns ``<acc>_lo`` and ``<acc>_hi``: the Wilson interval of each accuracy (in % when
+    ``percent``) over the ``n`` column's number of points; NaN where the accuracy is missing."""
+    scale = 100.0 if percent else 1.0
+    lo, hi = [], []
+    for a, k in zip(frame[acc], frame[n]):
+        if a is None or k is None or (isinstance(a, float) and math.isnan(a)) or (isinstance(k, float) and math.isnan(k)):
+            lo.append(math.nan), hi.append(math.nan)
+            continue
+        ci = rate_interval(a / scale, int(k), confidence)
+        lo.append(scale * ci[0]), hi.append(scale * ci[1])
+    return frame.assign(**{f"{acc}_lo": lo, f"{acc}_hi": hi})
+
+
 def compare_rates(a: float, n_a: int, b: float, n_b: int, confidence: float = 0.95) -> str:
     """``"higher"`` / ``"lower"`` when the Wilson intervals of ``a`` (of ``n_a``) and ``b`` are disjoint
     with ``a`` above / below, ``"overlap"`` otherwise."""

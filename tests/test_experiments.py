@@ -117,3 +117,10 @@ def test_l1_with_batchnorm_frame(tmp_path):
     got = frame.set_index("layer").norm
     assert got["bn1"] == pytest.approx(torch.linalg.matrix_norm(dense, 1).item(), rel=1e-5)
     assert got["conv1"] == pytest.approx(conv2d_norm(net.conv1, (32, 32), 1).item(), rel=1e-6)
+
+
+def test_layer_history_frame(tmp_path):
+    results = pd.DataFrame([_fake_run(tmp_path, "e", ["conv1", "fc"], [10.0, 100.0], [1.0, 2.0])])
+    h = experiments.layer_history_frame(results)
+    assert list(zip(h.epoch, h.layer, h.depth)) == [(1, "conv1", 0), (1, "fc", 1), (2, "conv1", 0), (2, "fc", 1)]
+    assert list(h.linf) == [10.0, 100.0, 20.0, 200.0] and list(h.l1) == [1.0, 2.0, 1.0, 2.0]

@@ -41,6 +41,12 @@ def test_compare_rates_needs_disjoint_intervals():
         V.compare_rates(60, 100, 50, 100)
 
 
+def test_with_intervals():
+    f = V.with_intervals(pd.DataFrame(dict(robust=[50.0, math.nan], n=[100, 100])), "robust", "n")
+    lo, hi = V.wilson_interval(50, 100)
+    assert (f.robust_lo[0], f.robust_hi[0]) == pytest.approx((100 * lo, 100 * hi)) and math.isnan(f.robust_lo[1])
+
+
 def test_verdict_type():
     v = V.Verdict("c", U, "too few points", {"x": math.nan})
     assert v.line() == "c: not testable (too few points)"
