@@ -370,7 +370,9 @@ def near_zero_robust(frame: pd.DataFrame, eps_label: str, ceiling: float = 5.0,
 
     ``frame``: one row per regularised run with ``robust`` (%) and ``n_robust``.  Holds when every run's
     Wilson interval lies below ``ceiling`` %; does not hold when some run's interval lies above it;
-    not testable otherwise (too few attacked points to place it).
+    not testable otherwise (too few attacked points to place it).  The default ceiling of 5 % reads
+    "basically zero" generously: 0 of 100 attacked points already has an upper bound of 3.7 %, 0 of 1024
+    one of 0.4 %, so a true rate near 0 passes at both sizes while the paper's 1/255 rates (20-60 %) fail.
     """
     _require(frame, ["robust", "n_robust"], "near_zero_robust")
     claim = f"regularized models have about 0% robust accuracy at {eps_label} (below {ceiling:g}%)"
