@@ -3,6 +3,9 @@
 
     python3 tasks.py reproduce [--profile smoke] [--only 01 02] [--device cuda]
     python3 tasks.py test [pytest args]
+    python3 tasks.py data [--root data] [--fixture]
+    python3 tasks.py lab [jupyter lab args]      # JupyterLab on the notebooks, with the project's kernel
+    python3 tasks.py readme                      # README's results section from outputs/
 
 The first call creates ``.venv`` and installs the package with its pinned dependencies (about three
 minutes); later calls reuse it and reinstall only when ``pyproject.toml`` changes.
@@ -19,6 +22,7 @@ VENV = Path(os.environ.get("NBLIB_VENV", ROOT / ".venv"))
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 PYTHON = BIN / ("python.exe" if os.name == "nt" else "python")
 STAMP = VENV / ".nblib-installed"
+KERNEL = ["--name", "python3", "--display-name", "Python 3 (norm-robustness)"]  # as in the notebooks' metadata
 
 
 def ensure_env() -> None:
@@ -32,19 +36,43 @@ def ensure_env() -> None:
     print("installing norm-robustness and its pinned dependencies (first run: a few minutes)", flush=True)
     subprocess.run([str(PYTHON), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
                     "-e", f"{ROOT}[test]"], check=True)
-    subprocess.run([str(PYTHON), "-m", "ipykernel", "install", "--sys-prefix", "--name", "python3",
-                    "--display-name", "Python 3 (norm-robustness)"], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run([str(PYTHON), "-m", "ipykernel", "install", "--sys-prefix", *KERNEL], check=True,
+                   stdout=subprocess.DEVNULL)
     STAMP.write_text(want)
 
 
+def lab_command(args=(), bin_dir: Path = BIN, root: Path = ROOT) -> tuple[list[str], dict]:
+    """``jupyter lab`` of the environment on the repository ``root``, opened on ``notebooks/``, and its
+    environment variables.
+
+    A notebook's kernel runs in the notebook's folder, as under papermill (``cwd=notebooks/``), so the
+    parameters cell's defaults (``output_dir = "../outputs/smoke"``) mean the same in both. ``JUPYTER_PATH``
+    puts the environment's kernel spec first, so a user-level ``python3`` kernel cannot shadow it.
+    """
+    cmd = [str(bin_dir / "jupyter"), "lab", f"--ServerApp.root_dir={root}", "--LabApp.default_url=/lab/tree/notebooks",
+           "--LabApp.news_url=None", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        cmd.append("--allow-root")  # jupyter refuses to start as root without it (containers)
+    env = dict(os.environ, JUPYTER_PATH=os.pathsep.join(
+        [str(bin_dir.parent / "share" / "jupyter"), *filter(None, [os.environ.get("JUPYTER_PATH")])]))
+    return [*cmd, *args], env
+
+
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in ("reproduce", "test", "setup"):
+    if not argv or argv[0] not in ("reproduce", "test", "setup", "lab", "readme", "data"):
         print(__doc__)
         return 2
     ensure_env()
     job, rest = argv[0], argv[1:]
     if job == "setup":
         return 0
+    if job == "lab":
+        cmd, env = lab_command(rest)
+        return subprocess.run(cmd, cwd=ROOT, env=env).returncode
+    if job == "data":
+        return subprocess.run([str(PYTHON), "-m", "nblib.cifar10", *rest], cwd=ROOT).returncode
+    if job == "readme":
+        return subprocess.run([str(PYTHON), "-m", "nblib.readme", *rest], cwd=ROOT).returncode
     if job == "reproduce":
         cmd = [str(PYTHON), "-m", "nblib.reproduce", *(rest or ["--profile", "smoke"])]
     else:

@@ -24,6 +24,7 @@ import contextlib
 import io
 import json
 import logging
+import math
 import sys
 import time
 from pathlib import Path
@@ -33,11 +34,15 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from nblib.results import write_atomic
+
 __all__ = [
     "AA_VERSIONS",
+    "AttackStateError",
     "clean_accuracy",
     "pgd_linf",
     "autoattack_accuracy",
+    "attack_settings",
     "margin_loss",
     "local_lipschitz",
 ]
@@ -240,7 +245,7 @@ def _quiet_autoattack():
                 handler.messages.append(ln)
 
 
-def _make_adversary(model, eps, norm, version, seed, device, n_cls):
+def _make_adversary(model, eps, norm, version, seed, device, n_cls, budget=1.0):
     from pyautoattack import AutoAttack
 
     # Both variants start from pyautoattack's 'standard' configuration
@@ -257,7 +262,32 @@ def _make_adversary(model, eps, norm, version, seed, device, n_cls):
     n_targets = min(adv.apgd_targeted.n_target_classes, n_cls - 1)
     adv.apgd_targeted.n_target_classes = n_targets
     adv.fab.n_target_classes = min(adv.fab.n_target_classes, n_cls - 1)
+    if budget != 1.0:  # a rehearsal of the same attacks with fewer iterations / queries
+        for attack, name in ((adv.apgd, "n_iter"), (adv.apgd_targeted, "n_iter"), (adv.fab, "n_iter"),
+                             (adv.square, "n_queries")):
+            setattr(attack, name, max(1, math.ceil(budget * getattr(attack, name))))
     return adv, n_targets
+
+
+def attack_settings(version: str, budget: float = 1.0) -> dict:
+    """The resolved settings of an AutoAttack ``version`` at ``budget`` (what a result records): the
+    attacks, APGD / APGD-T / FAB-T iterations, targets and Square's queries.  ``budget=1`` is pyautoattack's
+    standard configuration; a smaller budget scales every iteration / query count by it (at least 1)."""
+    if version not in AA_VERSIONS:
+        raise ValueError(f"unknown AutoAttack version {version!r}; known: {sorted(AA_VERSIONS)}")
+    adv, n_targets = _make_adversary(nn.Flatten(), 1.0, "Linf", version, 0, torch.device("cpu"), 10,
+                                     _check_budget(budget))
+    return {"version": version, "attacks": list(AA_VERSIONS[version]), "budget": float(budget),
+            "apgd_n_iter": adv.apgd.n_iter, "apgd_restarts": adv.apgd.n_restarts,
+            "apgd_t_n_iter": adv.apgd_targeted.n_iter, "n_target_classes": n_targets,
+            "fab_t_n_iter": adv.fab.n_iter, "square_n_queries": adv.square.n_queries}
+
+
+def _check_budget(budget) -> float:
+    budget = float(budget)
+    if not (math.isfinite(budget) and 0 < budget <= 1):
+        raise ValueError(f"the attack budget must lie in (0, 1] (1 = standard AutoAttack), got {budget}")
+    return budget
 
 
 def _perturbation_norm(delta: torch.Tensor, norm: str) -> torch.Tensor:
@@ -269,13 +299,22 @@ def _perturbation_norm(delta: torch.Tensor, norm: str) -> torch.Tensor:
     return d.abs().sum(1)
 
 
+class AttackStateError(ValueError):
+    """An AutoAttack state file cannot be read (torn, not JSON, wrong fields)."""
+
+
 def _read_state(path: Path, attacks, n: int):
     """Parse a pyautoattack EvaluationState file (its own ``from_disk`` is
     broken in 0.2.0: the attack set is written as ``str(set)``)."""
-    d = json.loads(path.read_text())
-    planned = d.get("_attacks_to_run")
-    if isinstance(planned, str):
-        planned = ast.literal_eval(planned) if planned.strip() not in ("set()", "") else set()
+    try:
+        d = json.loads(path.read_text())
+        planned = d.get("_attacks_to_run")
+        if isinstance(planned, str):
+            planned = ast.literal_eval(planned) if planned.strip() not in ("set()", "") else set()
+        planned = set(planned)
+    except (ValueError, SyntaxError, TypeError, AttributeError) as err:
+        raise AttackStateError(f"AutoAttack state file {path} is unreadable ({type(err).__name__}: {err}); "
+                               "delete it to run the attack from the start") from err
     if set(planned) != set(attacks):
         raise ValueError(f"state file {path} was written for attacks {sorted(planned)}, "
                          f"not {sorted(attacks)}; use another state_path")
@@ -287,7 +326,7 @@ def _read_state(path: Path, attacks, n: int):
 
 
 def _write_state(path: Path, attacks, run_attacks, flags, clean_acc) -> None:
-    path.write_text(json.dumps({
+    write_atomic(path, json.dumps({
         "_attacks_to_run": sorted(attacks), "path": str(path),
         "_run_attacks": sorted(run_attacks),
         "_robust_flags": flags.cpu().tolist(),
@@ -295,10 +334,40 @@ def _write_state(path: Path, attacks, run_attacks, flags, clean_acc) -> None:
         "_SAVE_TIMEOUT": 60, "_clean_accuracy": clean_acc}))
 
 
+@contextlib.contextmanager
+def _atomic_autoattack_state():
+    """pyautoattack 0.2.0 writes its state file in place (``open(path, "w")``): a process killed during
+    the write leaves a torn file.  While this context is open its ``EvaluationState.to_disk`` writes the
+    same JSON through :func:`nblib.results.write_atomic` instead."""
+    from dataclasses import asdict
+    from datetime import datetime
+
+    from pyautoattack.state import EvaluationState
+
+    original = EvaluationState.to_disk
+
+    def to_disk(self, force: bool = False) -> None:
+        since = (datetime.now() - self._last_saved).total_seconds()
+        if self.path is None or (since < self._SAVE_TIMEOUT and not force):
+            return
+        self._last_saved = datetime.now()
+        d = asdict(self)
+        if self.robust_flags is not None:
+            d["_robust_flags"] = d["_robust_flags"].cpu().tolist()
+        d["_run_attacks"] = list(self._run_attacks)
+        write_atomic(Path(self.path), json.dumps(d, default=str))
+
+    EvaluationState.to_disk = to_disk
+    try:
+        yield
+    finally:
+        EvaluationState.to_disk = original
+
+
 def autoattack_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                         eps: float, norm: str = "Linf", version: str = "standard",
                         seed: int = 0, batch_size: int = 250, device=None,
-                        state_path=None, *, return_adv: bool = False) -> dict:
+                        state_path=None, *, budget: float = 1.0, return_adv: bool = False) -> dict:
     """Robust accuracy under AutoAttack (pyautoattack 0.2.0).
 
     Args:
@@ -318,11 +387,16 @@ def autoattack_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
         device: where the attack runs (default: the model's device); ``x``
             may stay on the CPU.
         state_path: optional JSON file for pyautoattack's progress state
-            (written after every batch).  If the file already exists the run
+            (written atomically whenever pyautoattack saves progress).  An unreadable file raises
+            :class:`AttackStateError` naming it.  If the file already exists the run
             resumes from it: finished attacks are skipped and the points they
             broke count as non-robust (their adversarial examples are not
             available, see ``n_broken_before_resume``).  pyautoattack's own
             resume is broken in 0.2.0, so resuming is done here.
+        budget: fraction of the standard iterations and queries of every
+            attack (APGD, APGD-T, FAB-T iterations, Square queries; at least
+            1 each).  1 is AutoAttack as published; smaller values rehearse
+            the same code path cheaply and do NOT measure robustness.
         return_adv: also return the adversarial examples under ``"x_adv"``.
 
     Returns:
@@ -349,6 +423,7 @@ def autoattack_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
         raise ValueError("x and y must be non-empty with the same length")
     if x.min().item() < 0.0 or x.max().item() > 1.0:
         raise ValueError("x must lie in [0, 1]")
+    budget = _check_budget(budget)
     device = _model_device(model, device)
     attacks = list(AA_VERSIONS[version])
     x = x.detach().float()
@@ -360,7 +435,7 @@ def autoattack_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                     else torch.cuda.current_device()] if device.type == "cuda" else []
 
     with _eval_mode(model), torch.random.fork_rng(devices=fork_devices), \
-            _quiet_autoattack() as aa_messages:
+            _quiet_autoattack() as aa_messages, _atomic_autoattack_state():
         pred, n_cls = _predict(model, x, batch_size, device)
         clean_correct = pred == y
         if n_cls < 4:
@@ -369,7 +444,7 @@ def autoattack_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
         for k in aa_checks.funcs:  # module-global counters, never reset upstream
             aa_checks.funcs[k] = 0
         adversary, n_targets = _make_adversary(model, eps, norm, version, seed,
-                                               device, n_cls)
+                                               device, n_cls, budget)
         resumed = state_path is not None and state_path.exists()
         n_broken_before = 0
         if resumed:
@@ -430,6 +505,7 @@ def autoattack_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
         "norm": norm,
         "version": version,
         "attacks": attacks,
+        "budget": budget,
         "seconds": time.time() - t0,
         "seed": int(seed),
         "robust_acc_autoattack": robust_aa.float().mean().item(),

@@ -173,3 +173,62 @@ def norm_decay_cost(model_names=("vgg11", "resnet18", "senet18", "regnetx_200mf"
         rows.append(dict(model=name, device=str(dev), batch_size=batch_size, n_layers=nd.n_layers, sgd_s=sgd_s,
                          nd_s=nd_s, overhead=nd_s / sgd_s, epoch_s=sgd_s * math.ceil(n_train / batch_size)))
     return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------- torchvision models
+TORCHVISION_MODELS = ("resnet50", "mobilenet_v3_small", "mobilenet_v3_large", "efficientnet_b0", "convnext_tiny")
+
+
+def model_norm_cost(model_names=TORCHVISION_MODELS, device="cpu", image_size: int = 224, batch_size: int = 2,
+                    runs: int = 20, sgd_runs: int = 2, seed: int = 0) -> pd.DataFrame:
+    """Cost of exact norm tables and of norm decay on torchvision models (random weights, nothing downloaded).
+
+    Per model (median seconds of ``runs`` calls after a warm-up, SGD: best of ``sgd_runs``): ``shapes_s`` the
+    uncached shape pass of ``layer_input_shapes``; ``linf_s`` / ``l1_s`` a full ``layer_norms`` table (exact
+    l_inf / l1 of every conv and Linear; shapes cached, as on every call after the first); ``floor_s`` one
+    ``|K|.sum()`` pass over the same weights, the least any exact method that reads every weight costs;
+    ``nd_s`` one ``NormDecay.step`` (l_inf); ``sgd_s`` one SGD step (forward, cross-entropy, backward,
+    ``optimizer.step``) on a random batch of ``batch_size`` images; ratios ``linf/floor`` and ``nd/sgd``.
+    """
+    import torchvision
+
+    from nblib.layer_shapes import clear_shape_cache
+    from nblib.norms import CONV_TYPES, layer_input_shapes, layer_norms
+    from nblib.regularizers import NormDecay, make_optimizer
+
+    dev = torch.device(device)
+    sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
+    shape = (3, image_size, image_size)
+    rows = []
+    for name in model_names:
+        torch.manual_seed(seed)
+        model = getattr(torchvision.models, name)(weights=None).to(dev).train()
+        weights = [m.weight for m in model.modules() if isinstance(m, (*CONV_TYPES, nn.Linear))]
+
+        def shapes():
+            clear_shape_cache()
+            layer_input_shapes(model, shape)
+
+        shapes_s, _ = time_calls(shapes, max(3, runs // 4), 30.0, dev)
+        linf_s, _ = time_calls(lambda: layer_norms(model, shape, math.inf), runs, 30.0, dev)
+        l1_s, _ = time_calls(lambda: layer_norms(model, shape, 1), runs, 30.0, dev)
+        floor_s, _ = time_calls(lambda: sum(w.abs().sum() for w in weights), runs, 30.0, dev)
+        nd = NormDecay(model, shape, math.inf, beta=1e-3)
+        model.zero_grad(set_to_none=True)
+        nd_s, _ = time_calls(nd.step, runs, 30.0, dev)
+        opt = make_optimizer(model, lr=1e-3)
+        x = torch.rand(batch_size, *shape, device=dev)
+        y = torch.randint(0, 1000, (batch_size,), device=dev)
+
+        def sgd_step():
+            opt.zero_grad(set_to_none=True)
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+
+        with torch.enable_grad():
+            sgd_s = _best_time(sgd_step, sgd_runs, sync)
+        rows.append(dict(model=name, device=str(dev), n_layers=nd.n_layers, shapes_ms=1e3 * shapes_s,
+                         linf_ms=1e3 * linf_s, l1_ms=1e3 * l1_s, floor_ms=1e3 * floor_s, nd_ms=1e3 * nd_s,
+                         sgd_ms=1e3 * sgd_s, batch_size=batch_size, linf_over_floor=linf_s / floor_s,
+                         nd_over_sgd=nd_s / sgd_s))
+    return pd.DataFrame(rows)

@@ -60,11 +60,42 @@ def table2_configs(models, base: dict, wd=(), svc=(), nd_l1=(), nd_linf=()) -> l
     return cfgs
 
 
+def table2_run_configs(p: dict) -> list[dict]:
+    """The run configs of notebook 03 from its parameters ``p`` (the notebook's names: ``eps_255`` is eps in
+    units of 1/255, ``nd_gamma`` the norm-decay gamma, ``svc_every`` SVC's clipping period, ``train_subset``
+    0 for the whole training set, ``nd_beta_scaling`` / ``svc_linear`` the readings of norm decay's beta and
+    of SVC, ``extra_eps_255`` more attack radii): one per model for plain training and per (regularizer,
+    strength)."""
+    base = dict(dataset=p["dataset"], data_root=p["data_root"], train_subset=p["train_subset"] or None,
+                epochs=p["epochs"], lr=p["lr"], batch_size=p["batch_size"], reg_gamma=p["nd_gamma"],
+                reg_clip_every=p["svc_every"], eval_eps=p["eps_255"] / 255, attack=p["attack"],
+                attack_budget=p["attack_budget"], n_eval=p["n_eval"], seed=p["seed"], device=p["device"],
+                reg_beta_scaling=p["nd_beta_scaling"], reg_svc_linear=p["svc_linear"],
+                extra_eval_eps=[e / 255 for e in p["extra_eps_255"]])
+    return table2_configs(p["models"], base, wd=p["wd"], svc=p["svc"], nd_l1=p["nd_l1"], nd_linf=p["nd_linf"])
+
+
+def figure2_run_configs(p: dict) -> list[dict]:
+    """The run configs of notebook 04 from its parameters ``p`` (names as in :func:`table2_run_configs`):
+    one per (model, training mode), all with local Lipschitz estimates."""
+    base = dict(dataset=p["dataset"], data_root=p["data_root"], train_subset=p["train_subset"] or None,
+                epochs=p["epochs"], lr=p["lr"], batch_size=p["batch_size"], adv_preset=p["adv_preset"],
+                eval_eps=p["eps_255"] / 255, attack=p["attack"], attack_budget=p["attack_budget"],
+                n_eval=p["n_eval"], local_lipschitz=True, seed=p["seed"], device=p["device"])
+    return figure2_configs(p["models"], base, modes=p["modes"])
+
+
+#: The run configs of each notebook that trains, from its parameters.
+RUN_CONFIGS = {"03_table2": table2_run_configs, "04_adversarial_norms": figure2_run_configs}
+
+
 def table2_frame(results: pd.DataFrame, clean="clean_acc", robust="robust_acc") -> pd.DataFrame:
     """Long table: model, regularizer, strength, clean and robust accuracy (%), the number of points each
     is measured on (``n_clean``: the test set, ``n_robust``: the attacked subset; for binomial intervals,
     ``nblib.verdicts``), and the paper's numbers where the same (model, regularizer, strength) appears in
-    Table 2 (NaN otherwise)."""
+    Table 2 (NaN otherwise), then the run's ``status`` ("done", or "diverged" with NaN accuracies) and
+    ``stale`` (a result of other code kept with ``run_sweep(..., reuse_stale=True)``) when ``results`` has
+    them."""
     rows = []
     for r in results.itertuples(index=False):
         r = r._asdict()
@@ -73,7 +104,8 @@ def table2_frame(results: pd.DataFrame, clean="clean_acc", robust="robust_acc") 
                          clean=100 * r[clean], robust=100 * r[robust] if _present(r.get(robust)) else math.nan,
                          n_clean=r.get("n_test", math.nan), n_robust=r.get("metric_n_eval", math.nan),
                          paper_clean=paper[0] if paper[0] is not None else math.nan,
-                         paper_robust=paper[1] if paper[1] is not None else math.nan))
+                         paper_robust=paper[1] if paper[1] is not None else math.nan,
+                         status=r.get("status", "done"), stale=bool(r.get("stale", False))))
     return pd.DataFrame(rows)
 
 
@@ -126,14 +158,15 @@ def figure2_configs(models, base: dict, modes=("plain", "pgd", "alp", "trades"))
 
 def _run_files(results: pd.DataFrame, name: str):
     """Yield ``(row, parsed JSON of run_dir/name)`` for every row of a :func:`nblib.sweep.run_sweep` table."""
-    import json
     from pathlib import Path
+
+    from nblib.results import read_json
 
     for row in results.itertuples(index=False):
         path = Path(row.run_dir) / name
         if not path.exists():
             raise FileNotFoundError(f"{path} is missing: the run {row.hash} has not finished; rerun the sweep")
-        yield row, json.loads(path.read_text())
+        yield row, read_json(path)
 
 
 def layer_norm_frame(results: pd.DataFrame, keys=("model", "regularizer", "reg_strength", "adv_mode")) -> pd.DataFrame:

@@ -1,104 +1,70 @@
-"""Operator norms of CNN layers (Liang & Huang, AAAI 2021, Theorem 1).
+"""Operator norms of CNN layers (Liang & Huang, AAAI 2021, Theorem 1), for every convolution of ``torch.nn``.
 
-A Conv2d without bias is the linear map ``x -> M x`` from the flattened input
-``(d_in, h_in, w_in)`` (padding excluded) to the flattened output.  This module
-computes norms of ``M`` without forming it:
+A conv layer without bias is the linear map ``x -> M x`` from its flattened input (padding excluded) to its
+flattened output; ``M`` is a convolution ``C`` (Conv1d/2d/3d) or its adjoint ``C^T`` (ConvTranspose1d/2d/3d),
+see ``nblib.conv_geometry``.  This module computes norms of ``M`` without forming it:
 
-* ``p = inf``: ``||M||_inf`` = largest absolute row sum.  Under Assumption 1 this
-  is eq. (2), ``max_i sum_{j,k,t} |K[i,j,k,t]|``; in general it is the largest
-  entry of ``conv(1, |K|)`` (each output's row sum over the inputs it sees).
-* ``p = 1``: ``||M||_1`` = largest absolute column sum.  Under Assumption 1 this
-  is eq. (1), the largest sum of ``|K|`` over a class of Lemma 1; in general it
-  is the largest entry of ``conv^T(1, |K|)`` (the adjoint applied to ones).
-* ``p = 2``: power iteration on ``M^T M`` through conv and its adjoint (exact at
-  convergence), Sedghi-Gupta-Long FFT (circular stride-1 operator), Gram
-  iteration (Delattre et al. 2023, certified upper bound) or eq. (3).
+* ``p = inf``: ``||M||_inf`` = largest absolute row sum.  For a Conv2d under Assumption 1 this is eq. (2),
+  ``max_i sum_{j,k,t} |K[i,j,k,t]|``; for every other geometry the same one pass over ``|K|`` restricted to
+  the inclusion-maximal tap sets a row holds (``nblib.tap_sets``, ``method="taps"``), or, as a second route,
+  the largest entry of ``C(1)`` computed with ``|K|`` (``method="general"``).
+* ``p = 1``: ``||M||_1`` = largest absolute column sum.  For a Conv2d under Assumption 1 this is eq. (1), the
+  largest sum of ``|K|`` over a class of Lemma 1; elsewhere the tap sets of a column (Lemma 1 per dimension),
+  or the largest entry of ``C^T(1)`` with ``|K|``.  For a transposed layer ``||C^T||_1 = ||C||_inf`` and
+  ``||C^T||_inf = ||C||_1``.
+* ``p = 2``: see ``nblib.spectral`` (power iteration exact to a stated tolerance, a certified interval,
+  Gram iteration, FFT, eq. 3).
+* :func:`sparse_subgradient`: the norm and a subgradient (one row / column of ``sign(K)``) without autograd,
+  for norm decay.
 
-Both l1/l_inf routes are exact for every stride, padding, dilation, group count
-and input size with zero padding: for a fixed output position each kernel tap
-reads a distinct input pixel, so every entry of ``M`` is a single kernel entry.
-All functions are differentiable in the kernel (subgradient of the max).
+The l1/l_inf routes are exact for every stride, zero padding (integers, ``'same'``, ``'valid'``), dilation,
+group count, output padding and input size: for a fixed output position each kernel tap reads a distinct
+input pixel, so every entry of ``M`` is a single kernel entry.  All functions are differentiable in the kernel
+(subgradient of the max).  fp16/bf16 kernels are summed in fp32 and the result is returned in their dtype.
 """
 from __future__ import annotations
 
 import functools
 import math
-import warnings
 
 import pandas as pd
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
+
+from nblib.conv_geometry import (CONV_TYPES, ConvGeometry, apply, apply_adjoint, check_conv, check_input_size,
+                                 check_zero_padding, compute_dtype, conv_geometry, ntuple, output_size)
+from nblib.layer_shapes import BATCHNORM, SUPPORTED, layer_input_shapes
+from nblib.tap_sets import tap_set_norm, tap_set_subgradient
+from nblib.spectral import (eq3_bound, gram_iteration, l2_interval, power_iteration,  # noqa: F401 (re-exported)
+                            singular_values_fft)
 
 P_VALUES = (1, 2, math.inf)
 L2_METHODS = ("power", "fft", "gram", "bound")
-OPERATOR_MATRIX_MAX_ENTRIES = 2**26  # dense oracle cap: 64M entries (256 MB in float32)
+OPERATOR_MATRIX_MAX_ENTRIES = 2**26  # dense oracle cap: 64M entries (256 MB in float32), workspace included
 
 
-# --------------------------------------------------------------------------- checks
-def _pair(v) -> tuple[int, int]:
-    return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))
 
-
-def _check_p(p) -> float:
+def check_p(p) -> float:
+    """``p`` as ``1``, ``2`` or ``math.inf``; ValueError otherwise."""
     if p not in P_VALUES:
         raise ValueError(f"p must be one of 1, 2, math.inf; got {p!r}")
     return math.inf if p == math.inf else int(p)
 
 
-def _check_conv(conv) -> None:
+def _check_conv2d(conv) -> None:
     if not isinstance(conv, nn.Conv2d):
-        raise ValueError(
-            f"expected an nn.Conv2d, got {type(conv).__name__}; use linear_norm for nn.Linear "
-            "and batchnorm_norm for nn.BatchNorm2d"
-        )
-    if conv.weight.dim() != 4:
-        raise ValueError(f"Conv2d kernel must be 4-D (d_out, d_in/groups, k1, k2), got {conv.weight.dim()}-D")
-    if isinstance(conv.padding, str):
-        raise ValueError("padding='same'/'valid' strings are not supported; give integer padding")
+        raise ValueError(f"expected an nn.Conv2d, got {type(conv).__name__}; use conv_norm for the other "
+                         "convolutions, linear_norm for nn.Linear and batchnorm_norm for BatchNorm")
 
 
-def _check_input_size(conv: nn.Conv2d, input_size) -> tuple[int, int]:
-    if isinstance(input_size, int) or len(input_size) != 2:
-        raise ValueError(f"input_size must be the input's spatial size (H, W), got {input_size!r}")
-    h, w = (int(v) for v in input_size)
-    (k1, k2), (d1, d2), (p1, p2) = (conv.kernel_size, _pair(conv.dilation), _pair(conv.padding))
-    reach1, reach2 = d1 * (k1 - 1) + 1, d2 * (k2 - 1) + 1
-    if h < 1 or w < 1 or h + 2 * p1 < reach1 or w + 2 * p2 < reach2:
-        raise ValueError(
-            f"input_size {(h, w)} is smaller than the kernel's reach {(reach1, reach2)} "
-            f"with padding {(p1, p2)}: the layer has no output"
-        )
-    return h, w
+# --------------------------------------------------------------------------- Assumption 1 (Conv2d)
+def _theorem1_geometry(g: ConvGeometry) -> bool:
+    """Theorem 1's setting: a 2-D convolution (not transposed), symmetric zero padding, dilation 1."""
+    return (not g.transposed and g.ndim == 2 and all(lo == hi for lo, hi in g.pads) and g.dilation == (1, 1)
+            and (g.padding_mode == "zeros" or not any(lo for lo, _ in g.pads)))
 
 
-def _check_zero_padding(conv: nn.Conv2d) -> None:
-    if conv.padding_mode != "zeros" and any(_pair(conv.padding)):
-        raise ValueError(
-            f"padding_mode={conv.padding_mode!r}: exact l1/l_inf norms are implemented for zero padding "
-            "only (with reflect/replicate/circular padding one input pixel feeds several taps and the "
-            "entries of M are sums of kernel entries); use operator_matrix for a dense answer"
-        )
-
-
-def output_size(conv: nn.Conv2d, input_size) -> tuple[int, int]:
-    """Spatial output size ``floor((h + 2p - d(k-1) - 1) / s) + 1`` per dimension."""
-    h, w = _check_input_size(conv, input_size)
-    out = []
-    for n, k, s, p, d in zip((h, w), conv.kernel_size, _pair(conv.stride), _pair(conv.padding), _pair(conv.dilation)):
-        out.append((n + 2 * p - d * (k - 1) - 1) // s + 1)
-    return out[0], out[1]
-
-
-def _geometry(conv: nn.Conv2d) -> tuple:
-    return (conv.kernel_size, _pair(conv.stride), _pair(conv.padding), _pair(conv.dilation), conv.padding_mode)
-
-
-@functools.lru_cache(maxsize=4096)
-def _assumption1(geometry: tuple, hw: tuple[int, int]) -> bool:
-    kernel_size, stride, padding, dilation, padding_mode = geometry
-    if dilation != (1, 1) or (padding_mode != "zeros" and any(padding)):
-        return False
+def _assumption1_size(kernel_size, stride, padding, hw) -> bool:
     for n, k, s, p in zip(hw, kernel_size, stride, padding):
         c = max(1, -(-p // s))
         if k + c * s - p > n:
@@ -106,30 +72,41 @@ def _assumption1(geometry: tuple, hw: tuple[int, int]) -> bool:
     return True
 
 
+def _assumption1(g: ConvGeometry) -> bool:
+    return _theorem1_geometry(g) and _assumption1_size(g.kernel_size, g.stride, tuple(lo for lo, _ in g.pads),
+                                                       g.in_size)
+
+
 @functools.lru_cache(maxsize=4096)
 def _fast_theorem1(kernel_size, stride, padding, dilation, padding_mode, kernel_dim, hw) -> bool:
-    """Cached: is this (valid) geometry and input size inside Assumption 1?  False on any doubt."""
-    if kernel_dim != 4 or isinstance(padding, str) or len(hw) != 2 or not all(type(v) is int for v in hw):
+    """Cached: is this (valid) Conv2d geometry and input size inside Assumption 1?  False on any doubt."""
+    if (kernel_dim != 4 or isinstance(padding, str) or len(hw) != 2 or not all(type(v) is int for v in hw)
+            or dilation != (1, 1) or (padding_mode != "zeros" and any(padding))):
         return False
     reach_ok = all(n + 2 * p >= k and n >= 1 for n, k, p in zip(hw, kernel_size, padding))
-    return reach_ok and _assumption1((kernel_size, stride, padding, dilation, padding_mode), hw)
+    return reach_ok and _assumption1_size(kernel_size, stride, padding, hw)
 
 
 def assumption1_holds(conv: nn.Conv2d, input_size) -> bool:
     """Assumption 1 of the paper, plus what Theorem 1 takes for granted.
 
     With ``c_i`` the smallest positive integer such that ``c_i s_i >= p_i``:
-    ``k_1 + c_1 s_1 - p_1 <= h_in`` and ``k_2 + c_2 s_2 - p_2 <= w_in``, zero padding,
+    ``k_1 + c_1 s_1 - p_1 <= h_in`` and ``k_2 + c_2 s_2 - p_2 <= w_in``, zero (symmetric) padding,
     and (implicit in the paper) dilation 1.
     """
-    _check_conv(conv)
-    return _assumption1(_geometry(conv), _check_input_size(conv, input_size))
+    _check_conv2d(conv)
+    return _assumption1(conv_geometry(conv, input_size))
 
 
 # ------------------------------------------------------------------ l1 and l_inf
 def _max(t: torch.Tensor) -> torch.Tensor:
     """Largest entry, with the whole gradient on one maximiser (a sparse +-1 subgradient, not an average)."""
     return (t if t.dim() == 1 else t.reshape(-1)).max(0).values
+
+
+def _kernel(layer) -> torch.Tensor:
+    k = layer.weight
+    return k.to(compute_dtype(k.dtype))
 
 
 @functools.lru_cache(maxsize=1024)
@@ -150,12 +127,12 @@ def _lemma1_classes(kernel_size, stride, span, device=None, dtype=None) -> torch
     return q.T.to(device=device, dtype=dtype).contiguous()
 
 
-def _require_assumption1(conv: nn.Conv2d, input_size) -> tuple[int, int]:
-    _check_conv(conv)
-    hw = _check_input_size(conv, input_size)
-    if not _assumption1(_geometry(conv), hw):
+def _require_assumption1(conv: nn.Conv2d, input_size) -> ConvGeometry:
+    _check_conv2d(conv)
+    g = conv_geometry(conv, input_size)
+    if not _assumption1(g):
         raise ValueError("Theorem 1 needs Assumption 1; call conv2d_norm, which falls back to the exact general method")
-    return hw
+    return g
 
 
 def theorem1_l1(conv: nn.Conv2d, input_size) -> torch.Tensor:
@@ -164,14 +141,16 @@ def theorem1_l1(conv: nn.Conv2d, input_size) -> torch.Tensor:
     One pass over ``|K|`` gives the per-tap column sums ``sum_i |K[i,j,k,t]|`` (over the outputs of
     j's group); the class sums are then a product with the small Lemma 1 indicator matrix.
     """
-    h, w = _require_assumption1(conv, input_size)
-    return _theorem1_l1(conv.weight, conv.groups, conv.kernel_size, _pair(conv.stride), _pair(conv.padding), (h, w))
+    g = _require_assumption1(conv, input_size)
+    return theorem1_l1_kernel(_kernel(conv), conv.groups, g.kernel_size, g.stride, tuple(lo for lo, _ in g.pads),
+                              g.in_size).to(conv.weight.dtype)
 
 
-def _theorem1_l1(k, groups, kernel_size, stride, padding, hw) -> torch.Tensor:
+def theorem1_l1_kernel(k: torch.Tensor, groups: int, kernel_size, stride, padding, hw) -> torch.Tensor:
+    """Eq. (1) on a bare kernel ``k`` (no Assumption 1 check: outside it the value is not ``||M||_1``)."""
     d_out, d_in_g, k1, k2 = k.shape
-    q = _lemma1_classes(kernel_size, stride, (hw[0] + 2 * padding[0] - k1, hw[1] + 2 * padding[1] - k2),
-                        k.device, k.dtype)
+    q = _lemma1_classes(tuple(kernel_size), tuple(stride),
+                        (hw[0] + 2 * padding[0] - k1, hw[1] + 2 * padding[1] - k2), k.device, k.dtype)
     # per-tap column sums sum_i |K[i,j,k,t]| over the outputs of j's group, one pass over |K|
     if groups == 1:
         colsum = k.abs().sum(0)  # (d_in, k1, k2)
@@ -185,232 +164,134 @@ def _theorem1_l1(k, groups, kernel_size, stride, padding, hw) -> torch.Tensor:
 def theorem1_linf(conv: nn.Conv2d, input_size) -> torch.Tensor:
     """Eq. (2): ``max_i sum_{j,k,t} |K[i,j,k,t]|`` (Assumption 1 required)."""
     _require_assumption1(conv, input_size)
-    return _max(conv.weight.abs().reshape(conv.out_channels, -1).sum(1))
+    return _max(_kernel(conv).abs().reshape(conv.out_channels, -1).sum(1)).to(conv.weight.dtype)
 
 
-def _conv_args(conv: nn.Conv2d) -> dict:
-    return dict(stride=conv.stride, padding=conv.padding, dilation=conv.dilation, groups=conv.groups)
+def _c_linf(g: ConvGeometry, kabs: torch.Tensor) -> torch.Tensor:
+    """``||C||_inf = max C(1)`` with ``|K|``: every row's absolute sum."""
+    return _max(apply(g, kabs.new_ones((1, g.in_channels, *g.in_size)), kabs))
 
 
-def general_linf(conv: nn.Conv2d, input_size) -> torch.Tensor:
-    """Exact ``||M||_inf`` for any geometry: ``max conv(1, |K|)`` (every row's absolute sum)."""
-    _check_zero_padding(conv)
-    h, w = _check_input_size(conv, input_size)
-    k = conv.weight
-    ones = torch.ones(1, conv.in_channels, h, w, dtype=k.dtype, device=k.device)
-    return _max(F.conv2d(ones, k.abs(), **_conv_args(conv)))
+def _c_l1(g: ConvGeometry, kabs: torch.Tensor) -> torch.Tensor:
+    """``||C||_1 = max C^T(1)`` with ``|K|``: every column's absolute sum."""
+    return _max(apply_adjoint(g, kabs.new_ones((1, g.out_channels, *g.out_size)), kabs))
 
 
-def general_l1(conv: nn.Conv2d, input_size) -> torch.Tensor:
-    """Exact ``||M||_1`` for any geometry: ``max conv^T(1, |K|)`` (every column's absolute sum)."""
-    _check_zero_padding(conv)
-    h, w = _check_input_size(conv, input_size)
-    k = conv.weight
-    ho, wo = output_size(conv, (h, w))
-    ones = torch.ones(1, conv.out_channels, ho, wo, dtype=k.dtype, device=k.device)
-    return _max(_adjoint(conv, k.abs(), ones, (h, w)))
+def general_linf(layer, input_size) -> torch.Tensor:
+    """Exact ``||M||_inf`` of any conv layer and geometry: ``max C(1)`` with ``|K|`` (``max C^T(1)`` for a
+    transposed layer)."""
+    g = conv_geometry(layer, input_size)
+    check_zero_padding(g, math.inf)
+    kabs = _kernel(layer).abs()
+    return (_c_l1(g, kabs) if g.transposed else _c_linf(g, kabs)).to(layer.weight.dtype)
 
 
-def _adjoint(conv: nn.Conv2d, kernel: torch.Tensor, y: torch.Tensor, input_size) -> torch.Tensor:
-    """``M^T y`` for the zero-padded conv with ``kernel`` (transposed conv with the right output size)."""
-    return torch.nn.grad.conv2d_input(
-        (y.shape[0], conv.in_channels, *input_size), kernel, y, **_conv_args(conv)
-    )
+def general_l1(layer, input_size) -> torch.Tensor:
+    """Exact ``||M||_1`` of any conv layer and geometry: ``max C^T(1)`` with ``|K|`` (``max C(1)`` for a
+    transposed layer)."""
+    g = conv_geometry(layer, input_size)
+    check_zero_padding(g, 1)
+    kabs = _kernel(layer).abs()
+    return (_c_linf(g, kabs) if g.transposed else _c_l1(g, kabs)).to(layer.weight.dtype)
 
 
-# --------------------------------------------------------------------------- l2
-def power_iteration(conv: nn.Conv2d, input_size, tol: float = 1e-6, max_iter: int = 1000,
-                    x0: torch.Tensor | None = None, generator: torch.Generator | None = None,
-                    return_vector: bool = False):
-    """Largest singular value of the true (zero-padded, strided) operator ``M``.
-
-    Power iteration on ``M^T M`` with conv and its adjoint (Virmaux & Scaman 2018),
-    stopped when the relative change of the estimate is below ``tol`` or after
-    ``max_iter`` steps (then with a RuntimeWarning: the estimate ``||M v|| <= ||M||_2`` is a lower bound
-    that has not converged, which happens when the top singular values are close).  The returned value ``<u, M v>`` with the final (detached)
-    singular vectors is differentiable: its gradient is ``u v^T`` in kernel space.
-    ``x0`` (shape ``(1, d_in, H, W)``) restarts from a previous vector.
-    """
-    _check_zero_padding(conv)
-    h, w = _check_input_size(conv, input_size)
-    k = conv.weight
-    with torch.no_grad():
-        kd = k.detach()
-        if x0 is None:
-            v = torch.randn(1, conv.in_channels, h, w, dtype=k.dtype, device=k.device, generator=generator)
-        else:
-            if x0.shape != (1, conv.in_channels, h, w):
-                raise ValueError(f"x0 must have shape {(1, conv.in_channels, h, w)}, got {tuple(x0.shape)}")
-            v = x0.to(dtype=k.dtype, device=k.device).clone()
-        v = v / v.norm()
-        sigma_old = 0.0
-        for _ in range(max_iter):
-            u = F.conv2d(v, kd, **_conv_args(conv))
-            sigma = u.norm()
-            if sigma == 0:
-                break
-            v = _adjoint(conv, kd, u / sigma, (h, w))
-            v = v / v.norm()
-            s = float(sigma)
-            if abs(s - sigma_old) <= tol * s:
-                break
-            sigma_old = s
-        else:
-            warnings.warn(f"power iteration reached max_iter={max_iter} before its relative change fell below "
-                          f"tol={tol:g} (the top singular values are close); the value is a lower bound of "
-                          "||M||_2: raise max_iter, or use method='gram' for an upper bound", RuntimeWarning,
-                          stacklevel=2)
-        u = F.conv2d(v, kd, **_conv_args(conv))
-        u = u / u.norm().clamp_min(torch.finfo(k.dtype).tiny)
-    value = (u * F.conv2d(v, k, **_conv_args(conv))).sum()
-    return (value, v) if return_vector else value
+def taps_l1(layer, input_size) -> torch.Tensor:
+    """Exact ``||M||_1`` of any conv layer and geometry in one pass over ``|K|`` (``nblib.tap_sets``:
+    ``||C||_1``, or ``||C||_inf`` for a transposed layer)."""
+    g = conv_geometry(layer, input_size)
+    check_zero_padding(g, 1)
+    return tap_set_norm(g, _kernel(layer).abs(), "row" if g.transposed else "col").to(layer.weight.dtype)
 
 
-def _dilated_kernel(conv: nn.Conv2d) -> torch.Tensor:
-    """The kernel with dilation holes filled by zeros (same map, dilation 1)."""
-    k = conv.weight
-    d1, d2 = _pair(conv.dilation)
-    if (d1, d2) == (1, 1):
-        return k
-    k1, k2 = conv.kernel_size
-    out = k.new_zeros(*k.shape[:2], d1 * (k1 - 1) + 1, d2 * (k2 - 1) + 1)
-    out[:, :, ::d1, ::d2] = k
-    return out
+def taps_linf(layer, input_size) -> torch.Tensor:
+    """Exact ``||M||_inf`` of any conv layer and geometry in one pass over ``|K|`` (``nblib.tap_sets``:
+    ``||C||_inf``, or ``||C||_1`` for a transposed layer)."""
+    g = conv_geometry(layer, input_size)
+    check_zero_padding(g, math.inf)
+    return tap_set_norm(g, _kernel(layer).abs(), "col" if g.transposed else "row").to(layer.weight.dtype)
 
 
-def _frequency_matrices(conv: nn.Conv2d, n: tuple[int, int]) -> torch.Tensor:
-    """``P[g, u, v] = sum_{k,t} K_g[:, :, k, t] w^{uk + vt}``: (groups, n1, n2, d_out/g, d_in/g), complex."""
-    k = _dilated_kernel(conv)
-    if k.shape[-2] > n[0] or k.shape[-1] > n[1]:
-        raise ValueError(f"kernel reach {tuple(k.shape[-2:])} exceeds the circular input size {n}")
-    g = conv.groups
-    kf = torch.fft.fft2(k, s=n)  # (d_out, d_in/g, n1, n2)
-    kf = kf.reshape(g, k.shape[0] // g, k.shape[1], *n)
-    return kf.permute(0, 3, 4, 1, 2)
+L1_LINF_METHODS = {"theorem1": (theorem1_l1, theorem1_linf), "taps": (taps_l1, taps_linf),
+                   "general": (general_l1, general_linf)}
 
 
-def singular_values_fft(conv: nn.Conv2d, input_size) -> torch.Tensor:
-    """All singular values of the circular, stride-1 conv on an ``H x W`` input (Sedghi, Gupta & Long 2019).
-
-    The operator is block-circulant with circulant blocks; the 2-D DFT block-diagonalises it into the
-    ``H W`` matrices ``P[u, v]`` (one per frequency, ``d_out/g x d_in/g`` per group), whose singular values
-    together are those of the operator.  Returns a 1-D tensor (unsorted).  Padding is irrelevant to the
-    circular operator; stride must be 1.
-    """
-    _check_conv(conv)
-    if _pair(conv.stride) != (1, 1):
-        raise ValueError(
-            f"the Sedghi-Gupta-Long FFT method covers stride-1 convolutions only, got stride {conv.stride}; "
-            "use method='power' (exact) or 'gram' (upper bound)"
-        )
-    h, w = _check_input_size(conv, input_size)
-    return torch.linalg.svdvals(_frequency_matrices(conv, (h, w))).flatten()
-
-
-def gram_iteration(conv: nn.Conv2d, input_size, n_iter: int = 6) -> torch.Tensor:
-    """Certified upper bound of ``||M||_2`` by Gram iteration (Delattre, Barthelemy, Araujo & Allauzen 2023).
-
-    The zero-padded conv on ``H x W`` is a sub-matrix of the circular conv on ``(H+2p1) x (W+2p2)``
-    (a strided conv is a row subset of the stride-1 one), so ``||M||_2 <= max_f ||P_f||_2``.  For each
-    frequency matrix ``G_0 = P_f``, ``G_{t+1} = G_t^H G_t`` gives ``||P_f||_2 <= ||G_T||_F^(1/2^T)``;
-    rescaling by ``||G_t||_F`` at every step keeps the numbers finite.
-    """
-    _check_conv(conv)
-    _check_zero_padding(conv)
-    h, w = _check_input_size(conv, input_size)
-    p1, p2 = _pair(conv.padding)
-    g = _frequency_matrices(conv, (h + 2 * p1, w + 2 * p2))
-    g = g.reshape(-1, *g.shape[-2:])
-    if g.shape[-2] < g.shape[-1]:
-        g = g.mH  # iterate on the smaller Gram matrix
-    log_scale = torch.zeros(g.shape[0], dtype=g.real.dtype, device=g.device)
-    for _ in range(n_iter):
-        fro = torch.linalg.matrix_norm(g, "fro").clamp_min(torch.finfo(log_scale.dtype).tiny)
-        log_scale = 2 * (log_scale + fro.log())
-        g = g / fro[:, None, None]
-        g = g.mH @ g
-    fro = torch.linalg.matrix_norm(g, "fro").clamp_min(torch.finfo(log_scale.dtype).tiny)
-    log_bound = (fro.log() + log_scale) / 2**n_iter
-    return log_bound.exp().max()
-
-
-def eq3_bound(conv: nn.Conv2d, input_size) -> torch.Tensor:
-    """Eq. (3): ``||M||_2 <= (h_out w_out sum K^2)^(1/2)`` (a Frobenius bound; valid for every geometry)."""
-    ho, wo = output_size(conv, input_size)
-    return (ho * wo * conv.weight.pow(2).sum()).sqrt()
+def l1_linf_method(layer, input_size) -> str:
+    """``"theorem1"`` for a Conv2d where Assumption 1 holds, else ``"taps"`` (raises for non-zero padding)."""
+    g = conv_geometry(layer, input_size)
+    if isinstance(layer, nn.Conv2d) and _assumption1(g):
+        return "theorem1"
+    check_zero_padding(g, 1)
+    return "taps"
 
 
 # ----------------------------------------------------------------------- public API
-def conv2d_norm(conv: nn.Conv2d, input_size, p, method: str | None = None, **options) -> torch.Tensor:
-    """Operator norm ``||M||_p`` of a Conv2d (bias excluded) on an input of spatial size ``input_size``.
+def conv_norm(layer, input_size, p, method: str | None = None, **options) -> torch.Tensor:
+    """Operator norm ``||M||_p`` of a conv layer (Conv1d/2d/3d, ConvTranspose1d/2d/3d; bias excluded) on an
+    input of spatial size ``input_size`` (a tuple of ints, one per spatial dimension).
 
-    p = 1, inf: exact.  Where Assumption 1 holds the closed forms of Theorem 1 (eq. 1, eq. 2) are used
-    (one pass over ``|K|``, independent of H, W); elsewhere the exact general method (conv / adjoint of
-    ``|K|`` with a ones image).  ``method`` may force ``"theorem1"`` or ``"general"``.
-    p = 2: ``method`` in ``"power"`` (default, exact at convergence; options ``tol``, ``max_iter``, ``x0``),
-    ``"fft"`` (circular stride-1 operator), ``"gram"`` (certified upper bound; option ``n_iter``),
-    ``"bound"`` (eq. 3).  Returns a 0-dim tensor on the kernel's device and dtype.
+    p = 1, inf: exact.  For a Conv2d where Assumption 1 holds the closed forms of Theorem 1 (eq. 1, eq. 2) are
+    used; elsewhere their generalisation to every geometry, ``"taps"`` (``nblib.tap_sets``); both one pass
+    over ``|K|``, at a cost independent of the input size.  ``method`` may force ``"theorem1"``, ``"taps"`` or
+    ``"general"`` (``C`` or ``C^T`` of ``|K|`` applied to a ones image: exact, but a convolution).
+    p = 2: ``method`` in ``"power"`` (default; exact to relative tolerance ``tol``, options ``tol``,
+    ``max_iter``, ``x0``, ``generator``), ``"fft"`` (circular stride-1 operator), ``"gram"`` (certified upper
+    bound; option ``n_iter``), ``"bound"`` (eq. 3); :func:`l2_interval` gives a certified interval.
+    Returns a 0-dim tensor on the kernel's device and dtype.
     """
-    if (p in (1, math.inf) and method is None and not options and type(conv) is nn.Conv2d
-            and isinstance(input_size, (tuple, list))):
+    if (p in (1, math.inf) and method is None and not options and type(layer) is nn.Conv2d
+            and type(input_size) in (tuple, list) and layer.weight.dtype in (torch.float32, torch.float64)):
         # hot path of norm decay: a cached geometry check, then one pass over |K|
         hw = tuple(input_size)
-        if _fast_theorem1(conv.kernel_size, conv.stride, conv.padding, conv.dilation, conv.padding_mode,
-                          conv.weight.dim(), hw):
-            k = conv.weight
+        if _fast_theorem1(layer.kernel_size, layer.stride, layer.padding, layer.dilation, layer.padding_mode,
+                          layer.weight.dim(), hw):
+            k = layer.weight
             if p == 1:
-                return _theorem1_l1(k, conv.groups, conv.kernel_size, conv.stride, conv.padding, hw)
+                return theorem1_l1_kernel(k, layer.groups, layer.kernel_size, layer.stride, layer.padding, hw)
             return k.abs().reshape(k.shape[0], -1).sum(1).max(0).values
-    _check_conv(conv)
-    p = _check_p(p)
-    input_size = _check_input_size(conv, input_size)
+    p = check_p(p)
+    g = conv_geometry(layer, input_size)
+    size = g.out_size if g.transposed else g.in_size
     if p == 2:
         method = method or "power"
         if method == "power":
-            return power_iteration(conv, input_size, **options)
+            return power_iteration(layer, size, **options)
         if method == "fft":
-            return singular_values_fft(conv, input_size).max()
+            return singular_values_fft(layer, size).max()
         if method == "gram":
-            return gram_iteration(conv, input_size, **options)
+            return gram_iteration(layer, size, **options)
         if method == "bound":
-            return eq3_bound(conv, input_size)
+            return eq3_bound(layer, size)
         raise ValueError(f"unknown l2 method {method!r}; choose one of {L2_METHODS}")
     if options:
         raise ValueError(f"options {sorted(options)} apply to p=2 only")
-    geometry = _geometry(conv)
     if method is None:
-        method = "theorem1" if _assumption1(geometry, input_size) else "general"
-    elif method == "theorem1" and not _assumption1(geometry, input_size):
-        _require_assumption1(conv, input_size)
-    if method == "theorem1":  # the hot path of norm decay: no work beyond one pass over |K|
-        if p == 1:
-            return _theorem1_l1(conv.weight, conv.groups, conv.kernel_size, geometry[1], geometry[2], input_size)
-        return _max(conv.weight.abs().reshape(conv.out_channels, -1).sum(1))
-    if method == "general":
-        return general_l1(conv, input_size) if p == 1 else general_linf(conv, input_size)
-    raise ValueError(f"unknown l1/l_inf method {method!r}; choose 'theorem1' or 'general'")
+        method = "theorem1" if isinstance(layer, nn.Conv2d) and _assumption1(g) else "taps"
+    if method not in L1_LINF_METHODS:
+        raise ValueError(f"unknown l1/l_inf method {method!r}; choose one of {sorted(L1_LINF_METHODS)}")
+    return L1_LINF_METHODS[method][0 if p == 1 else 1](layer, size)
 
 
-def l1_linf_method(conv: nn.Conv2d, input_size) -> str:
-    """``"theorem1"`` where Assumption 1 holds, else ``"general"`` (raises for non-zero padding)."""
-    if assumption1_holds(conv, input_size):
-        return "theorem1"
-    _check_zero_padding(conv)
-    return "general"
+def conv2d_norm(conv: nn.Conv2d, input_size, p, method: str | None = None, **options) -> torch.Tensor:
+    """:func:`conv_norm` of an ``nn.Conv2d`` on an ``(H, W)`` input (the paper's setting)."""
+    if type(conv) is not nn.Conv2d:
+        _check_conv2d(conv)
+    return conv_norm(conv, input_size, p, method=method, **options)
 
 
 def linear_norm(linear: nn.Linear, p) -> torch.Tensor:
     """``||W||_p`` of ``x -> W x`` (bias excluded): max column abs sum (1), largest singular value (2),
-    max row abs sum (inf)."""
+    max row abs sum (inf).  fp16/bf16 weights are computed in fp32 and returned in their dtype."""
     if not isinstance(linear, nn.Linear):
         raise ValueError(f"expected an nn.Linear, got {type(linear).__name__}")
-    p = _check_p(p)
-    w = linear.weight
+    p = check_p(p)
+    w = _kernel(linear)
     if p == 1:
-        return _max(w.abs().sum(0))
-    if p == math.inf:
-        return _max(w.abs().sum(1))
-    return torch.linalg.matrix_norm(w, 2)
+        out = _max(w.abs().sum(0))
+    elif p == math.inf:
+        out = _max(w.abs().sum(1))
+    else:
+        out = torch.linalg.matrix_norm(w, 2)
+    return out.to(linear.weight.dtype)
 
 
 def batchnorm_norm(bn: nn.modules.batchnorm._BatchNorm, p=None) -> torch.Tensor:
@@ -418,118 +299,140 @@ def batchnorm_norm(bn: nn.modules.batchnorm._BatchNorm, p=None) -> torch.Tensor:
 
     Its linear part is diagonal, so every operator l_p norm equals ``max |gamma| / sqrt(var + eps)``.
     """
-    if not isinstance(bn, nn.modules.batchnorm._BatchNorm):
+    if not isinstance(bn, BATCHNORM):
         raise ValueError(f"expected a BatchNorm layer, got {type(bn).__name__}")
     if p is not None:
-        _check_p(p)
+        check_p(p)
     if bn.running_var is None:
         raise ValueError("BatchNorm without running statistics has no fixed eval-mode map")
-    scale = (bn.running_var + bn.eps).rsqrt()
+    var = bn.running_var.to(compute_dtype(bn.running_var.dtype))
+    scale = (var + bn.eps).rsqrt()
     if bn.weight is not None:
         scale = bn.weight * scale
-    return scale.abs().max()
+    return scale.abs().max().to(bn.running_var.dtype if bn.weight is None else bn.weight.dtype)
 
 
-def operator_matrix(conv: nn.Conv2d, input_size, max_entries: int = OPERATOR_MATRIX_MAX_ENTRIES) -> torch.Tensor:
-    """Dense matrix ``M`` (``d_out h_out w_out x d_in h_in w_in``) of the layer without bias.
+def _layer_forward(layer, x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """The layer's own forward without bias (torch's code path, independent of ``nblib.conv_geometry``)."""
+    if isinstance(layer, nn.modules.conv._ConvTransposeNd):
+        fn = {1: torch.nn.functional.conv_transpose1d, 2: torch.nn.functional.conv_transpose2d,
+              3: torch.nn.functional.conv_transpose3d}[len(layer.kernel_size)]
+        return fn(x, kernel, None, layer.stride, layer.padding, layer.output_padding, layer.groups, layer.dilation)
+    return layer._conv_forward(x, kernel, None)
 
-    Column n is the layer applied to the n-th basis image (any padding mode).  For tests and figures.
+
+def operator_matrix(layer, input_size, max_entries: int = OPERATOR_MATRIX_MAX_ENTRIES) -> torch.Tensor:
+    """Dense matrix ``M`` (``n_out x n_in``, flattened output by flattened input) of a conv layer without bias.
+
+    Column n is the layer's own forward (any padding mode, ``'same'``, output padding) applied to the n-th
+    basis input.  For tests and figures.  ``max_entries`` caps the memory: the result and, per chunk of basis
+    inputs, the inputs, outputs and the convolution's unfolded-patch workspace are sized *before* anything is
+    allocated; chunks are as large as the cap allows, and a result over the cap raises at once.
     """
-    _check_conv(conv)
-    h, w = _check_input_size(conv, input_size)
-    ho, wo = output_size(conv, (h, w))
-    n_in, n_out = conv.in_channels * h * w, conv.out_channels * ho * wo
+    n_dims = check_conv(layer)
+    size = check_input_size(input_size, n_dims)
+    out_size = output_size(layer, size)
+    in_ch, out_ch = layer.in_channels, layer.out_channels
+    n_in, n_out = in_ch * math.prod(size), out_ch * math.prod(out_size)
     if n_in * n_out > max_entries:
-        raise ValueError(f"operator matrix would have {n_in}x{n_out} entries, over the cap of {max_entries}")
-    k = conv.weight
-    x = torch.eye(n_in, dtype=k.dtype, device=k.device).reshape(n_in, conv.in_channels, h, w)
-    padding = conv.padding
-    if conv.padding_mode != "zeros":
-        x, padding = F.pad(x, conv._reversed_padding_repeated_twice, mode=conv.padding_mode), 0
+        raise ValueError(f"operator matrix would have {n_out}x{n_in} entries, over the cap of {max_entries}; "
+                         "use a smaller input size or raise max_entries")
+    taps = math.prod(layer.kernel_size)
+    if isinstance(layer, nn.modules.conv._ConvTransposeNd):  # col2im workspace: out/g * taps per input position
+        workspace = out_ch // layer.groups * taps * math.prod(size) * layer.groups
+    else:  # im2col workspace: in/g * taps per output position (and the padded input)
+        dil = ntuple(layer.dilation, n_dims)
+        padded = [m + 2 * d * (k - 1) for m, d, k in zip(size, dil, layer.kernel_size)]
+        workspace = in_ch * taps * math.prod(out_size) + in_ch * math.prod(padded)
+    per_input = n_in + n_out + workspace
+    chunk = (max_entries - n_in * n_out) // per_input
+    if chunk < 1:
+        raise ValueError(f"one basis input needs {per_input} entries of workspace next to the {n_out}x{n_in} "
+                         f"result: over the cap of {max_entries}")
+    k = layer.weight.detach()
+    cols = []
     with torch.no_grad():
-        out = F.conv2d(x, k, stride=conv.stride, padding=padding, dilation=conv.dilation, groups=conv.groups)
-    return out.reshape(n_in, n_out).T.contiguous()
+        for start in range(0, n_in, chunk):
+            b = min(chunk, n_in - start)
+            x = k.new_zeros(b, n_in)
+            x[torch.arange(b), torch.arange(start, start + b)] = 1
+            cols.append(_layer_forward(layer, x.reshape(b, in_ch, *size), k).reshape(b, n_out).T)
+    return torch.cat(cols, 1) if len(cols) > 1 else cols[0].contiguous()
+
+
+def sparse_subgradient(layer, input_size, p) -> tuple[torch.Tensor, tuple, torch.Tensor]:
+    """``(||M||_p, index, block)`` for ``p`` in ``{1, inf}`` of a conv layer (at spatial size ``input_size``) or
+    a Linear (``input_size=None``), without autograd (Algorithm 1, line 3): a subgradient w.r.t. the weight is
+    0 except ``[index] = block``, which is ``sign(K)`` on the entries of one maximising row (``p = inf``) or
+    column (``p = 1``) of ``M`` mapped back to the kernel.  Its entries are in ``{-1, 0, 1}`` and
+    ``<subgradient, K> = ||M||_p``.  Values in the weight's dtype (computed in fp32 for fp16/bf16).
+    """
+    p = check_p(p)
+    if p == 2:
+        raise ValueError("subgradients here cover p = 1 and p = inf (for p = 2 differentiate power_iteration)")
+    w = layer.weight.detach()
+    wc = w.to(compute_dtype(w.dtype))
+    if isinstance(layer, nn.Linear):
+        sums = wc.abs().sum(1 if p == math.inf else 0)
+        i = int(sums.argmax())
+        index = (i,) if p == math.inf else (slice(None), i)
+        return sums[i].to(w.dtype), index, wc[index].sign().to(w.dtype)
+    g = conv_geometry(layer, input_size)
+    check_zero_padding(g, p)
+    value, index, block = tap_set_subgradient(g, wc, "row" if (p == math.inf) != g.transposed else "col")
+    return value.to(w.dtype), index, block.to(w.dtype)
+
+
+def norm_subgradient(layer, input_size, p) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(||M||_p, subgradient)``: :func:`sparse_subgradient` with the subgradient as a dense tensor."""
+    value, index, block = sparse_subgradient(layer, input_size, p)
+    sub = torch.zeros_like(layer.weight, memory_format=torch.contiguous_format).detach()
+    sub[index] = block
+    return value, sub
 
 
 # ---------------------------------------------------------------------- model tables
-SUPPORTED = (nn.Conv2d, nn.Linear)
-_LINEAR_LIKE = (nn.modules.conv._ConvNd, nn.Bilinear)
-
-
-def layer_input_shapes(model: nn.Module, input_shape, include_batchnorm: bool = False) -> dict:
-    """``{name: (module, input shape without batch)}`` for every Conv2d / Linear (and BatchNorm if asked).
-
-    One forward pass in eval mode on a zero batch of one input of shape ``input_shape`` (without the batch
-    dimension: ``(C, H, W)`` for images, ``(n,)`` for vectors) with hooks.  No layer is skipped: a Conv2d the forward pass never reaches, a layer called on two input
-    shapes, or a conv/bilinear layer of a kind this module cannot evaluate raises ValueError.
-    """
-    if isinstance(input_shape, int) or not all(isinstance(v, int) and v > 0 for v in input_shape):
-        raise ValueError(f"input_shape must be one input's shape without the batch dimension, got {input_shape!r}")
-    shape = (1, *input_shape)
-    layers = []
-    for name, m in model.named_modules():
-        if isinstance(m, SUPPORTED) or (include_batchnorm and isinstance(m, nn.modules.batchnorm._BatchNorm)):
-            layers.append((name, m))
-        elif isinstance(m, _LINEAR_LIKE):
-            raise ValueError(f"layer {name!r} is a {type(m).__name__}; only Conv2d, Linear and BatchNorm are supported")
-    if not layers:
-        raise ValueError("model has no Conv2d or Linear layer")
-    seen: dict[str, set] = {name: set() for name, _ in layers}
-
-    def hook(name):
-        def record(_module, inputs):
-            seen[name].add(tuple(inputs[0].shape[1:]))
-        return record
-
-    handles = [m.register_forward_pre_hook(hook(name)) for name, m in layers]
-    param = next(model.parameters())
-    was_training = model.training
-    try:
-        model.eval()
-        with torch.no_grad():
-            model(torch.zeros(shape, dtype=param.dtype, device=param.device))
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was_training)
-    out = {}
-    for name, m in layers:
-        if isinstance(m, nn.Conv2d) and not seen[name]:
-            raise ValueError(f"conv layer {name!r} was not reached by the forward pass; its input size is unknown")
-        if len(seen[name]) > 1:
-            raise ValueError(f"layer {name!r} is called on several input shapes {sorted(seen[name])}")
-        out[name] = (m, next(iter(seen[name])) if seen[name] else None)
-    return out
-
-
 def layer_norm(module: nn.Module, in_shape, p, method: str | None = None, **options) -> tuple[torch.Tensor, str]:
-    """``(||layer||_p, method used)`` for a Conv2d (at input shape ``in_shape``), Linear or BatchNorm."""
-    if isinstance(module, nn.Conv2d):
-        hw = tuple(in_shape[-2:])
-        used = (method or "power") if p == 2 else (method or l1_linf_method(module, hw))
-        return conv2d_norm(module, hw, p, method=method, **options), used
+    """``(||layer||_p, method used)`` for a conv layer (at input shape ``in_shape``, channels first), a
+    Linear or a BatchNorm."""
+    if isinstance(module, CONV_TYPES):
+        size = tuple(in_shape[-len(module.kernel_size):])
+        used = (method or "power") if p == 2 else (method or l1_linf_method(module, size))
+        return conv_norm(module, size, p, method=method, **options), used
     if isinstance(module, nn.Linear):
         return linear_norm(module, p), ("svd" if p == 2 else "exact")
     return batchnorm_norm(module, p), "diagonal"
 
 
+def _padding(m) -> tuple | str:
+    return m.padding if isinstance(m.padding, str) else tuple(m.padding)
+
+
 def layer_norms(model: nn.Module, input_shape, p, include_batchnorm: bool = False,
                 method: str | None = None, **options) -> pd.DataFrame:
-    """Norm table of ``model``: one row per Conv2d / Linear (and BatchNorm if asked), in module order.
+    """Norm table of ``model``: one row per conv / Linear layer (and BatchNorm if asked), in module order.
 
     Each conv is evaluated at its true input size (see ``layer_input_shapes``).  Columns: name, kind,
     input_shape, kernel, stride, padding, dilation, groups, norm, method.  Never skips a layer.
     """
-    p = _check_p(p)
+    p = check_p(p)
     rows = []
     for name, (m, in_shape) in layer_input_shapes(model, input_shape, include_batchnorm).items():
         row = dict(name=name, kind=type(m).__name__, input_shape=in_shape, kernel=None, stride=None,
                    padding=None, dilation=None, groups=None)
-        if isinstance(m, nn.Conv2d):
-            row.update(kernel=tuple(m.kernel_size), stride=_pair(m.stride), padding=_pair(m.padding),
-                       dilation=_pair(m.dilation), groups=m.groups)
+        if isinstance(m, CONV_TYPES):
+            row.update(kernel=tuple(m.kernel_size), stride=tuple(m.stride), padding=_padding(m),
+                       dilation=tuple(m.dilation), groups=m.groups)
         with torch.no_grad():
             value, used = layer_norm(m, in_shape, p, method=method, **options)
         row.update(norm=float(value), method=used)
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+__all__ = ["CONV_TYPES", "L1_LINF_METHODS", "L2_METHODS", "OPERATOR_MATRIX_MAX_ENTRIES", "P_VALUES", "SUPPORTED",
+           "assumption1_holds", "batchnorm_norm", "check_p", "conv2d_norm", "conv_norm", "eq3_bound", "general_l1",
+           "general_linf", "gram_iteration", "l1_linf_method", "l2_interval", "layer_input_shapes", "layer_norm",
+           "layer_norms", "linear_norm", "norm_subgradient", "operator_matrix", "output_size", "power_iteration",
+           "singular_values_fft", "sparse_subgradient", "taps_l1", "taps_linf", "theorem1_l1", "theorem1_l1_kernel",
+           "theorem1_linf"]

@@ -2,7 +2,7 @@
 
 * **Norm decay** (Liang & Huang, AAAI 2021, eq. 5 and Algorithm 1): gradient descent on
   ``L(theta) + beta/N sum_i ||theta^(i)||_p`` with ``p`` in ``{1, inf}``, where ``theta^(i)`` is the linear map
-  of the i-th Conv2d / Linear layer at its true input size (the exact norms of ``nblib.norms``), and the
+  of the i-th conv / Linear layer at its true input size (the exact norms of ``nblib.norms``), and the
   sparse (sub)gradient of the norms smoothed by a momentum ``gamma``.  See :class:`NormDecay`.
 * **Weight decay** is the optimizer's own ``weight_decay`` (:func:`make_optimizer`); it needs no object here.
 * **Singular value clipping** (Sedghi, Gupta & Long, ICLR 2019): every ``clip_every`` steps, project each
@@ -21,7 +21,9 @@ import math
 import torch
 import torch.nn as nn
 
-from nblib.norms import _dilated_kernel, _pair, conv2d_norm, layer_input_shapes, linear_norm
+from nblib.conv_geometry import dilated_kernel, pair, resolved_padding
+from nblib.norms import (CONV_TYPES, conv_norm, layer_input_shapes, linear_norm, norm_subgradient,
+                         sparse_subgradient)
 
 KINDS = ("none", "wd", "svc", "nd_l1", "nd_linf")
 #: Readings of norm decay's beta: the paper's eq. (5) (beta/N) | the authors' code (beta).
@@ -31,15 +33,28 @@ AFTER_OPTIMIZER_STEP = "after_optimizer_step"
 
 
 def _layer_table(model: nn.Module, input_shape) -> dict:
-    """``{name: (module, (H, W) or None)}`` for every Conv2d / Linear, each conv at its true input size."""
+    """``{name: (module, (H, W) or None)}`` for every Conv2d / Linear, each conv at its true input size
+    (singular value clipping's table: any other convolution raises, naming the layer)."""
     out = {}
     for name, (m, in_shape) in layer_input_shapes(model, input_shape).items():
+        if isinstance(m, CONV_TYPES) and not isinstance(m, nn.Conv2d):
+            raise ValueError(f"layer {name!r} is a {type(m).__name__}; singular value clipping supports Conv2d "
+                             "and Linear layers only")
         out[name] = (m, tuple(int(v) for v in in_shape[-2:]) if isinstance(m, nn.Conv2d) else None)
     return out
 
 
-def _layer_norm(m: nn.Module, hw, p) -> torch.Tensor:
-    return conv2d_norm(m, hw, p) if isinstance(m, nn.Conv2d) else linear_norm(m, p)
+def norm_decay_layers(model: nn.Module, input_shape) -> dict:
+    """``{name: (module, spatial input size or None)}`` for every conv (Conv1d/2d/3d, ConvTranspose1d/2d/3d)
+    and Linear layer of ``model``, each conv at its true input size (``layer_input_shapes``)."""
+    out = {}
+    for name, (m, in_shape) in layer_input_shapes(model, input_shape).items():
+        out[name] = (m, tuple(in_shape[-len(m.kernel_size):]) if isinstance(m, CONV_TYPES) else None)
+    return out
+
+
+def _layer_norm(m: nn.Module, size, p) -> torch.Tensor:
+    return conv_norm(m, size, p) if size is not None else linear_norm(m, p)
 
 
 # --------------------------------------------------------------------------- norm decay
@@ -51,10 +66,11 @@ class NormDecay:
     .. math::  \min_\theta \; \mathcal{L}(\theta) + \frac{\beta}{N} \sum_{i=1}^{N} \|\theta^{(i)}\|_p ,
                \qquad p \in \{1, \infty\},
 
-    where the sum runs over all ``N`` Conv2d and Linear layers of ``model`` and ``||theta^(i)||_p`` is the
-    exact operator norm of the layer's linear map (bias excluded): the largest absolute column sum
-    (``p = 1``) or row sum (``p = inf``) of the conv's matrix on its true input size (Theorem 1, eqs. 1-2,
-    or the exact general method of ``nblib.norms`` where Assumption 1 fails), or of the Linear weight.
+    where the sum runs over all ``N`` conv (Conv1d/2d/3d, ConvTranspose1d/2d/3d) and Linear layers of
+    ``model`` and ``||theta^(i)||_p`` is the exact operator norm of the layer's linear map (bias excluded): the
+    largest absolute column sum (``p = 1``) or row sum (``p = inf``) of the conv's matrix on its true input
+    size (Theorem 1, eqs. 1-2, or the exact general method of ``nblib.norms`` elsewhere), or of the Linear
+    weight.
     Algorithm 1 replaces the gradient of the penalty by a momentum average of it:
 
     1. ``h <- 0`` (one buffer per layer, the shape of its weight);
@@ -68,10 +84,9 @@ class NormDecay:
     :meth:`step` does lines 3-5: call it after ``loss.backward()`` and before ``optimizer.step()`` (with
     AMP, after ``scaler.unscale_(optimizer)``; with gradient clipping, decide whether the penalty is
     clipped too and order the calls accordingly).  It works with any optimizer, since it only edits
-    ``weight.grad`` (creating it when ``None``).  The subgradient is the autograd gradient of
-    ``nblib.norms.conv2d_norm`` / ``linear_norm`` at the layer's input size, learnt once at construction by
-    one forward pass (``layer_input_shapes``); ``step`` runs no forward pass of the model, only one pass over
-    ``|K|`` per layer (or, outside Assumption 1, one convolution of a ones image with ``|K|``).
+    ``weight.grad`` (creating it when ``None``).  The subgradient is ``nblib.norms.norm_subgradient`` at the
+    layer's input size (learnt once at construction by one shape-only forward pass, ``layer_input_shapes``);
+    ``step`` runs no forward pass of the model and no autograd, only one pass over ``|K|`` per layer.
     With ``gamma = 0`` this is plain subgradient descent on eq. (5).
 
     ``beta_scaling`` selects the reading of ``beta``: ``"per_layer"`` (default) is the paper's text, eq. (5)
@@ -100,7 +115,7 @@ class NormDecay:
         if not 0.0 <= gamma < 1.0:
             raise ValueError(f"the momentum gamma must lie in [0, 1), got {gamma}")
         self.p, self.beta, self.gamma = (math.inf if p == math.inf else 1), beta, gamma
-        self.layers = _layer_table(model, input_shape)  # raises for unsupported / unreached layers
+        self.layers = norm_decay_layers(model, input_shape)  # raises for unsupported / unreached layers
         self.n_layers = len(self.layers)
         self.beta_scaling = beta_scaling
         self.scale = beta / self.n_layers if beta_scaling == "per_layer" else beta  # the factor of h in line 6
@@ -120,24 +135,30 @@ class NormDecay:
         return h
 
     def subgradients(self) -> dict:
-        """``{name: p_i}``: the (sub)gradient of each layer's exact norm w.r.t. its weight (line 3)."""
+        """``{name: p_i}``: a subgradient of each layer's exact norm w.r.t. its weight (line 3), from
+        ``nblib.norms.norm_subgradient``: ``sign(K)`` on one maximising row / column of the layer's matrix,
+        0 elsewhere (no autograd: one pass over ``|K|`` per layer)."""
         out = {}
-        with torch.enable_grad():
-            for name, (m, hw) in self.layers.items():
-                w = m.weight
-                if not w.requires_grad:
-                    raise ValueError(f"layer {name!r}: weight no longer requires grad; norm decay cannot update it")
-                (out[name],) = torch.autograd.grad(_layer_norm(m, hw, self.p), w)
+        for name, (m, size) in self.layers.items():
+            if not m.weight.requires_grad:
+                raise ValueError(f"layer {name!r}: weight no longer requires grad; norm decay cannot update it")
+            out[name] = norm_subgradient(m, size, self.p)[1]
         return out
 
     def step(self) -> None:
-        """Lines 3-5 of Algorithm 1: ``h <- gamma h + (1-gamma) p``, ``weight.grad += beta/N h`` (``beta h``
-        with ``beta_scaling="total"``)."""
+        """Lines 3-5 of Algorithm 1: ``h <- gamma h + (1-gamma) p``, ``weight.grad += beta/N h``.
+
+        (``beta h`` with ``beta_scaling="total"``.)  ``p`` is non-zero on one row / column only (``sparse_subgradient``): ``h`` is scaled in place and the
+        block added, so a step costs one pass over ``|K|`` and two over ``h`` per layer."""
         scale = self.scale
-        for name, p_i in self.subgradients().items():
-            w = self.layers[name][0].weight
+        for name, (m, size) in self.layers.items():
+            w = m.weight
+            if not w.requires_grad:
+                raise ValueError(f"layer {name!r}: weight no longer requires grad; norm decay cannot update it")
+            _, index, block = sparse_subgradient(m, size, self.p)
             h = self._buffer(name, w)
-            h.mul_(self.gamma).add_(p_i, alpha=1.0 - self.gamma)
+            h.mul_(self.gamma)
+            h[index] += (1.0 - self.gamma) * block
             if w.grad is None:
                 w.grad = h.mul(scale)
             else:
@@ -228,7 +249,7 @@ def clip_singular_values(conv: nn.Conv2d, input_size, c: float) -> torch.Tensor:
     if not (math.isfinite(c) and c >= 0):
         raise ValueError(f"the clipping threshold c must be a finite number >= 0, got {c}")
     n1, n2 = _check_size(input_size)
-    k = _dilated_kernel(conv)
+    k = dilated_kernel(conv)
     r1, r2 = k.shape[-2:]
     if n1 < r1 or n2 < r2:
         raise ValueError(f"input size {(n1, n2)} is smaller than the kernel's reach {(r1, r2)}: the circular "
@@ -244,7 +265,7 @@ def clip_singular_values(conv: nn.Conv2d, input_size, c: float) -> torch.Tensor:
     m = (u * s.clamp(max=c).to(u.dtype).unsqueeze(-2)) @ vh
     kf = m.permute(0, 3, 4, 1, 2).reshape(d_out, d_in_g, *kf.shape[-2:])
     full = torch.fft.irfft2(kf, s=(n1, n2))
-    d1, d2 = _pair(conv.dilation)
+    d1, d2 = pair(conv.dilation)
     conv.weight.copy_(full[:, :, :r1:d1, :r2:d2])
     return top
 
@@ -272,6 +293,11 @@ class SingularValueClipping:
     (``include_linear=True``, the default) get the exact SVD clipping of their weight matrix; the paper's
     SVC acts on "the norms of layers" and a Linear layer is one, so both are clipped unless disabled.
 
+    A conv whose input is smaller than its kernel's reach (VGG-11's last two convs see 2 x 2 inputs) has no
+    circular operator at its input size; it is clipped at the padded size instead, which bounds the true
+    layer, and :attr:`notes` says so for each such layer (``run_one`` records them in ``metrics.json``).
+    Sedghi et al.'s code (and so the authors') silently truncates the kernel to the input size there.
+
     Call :meth:`step` after ``optimizer.step()`` with the number of optimizer steps taken so far
     (``global_step`` = 1 after the first): it clips when ``global_step % clip_every == 0``.  :meth:`clip_now`
     clips at once.  Clipping is approximate for convs (see :func:`clip_singular_values`).
@@ -287,17 +313,17 @@ class SingularValueClipping:
         if int(clip_every) != clip_every or clip_every < 1:
             raise ValueError(f"clip_every must be a positive integer, got {clip_every!r}")
         self.c, self.clip_every, self.padded = c, int(clip_every), bool(padded)
-        self.layers = {}
+        self.layers, self.notes = {}, {}
         for name, (m, hw) in _layer_table(model, input_shape).items():
             if isinstance(m, nn.Conv2d):
-                if self.padded:
-                    p1, p2 = _pair(m.padding)
-                    hw = (hw[0] + 2 * p1, hw[1] + 2 * p2)
-                r1, r2 = _dilated_kernel(m).shape[-2:]
-                if hw[0] < r1 or hw[1] < r2:
-                    raise ValueError(f"conv {name!r}: circular size {hw} is smaller than the kernel's reach "
-                                     f"{(r1, r2)}; use SingularValueClipping(..., padded=True)")
-                self.layers[name] = (m, hw)
+                (l1, h1), (l2, h2) = resolved_padding(m)  # 'same' included
+                padded_hw = (hw[0] + l1 + h1, hw[1] + l2 + h2)
+                r1, r2 = dilated_kernel(m).shape[-2:]
+                if not self.padded and (hw[0] < r1 or hw[1] < r2):
+                    self.notes[name] = (f"input {tuple(hw)} is smaller than the kernel's reach {(r1, r2)}: clipped "
+                                        f"on the padded size {padded_hw}, whose circular operator contains the layer")
+                # a conv that runs has a padded input at least as large as its reach
+                self.layers[name] = (m, padded_hw if self.padded or name in self.notes else tuple(hw))
             elif include_linear:
                 self.layers[name] = (m, None)
 

@@ -6,25 +6,33 @@ Table 2 (weight decay, singular value clipping, l1 / l_inf norm decay, evaluated
 eps = 1/255) and 0.1 for the adversarial-training runs of Figure 2 (PGD-AT, ALP, TRADES, evaluated at
 eps = 8/255).  :data:`DEFAULT_CFG` holds every number of a run; anything not given is filled from it.
 
-A run is deterministic given its config on the CPU with ``num_workers=0``: python, numpy and torch are seeded
-with ``seed``; epoch ``e`` (0-based) shuffles the training set with a ``torch.Generator`` seeded with
-``1000 * seed + e``; the augmentation and the attacks' random starts draw from the global torch RNG, whose
-state (with numpy's, python's and CUDA's) is saved in the checkpoint after every epoch.  A run killed at any
-point and started again with the same config and folder resumes from the last finished epoch and ends with
-the same weights and metrics as an uninterrupted run (bitwise on the CPU; on a GPU only with
-``cudnn_deterministic=True``, and even then some CUDA kernels are not deterministic).
+Data path (``nblib.loader``, the same code on every device): the training and test splits are held as one
+tensor each on the training device (uint8 for CIFAR-10); epoch ``e`` (0-based) draws its order, crop offsets
+and flips from a ``torch.Generator`` seeded with ``nblib.loader.epoch_seed(seed, e) = seed * 2**16 + e``, and
+crops, flips and converts each batch on the device.  The test set is evaluated in batches of
+``nblib.loader.EVAL_BATCH``.
 
-Files written to ``run_dir``: ``checkpoint.pt`` (after every epoch, atomically), ``history.json`` (one record
-per epoch: loss, accuracies, learning rate, times and the exact l_inf and l1 norms of every Conv2d / Linear
-layer -- the curves of the paper's appendix), ``metrics.json`` (final results) and, while AutoAttack runs,
-``autoattack_state.json`` (lets an interrupted attack resume).
+A run is deterministic given its config on the CPU: python, numpy and torch are seeded with ``seed``; the data
+order and augmentation depend only on ``(seed, epoch)``; the attacks' random starts draw from the global torch
+RNG, whose state (with numpy's, python's and CUDA's) is saved in the checkpoint after every epoch.  A run
+killed at any point and started again with the same config and folder resumes from the last finished epoch
+and ends with the same weights and metrics as an uninterrupted run (bitwise on the CPU; on a GPU only with
+``cudnn_deterministic=True`` and ``amp="none"``, and even then some CUDA kernels are not deterministic).
+
+Files written to ``run_dir``, each atomically (``nblib.results.write_atomic``): ``checkpoint.pt`` (after
+every epoch), ``history.json`` (one record per epoch: loss, accuracies, learning rate, times and the exact
+l_inf and l1 norms of every Conv2d / Linear layer -- the curves of the paper's appendix), ``metrics.json``
+(final results; NaN / inf stored as the strings "NaN" / "Infinity", None meaning "not measured") and, while
+AutoAttack runs, ``autoattack_state.json`` (lets an interrupted attack resume).  Off a terminal (a log
+file, a batch job) one line per epoch goes to stderr instead of a progress bar.
 """
 from __future__ import annotations
 
-import json
+import contextlib
 import math
 import os
 import random
+import sys
 import time
 from pathlib import Path
 from typing import Callable, Optional
@@ -32,20 +40,20 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
 from nblib.adversarial import ADV_MODES, ADV_PRESETS, adversarial_loss
-from nblib.attacks import AA_VERSIONS, autoattack_accuracy, local_lipschitz
+from nblib.attacks import AA_VERSIONS, attack_settings, autoattack_accuracy, local_lipschitz
 from nblib.data import DATASETS, eval_subset, get_dataset
+from nblib.loader import TrainBatches, device_tensors, epoch_seed, eval_batches, flips, subset_indices
 from nblib.models import MODEL_NAMES, build
 from nblib.norms import layer_norms
 from nblib.regularizers import (AFTER_OPTIMIZER_STEP, BEFORE_OPTIMIZER_STEP, BETA_SCALINGS, KINDS,
                                 build_regularizer, make_optimizer, optimizer_weight_decay)
-from nblib.results import jsonable
+from nblib.results import jsonable, write_atomic, write_json_atomic
 
-__all__ = ["DEFAULT_CFG", "ATTACKS", "CHECKPOINT", "CheckpointError", "fill_cfg", "scaled_milestones",
-           "run_one"]
+__all__ = ["DEFAULT_CFG", "ATTACKS", "AMP_MODES", "CHECKPOINT", "IGNORED_UNLESS", "CheckpointError", "fill_cfg",
+           "check_runnable", "run_settings", "scaled_milestones", "run_one"]
 
 #: The hyper-parameters of one run; every key must be present after :func:`fill_cfg`.
 DEFAULT_CFG = {
@@ -53,7 +61,8 @@ DEFAULT_CFG = {
     "model": "resnet18",          # nblib.models name: vgg11 | resnet18 | senet18 | regnetx_200mf | smallcnn
     "dataset": "cifar10",         # "cifar10" | "digits" (embedded offline stand-in, 3x32x32)
     "data_root": "data",          # folder holding cifar-10-batches-py (ignored by digits)
-    "augment": True,              # random crop 32 pad 4 (+ horizontal flip on cifar10) on training images
+    "augment": True,              # random crop 32 pad 4 (+ horizontal flip on cifar10) on training images,
+                                  # on the device per batch, drawn from (seed, epoch) (nblib.loader)
     "train_subset": None,         # int: train on this many training images (a seeded subset); None: all
     # ---- optimisation (the paper: SGD, momentum 0.9, batch 128, 120 epochs, lr /10 at 75, 90, 100)
     "epochs": 120,                # passes over the training set
@@ -76,27 +85,50 @@ DEFAULT_CFG = {
     "adv_preset": "standard",     # nblib.adversarial.ADV_PRESETS: "standard" (8/255, 2/255, 10 steps,
                                   # TRADES beta 6) | "authors" (0.031, 0.007, 10 steps, beta 1)
     # ---- run
-    "seed": 0,                    # seeds python, numpy, torch, data order, subsets, attacks
+    "seed": 0,                    # 0 <= seed < 2**16: seeds python, numpy, torch, data order, subsets, attacks
     "device": "cpu",              # "cpu" | "cuda" | "cuda:N"
-    "cudnn_deterministic": False,  # cuda only: deterministic cuDNN kernels (reproducible, slower)
-    "num_workers": 0,             # DataLoader worker processes
+    "cudnn_deterministic": False,  # cuda only: deterministic cuDNN kernels (reproducible, slower); when False
+                                  # cudnn.benchmark picks the fastest kernels
+    "amp": "none",                # "none": float32 throughout (the paper's setting) | "bf16" (cuda only):
+                                  # training forward/backward, PGD steps included, under bfloat16 autocast;
+                                  # weights, optimizer, norms, evaluation and AutoAttack stay float32
+                                  # (its effect on accuracy is not measured in this package)
+    "channels_last": False,       # model and batches in channels_last memory format (faster convs on GPUs)
     # ---- final evaluation
     "eval_eps": 1 / 255,          # AutoAttack / local Lipschitz l_inf radius (Table 2: 1/255, Fig. 2: 8/255)
     "n_eval": 1024,               # test points attacked (the authors: 1024); None: the whole test set
     "attack": "standard",         # AutoAttack version: standard | authors (APGD-CE + APGD-T) | none
+    "attack_budget": 1.0,         # fraction of AutoAttack's iterations / queries: 1 = as published; < 1 only
+                                  # rehearses the code path (robust accuracy then measures nothing)
     "local_lipschitz": False,     # also estimate local Lipschitz constants on the same points
     "extra_eval_eps": [],         # more AutoAttack l_inf radii on the same points (Table 2: 4/255, 8/255)
 }
 
 #: Values of ``cfg["attack"]``.
 ATTACKS = (*AA_VERSIONS, "none")
+#: Values of ``cfg["amp"]``.
+AMP_MODES = ("none", "bf16")
 #: File name of the per-epoch checkpoint inside a run folder.
 CHECKPOINT = "checkpoint.pt"
 
-_EVAL_BATCH = 256
+#: Keys that cannot change a run unless the predicate on the filled config holds; :func:`fill_cfg` resets
+#: them to their defaults otherwise, so that a setting without effect never changes the config hash (a
+#: profile may set ``reg_clip_every`` for every run, only the SVC runs use it).
+IGNORED_UNLESS = {
+    "data_root": lambda c: c["dataset"] == "cifar10",
+    "reg_gamma": lambda c: c["regularizer"] in ("nd_l1", "nd_linf"),
+    "reg_clip_every": lambda c: c["regularizer"] == "svc",
+    "adv_preset": lambda c: c["adv_mode"] != "plain",
+    "cudnn_deterministic": lambda c: c["device"] != "cpu",
+    "lr_decay": lambda c: len(c["milestones"]) > 0,
+    "eval_eps": lambda c: c["attack"] != "none" or c["local_lipschitz"],
+    "attack_budget": lambda c: c["attack"] != "none",
+    "n_eval": lambda c: c["attack"] != "none" or c["local_lipschitz"],
+}
 _NULLABLE = {"train_subset": int, "n_eval": int, "data_root": str}
 _CHOICES = {"model": MODEL_NAMES, "dataset": DATASETS, "regularizer": KINDS, "adv_mode": ADV_MODES,
-            "adv_preset": tuple(ADV_PRESETS), "attack": ATTACKS, "reg_beta_scaling": BETA_SCALINGS}
+            "adv_preset": tuple(ADV_PRESETS), "attack": ATTACKS, "amp": AMP_MODES,
+            "reg_beta_scaling": BETA_SCALINGS}
 
 
 class CheckpointError(RuntimeError):
@@ -142,9 +174,14 @@ def fill_cfg(cfg: Optional[dict] = None) -> dict:
     """``cfg`` with the missing keys taken from :data:`DEFAULT_CFG`, validated and normalised.
 
     Unknown keys raise ValueError naming them (a typo would otherwise be silently ignored); so do wrong
-    types, unknown names (model, dataset, regulariser, mode, preset, attack) and settings that would be
-    silently ignored (a ``reg_strength`` with regulariser "none", ``weight_decay`` next to "wd").  Numbers
-    are normalised (``lr=1`` becomes ``1.0``, tuples become lists) so equal configs hash equally.
+    types, unknown names (model, dataset, regulariser, mode, preset, attack), out-of-range numbers (seed and
+    epochs within the data-order seeds of ``nblib.loader.epoch_seed``) and settings that would make a run a
+    copy of another one (a ``reg_strength`` with regulariser "none"; "wd", "nd_l1", "nd_linf" with strength
+    0; ``weight_decay`` next to "wd").  Numbers are normalised (``lr=1`` becomes ``1.0``, tuples become
+    lists) and the keys of :data:`IGNORED_UNLESS` that the run does not use are reset to their defaults
+    (``reg_gamma`` without norm decay, ``reg_clip_every`` without SVC, ``data_root`` with digits,
+    ``adv_preset`` with plain training, ``eval_eps`` / ``n_eval`` / ``attack_budget`` without an evaluation
+    that uses them, ...), so configs that train the same run are equal and hash equally.
     """
     cfg = dict(cfg or {})
     unknown = sorted(set(cfg) - set(DEFAULT_CFG))
@@ -162,11 +199,12 @@ def fill_cfg(cfg: Optional[dict] = None) -> dict:
     for key in ("train_subset", "n_eval"):
         if out[key] is not None and out[key] < 1:
             raise ValueError(f"cfg[{key!r}] must be >= 1 or None, got {out[key]}")
-    if out["num_workers"] < 0:
-        raise ValueError(f"cfg['num_workers'] must be >= 0, got {out['num_workers']}")
     for key in ("lr", "eval_eps"):
         if out[key] <= 0:
             raise ValueError(f"cfg[{key!r}] must be > 0, got {out[key]}")
+    if not 0 < out["attack_budget"] <= 1:
+        raise ValueError(f"cfg['attack_budget'] must lie in (0, 1] (1 = standard AutoAttack), got "
+                         f"{out['attack_budget']}")
     for key in ("momentum", "weight_decay", "reg_strength", "lr_decay"):
         if out[key] < 0:
             raise ValueError(f"cfg[{key!r}] must be >= 0, got {out[key]}")
@@ -184,12 +222,57 @@ def fill_cfg(cfg: Optional[dict] = None) -> dict:
         raise ValueError("regularizer 'wd' sets the weight decay to reg_strength; leave cfg['weight_decay'] 0")
     if kind == "svc" and out["reg_strength"] <= 0:
         raise ValueError("regularizer 'svc' needs the clip value reg_strength > 0")
+    if kind in ("wd", "nd_l1", "nd_linf") and out["reg_strength"] == 0.0:
+        raise ValueError(f"regularizer {kind!r} with reg_strength 0 has no effect (a copy of regularizer "
+                         "'none'); give a strength > 0 or use regularizer 'none'")
     if not 0.0 <= out["reg_gamma"] < 1.0:
         raise ValueError(f"cfg['reg_gamma'] must lie in [0, 1), got {out['reg_gamma']}")
     dev = out["device"]
     if not (dev == "cpu" or dev == "cuda" or (dev.startswith("cuda:") and dev[5:].isdigit())):
         raise ValueError(f"cfg['device'] must be 'cpu', 'cuda' or 'cuda:N', got {dev!r}")
+    epoch_seed(out["seed"], out["epochs"] - 1)  # seed and epochs fit the data-order seeds (ValueError)
+    for key, used in IGNORED_UNLESS.items():
+        if not used(out):
+            out[key] = _check_type(key, DEFAULT_CFG[key])
     return out
+
+
+_SIZES: dict = {}
+
+
+def check_runnable(cfg: dict) -> dict:
+    """Everything about ``cfg`` that can be checked before training, checked: :func:`fill_cfg`, the
+    device and ``amp`` on it, the data present (``get_dataset`` opens both splits), ``train_subset`` and
+    ``n_eval`` within the training / test set sizes.  Returns ``{"n_train": ..., "n_test": ...}``; raises
+    ValueError (or FileNotFoundError for missing data) naming the key and the fix."""
+    cfg = fill_cfg(cfg)
+    _autocast(cfg["amp"], _device(cfg["device"]))
+    key = (cfg["dataset"], cfg["data_root"])
+    if key not in _SIZES:
+        _SIZES[key] = {split: len(get_dataset(cfg["dataset"], split, cfg["data_root"]))
+                       for split in ("train", "test")}
+    n_train, n_test = _SIZES[key]["train"], _SIZES[key]["test"]
+    if cfg["train_subset"] is not None and cfg["train_subset"] > n_train:
+        raise ValueError(f"cfg['train_subset'] = {cfg['train_subset']} exceeds the {n_train} training images of "
+                         f"{cfg['dataset']}; lower it or set None")
+    if (cfg["attack"] != "none" or cfg["local_lipschitz"]) and cfg["n_eval"] is not None \
+            and cfg["n_eval"] > n_test:
+        raise ValueError(f"cfg['n_eval'] = {cfg['n_eval']} exceeds the {n_test} test images of {cfg['dataset']}; "
+                         "lower it or set None (the whole test set)")
+    return {"n_train": n_train, "n_test": n_test}
+
+
+def run_settings(cfg: dict) -> dict:
+    """The resolved settings behind the names in ``cfg`` (what a result must record besides its config):
+    the adversarial-training preset's values (``nblib.adversarial.ADV_PRESETS``; None for plain training)
+    and the AutoAttack settings (``nblib.attacks.attack_settings``: attacks, iterations, targets, queries,
+    budget; with the radius ``eps`` and the norm; None without an attack)."""
+    cfg = fill_cfg(cfg)
+    attack = None
+    if cfg["attack"] != "none":
+        attack = {**attack_settings(cfg["attack"], cfg["attack_budget"]), "eps": cfg["eval_eps"], "norm": "Linf"}
+    return {"adv_preset": dict(ADV_PRESETS[cfg["adv_preset"]]) if cfg["adv_mode"] != "plain" else None,
+            "attack": attack}
 
 
 def scaled_milestones(fractions, epochs: int) -> list[int]:
@@ -206,6 +289,16 @@ def _device(name: str) -> torch.device:
         raise ValueError(f"cfg['device'] = {name!r} but torch.cuda.is_available() is False; "
                          "set device='cpu' or run on a machine with a GPU")
     return dev
+
+
+def _autocast(amp: str, device: torch.device) -> Callable[[], contextlib.AbstractContextManager]:
+    """A factory of the training steps' autocast context: bfloat16 autocast for ``amp="bf16"`` (CUDA only:
+    the CPU path stays float32 and exact), a no-op for ``"none"``."""
+    if amp == "none":
+        return contextlib.nullcontext
+    if device.type != "cuda":
+        raise ValueError(f"cfg['amp'] = {amp!r} is for CUDA devices; the CPU path stays float32: set amp='none'")
+    return lambda: torch.autocast(device_type="cuda", dtype=torch.bfloat16)
 
 
 def _seed_everything(seed: int) -> None:
@@ -239,55 +332,33 @@ def _set_rng_state(state: dict) -> None:
     random.setstate((py[0], tuple(py[1]), py[2]))
 
 
-def _write_atomic(path: Path, write: Callable) -> None:
-    """``write(file)`` into ``path.tmp``, fsync, then rename over ``path`` (never a half-written file)."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def _write_json(path: Path, obj) -> None:
-    data = (json.dumps(jsonable(obj), indent=1, sort_keys=True) + "\n").encode()
-    _write_atomic(path, lambda f: f.write(data))
-
-
-def _datasets(cfg: dict):
-    train_set = get_dataset(cfg["dataset"], "train", cfg["data_root"], augment=cfg["augment"])
-    test_set = get_dataset(cfg["dataset"], "test", cfg["data_root"], augment=False)
-    n = cfg["train_subset"]
-    if n is not None:
-        if n > len(train_set):
-            raise ValueError(f"train_subset={n} exceeds the {len(train_set)} training images of {cfg['dataset']}")
-        g = torch.Generator().manual_seed(cfg["seed"])
-        train_set = Subset(train_set, torch.randperm(len(train_set), generator=g)[:n].sort().values.tolist())
-    return train_set, test_set
-
-
-def _train_loader(train_set, cfg: dict, epoch: int, device: torch.device) -> DataLoader:
-    g = torch.Generator().manual_seed(1000 * cfg["seed"] + epoch)
-    return DataLoader(train_set, batch_size=cfg["batch_size"], shuffle=True, generator=g,
-                      num_workers=cfg["num_workers"], pin_memory=device.type == "cuda", drop_last=False)
+def _datasets(cfg: dict, device: torch.device):
+    """The test data set (for ``eval_subset``), the training batches and the test tensors on ``device``."""
+    train_set = get_dataset(cfg["dataset"], "train", cfg["data_root"])
+    test_set = get_dataset(cfg["dataset"], "test", cfg["data_root"])
+    subset = subset_indices(len(train_set), cfg["train_subset"], cfg["seed"])
+    batches = TrainBatches(*device_tensors(train_set, device, subset), cfg["batch_size"], seed=cfg["seed"],
+                           augment=cfg["augment"], flip=flips(cfg["dataset"]), channels_last=cfg["channels_last"])
+    return test_set, batches, device_tensors(test_set, device)
 
 
 @torch.no_grad()
-def _evaluate(model, loader, device) -> tuple[float, float]:
-    """(mean cross-entropy, accuracy) over ``loader`` in eval mode; the previous mode is restored."""
+def _evaluate(model, test_tensors, channels_last: bool) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) over the test tensors in eval mode, float32; the previous mode is
+    restored."""
     was = model.training
     model.eval()
-    loss, correct, n = 0.0, 0, 0
+    loss = torch.zeros((), dtype=torch.float64, device=test_tensors[0].device)
+    correct = torch.zeros((), dtype=torch.int64, device=test_tensors[0].device)
     try:
-        for x, y in loader:
-            x, y = x.to(device), y.to(device)
+        for x, y in eval_batches(*test_tensors, channels_last=channels_last):
             out = model(x)
-            loss += F.cross_entropy(out, y, reduction="sum").item()
-            correct += (out.argmax(1) == y).sum().item()
-            n += y.numel()
+            loss += F.cross_entropy(out, y, reduction="sum").double()
+            correct += (out.argmax(1) == y).sum()
     finally:
         model.train(was)
-    return loss / n, correct / n
+    n = test_tensors[1].numel()
+    return loss.item() / n, correct.item() / n
 
 
 def _norm_tables(model, input_shape) -> tuple[list[str], list[float], list[float]]:
@@ -329,17 +400,31 @@ def _load_checkpoint(path: Path, cfg: dict, device: torch.device) -> Optional[di
 
 
 # --------------------------------------------------------------------------- training
-def _train_epoch(model, loader, optimizer, reg, cfg, device, epoch, global_step, step_callback):
+def _stderr_is_tty() -> bool:
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def _check_finite(what: str, loss: float, epoch: int) -> None:
+    """FloatingPointError (the run diverged) when ``loss`` is NaN or infinite."""
+    if not math.isfinite(loss):
+        raise FloatingPointError(f"the {what} loss became {loss} in epoch {epoch + 1}; lower cfg['lr'] or the "
+                                 "regulariser strength")
+
+
+def _train_epoch(model, batches, optimizer, reg, cfg, device, epoch, global_step, step_callback, autocast):
     model.train()
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.int64, device=device)
     n, n_ce = 0, 0
-    bar = tqdm(loader, desc=f"epoch {epoch + 1}", leave=False, disable=None)
+    bar = tqdm(batches.epoch(epoch), total=len(batches), desc=f"epoch {epoch + 1}", leave=False, disable=None)
     for i, (x, y) in enumerate(bar):
         if step_callback is not None:
             step_callback(epoch, i)
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        out = adversarial_loss(cfg["adv_mode"], model, x, y, preset=cfg["adv_preset"], return_details=True)
+        with autocast():
+            out = adversarial_loss(cfg["adv_mode"], model, x, y, preset=cfg["adv_preset"], return_details=True)
         optimizer.zero_grad(set_to_none=True)
         out.loss.backward()
         if reg is not None and reg.hook == BEFORE_OPTIMIZER_STEP:
@@ -381,19 +466,27 @@ def run_one(cfg: dict, run_dir, *, stop_after_epochs: Optional[int] = None,
     epoch ``k`` (as if the run were killed there); ``step_callback(epoch, batch_index)`` is called before
     every SGD step (raise from it to simulate a kill mid-epoch).
 
-    Returns the metrics dict (also written to ``run_dir/metrics.json``; the per-epoch records go to
-    ``history.json``).
+    Everything :func:`check_runnable` checks is checked before the first epoch.  A NaN or infinite
+    training or test loss raises FloatingPointError (``nblib.sweep`` records the run as diverged).
+
+    Returns the metrics dict (also written to ``run_dir/metrics.json``, with ``status`` "done" and the
+    resolved ``settings`` of :func:`run_settings`; the per-epoch records go to ``history.json``).
     """
     cfg = fill_cfg(cfg)
+    check_runnable(cfg)  # data present, n_eval / train_subset in range: fail before any epoch
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     device = _device(cfg["device"])
     t_start = time.perf_counter()
+    log_epochs = not _stderr_is_tty()
     with _CudnnFlags(device, cfg["cudnn_deterministic"]):
+        autocast = _autocast(cfg["amp"], device)
         _seed_everything(cfg["seed"])
-        train_set, test_set = _datasets(cfg)
-        input_shape = tuple(test_set[0][0].shape)
+        test_set, batches, test_tensors = _datasets(cfg, device)
+        input_shape = tuple(test_tensors[0].shape[1:])
         model = build(cfg["model"], num_classes=10).to(device)
+        if cfg["channels_last"]:
+            model = model.to(memory_format=torch.channels_last)
         reg = build_regularizer(cfg["regularizer"], model, input_shape, cfg["reg_strength"],
                                 gamma=cfg["reg_gamma"], clip_every=cfg["reg_clip_every"],
                                 beta_scaling=cfg["reg_beta_scaling"], svc_linear=cfg["reg_svc_linear"])
@@ -417,7 +510,6 @@ def run_one(cfg: dict, run_dir, *, stop_after_epochs: Optional[int] = None,
         if start_epoch < cfg["epochs"] and aa_state.exists():
             aa_state.unlink()  # an attack of weights that are about to change
 
-        test_loader = DataLoader(test_set, batch_size=_EVAL_BATCH, shuffle=False, num_workers=cfg["num_workers"])
         desc = f"{cfg['model']} {cfg['adv_mode']} {cfg['regularizer']}"
         bar = tqdm(range(start_epoch, cfg["epochs"]), initial=start_epoch, total=cfg["epochs"], desc=desc,
                    disable=None)
@@ -425,10 +517,11 @@ def run_one(cfg: dict, run_dir, *, stop_after_epochs: Optional[int] = None,
             t0 = time.perf_counter()
             lr = optimizer.param_groups[0]["lr"]
             train_loss, train_acc, global_step = _train_epoch(
-                model, _train_loader(train_set, cfg, epoch, device), optimizer, reg, cfg, device, epoch,
-                global_step, step_callback)
+                model, batches, optimizer, reg, cfg, device, epoch, global_step, step_callback,
+                autocast)
             train_seconds = time.perf_counter() - t0
-            test_loss, test_acc = _evaluate(model, test_loader, device)
+            test_loss, test_acc = _evaluate(model, test_tensors, cfg["channels_last"])
+            _check_finite("test", test_loss, epoch)
             names, linf, l1 = _norm_tables(model, input_shape)
             scheduler.step()
             history.append({
@@ -444,23 +537,28 @@ def run_one(cfg: dict, run_dir, *, stop_after_epochs: Optional[int] = None,
                 "regularizer": reg.state_dict() if hasattr(reg, "state_dict") else None,
                 "rng": _rng_state(), "history": history,
             }
-            _write_atomic(run_dir / CHECKPOINT, lambda f: torch.save(checkpoint, f))
-            _write_json(run_dir / "history.json", history)
+            write_atomic(run_dir / CHECKPOINT, lambda f: torch.save(checkpoint, f))
+            write_json_atomic(run_dir / "history.json", history)
             bar.set_postfix(loss=f"{train_loss:.3f}", train=f"{train_acc:.3f}", test=f"{test_acc:.3f}")
+            if log_epochs:  # a log file gets one line per epoch instead of a redrawn bar
+                print(f"{desc}: epoch {epoch + 1}/{cfg['epochs']} loss {train_loss:.4f} train {train_acc:.4f} "
+                      f"test {test_acc:.4f} ({history[-1]['epoch_seconds']:.1f} s)", file=sys.stderr, flush=True)
             if stop_after_epochs is not None and epoch + 1 >= stop_after_epochs and epoch + 1 < cfg["epochs"]:
                 return None
         bar.close()
 
         # ---- final evaluation
         t_eval = time.perf_counter()
-        test_loss, clean_acc = _evaluate(model, test_loader, device)
+        test_loss, clean_acc = _evaluate(model, test_tensors, cfg["channels_last"])
+        _check_finite("test", test_loss, len(history) - 1)
         names, linf, l1 = _norm_tables(model, input_shape)
         metrics = {
+            "status": "done", "settings": run_settings(cfg),
             "clean_acc": clean_acc, "test_loss": test_loss,
             "train_loss": history[-1]["train_loss"], "train_acc": history[-1]["train_acc"],
             "final_lr": optimizer.param_groups[0]["lr"], "milestone_epochs": milestones,
             "epochs_trained": len(history), "global_steps": global_step,
-            "n_train": len(train_set), "n_test": len(test_set),
+            "n_train": batches.n, "n_test": len(test_set),
             "n_params": sum(p.numel() for p in model.parameters()),
             "layer_names": names, "norms_linf": linf, "norms_l1": l1,
             "linf_norm_product": float(np.prod(linf)),
@@ -469,8 +567,10 @@ def run_one(cfg: dict, run_dir, *, stop_after_epochs: Optional[int] = None,
             "lip_mean": None, "lip_max": None, "grad_margin_mean": None, "grad_margin_max": None,
             "eval_eps": cfg["eval_eps"], "attack": cfg["attack"], "n_eval": None,
             "seeds": {"python": cfg["seed"], "numpy": cfg["seed"], "torch": cfg["seed"],
-                      "data_order": f"1000 * {cfg['seed']} + epoch", "eval_subset": cfg["seed"]},
+                      "data_order": f"{cfg['seed']} * 2**16 + epoch", "eval_subset": cfg["seed"]},
             "device": str(device), "resumed_from_epoch": resumed_from,
+            "data_fixture": bool(getattr(test_set, "is_fixture", False)),
+            "regularizer_notes": dict(getattr(reg, "notes", {})),
         }
         if cfg["attack"] != "none" or cfg["local_lipschitz"]:
             n_eval = len(test_set) if cfg["n_eval"] is None else cfg["n_eval"]
@@ -478,14 +578,14 @@ def run_one(cfg: dict, run_dir, *, stop_after_epochs: Optional[int] = None,
             metrics["n_eval"] = n_eval
         if cfg["attack"] != "none":
             aa = autoattack_accuracy(model, x_eval, y_eval, eps=cfg["eval_eps"], version=cfg["attack"],
-                                     seed=cfg["seed"], device=device,
-                                     state_path=aa_state)
+                                     seed=cfg["seed"], device=device, state_path=aa_state,
+                                     budget=cfg["attack_budget"])
             metrics.update(robust_acc=aa["robust_acc"], aa_clean_acc=aa["clean_acc"], aa_seconds=aa["seconds"],
                            aa_warnings=aa["warnings"], aa_resumed=aa["resumed"])
         metrics["robust_acc_extra"] = {}  # {"eps": robust accuracy} at cfg["extra_eval_eps"], same points
         for eps in cfg["extra_eval_eps"]:
             extra = autoattack_accuracy(model, x_eval, y_eval, eps=eps, version=cfg["attack"], seed=cfg["seed"],
-                                        device=device)
+                                        device=device, budget=cfg["attack_budget"])
             metrics["robust_acc_extra"][f"{eps:.8g}"] = extra["robust_acc"]
         if cfg["local_lipschitz"]:
             lip = local_lipschitz(model, x_eval, eps=cfg["eval_eps"], y=y_eval,
@@ -499,6 +599,6 @@ def run_one(cfg: dict, run_dir, *, stop_after_epochs: Optional[int] = None,
             total_seconds=float(np.sum(epoch_seconds)) + time.perf_counter() - t_eval,
             session_seconds=time.perf_counter() - t_start,
         )
-    _write_json(run_dir / "history.json", history)
-    _write_json(run_dir / "metrics.json", metrics)
-    return jsonable(metrics)
+    write_json_atomic(run_dir / "history.json", history)
+    write_json_atomic(run_dir / "metrics.json", metrics)
+    return jsonable(metrics, nonfinite="keep")

@@ -1,15 +1,7 @@
 # ---
 # jupyter:
-#   jupytext:
-#     cell_metadata_filter: tags,-all
-#     notebook_metadata_filter: kernelspec,jupytext
-#     text_representation:
-#       extension: .py
-#       format_name: percent
-#       format_version: '1.3'
-#       jupytext_version: 1.19.6
 #   kernelspec:
-#     display_name: Python 3
+#     display_name: Python 3 (norm-robustness)
 #     language: python
 #     name: python3
 # ---
@@ -58,7 +50,7 @@
 profile = "smoke"  # name of the params/ profile that ran this notebook
 output_dir = "../outputs/smoke"  # folder for figures/, tables/, metrics/
 device = "cpu"  # torch device of every training run
-runs_dir = "../outputs/runs"  # sweep cache: one folder per config hash, shared by all profiles
+runs_dir = ""  # sweep cache, one folder per config hash: empty for output_dir/runs (this profile only), or a folder shared by profiles
 executor = "local"  # nblib.sweep executor: local | slurm
 gpus = []  # local executor: one worker process per listed GPU; [] runs sequentially in this kernel
 slurm_partition = ""  # slurm executor: partition, empty for the cluster default; one GPU per job
@@ -66,6 +58,7 @@ slurm_timeout_min = 1440  # slurm executor: time limit of one run (killed runs r
 models = ["smallcnn"]  # nblib.models names
 dataset = "digits"  # digits (embedded, offline) | cifar10
 data_root = "../data"  # folder holding cifar-10-batches-py (cifar10 only)
+train_subset = 0  # training images used (a fixed, seeded subset); 0: all of them
 epochs = 6  # training epochs (the schedule scales with it)
 lr = 0.05  # initial learning rate (paper: 0.01)
 batch_size = 128  # SGD batch size
@@ -80,6 +73,7 @@ svc_every = 10  # optimizer steps between two singular value clippings
 eps_255 = 8  # AutoAttack l_inf radius in units of 1/255 (paper: 1)
 extra_eps_255 = [4]  # more AutoAttack radii in units of 1/255 on the same points (paper: 4 and 8)
 attack = "authors"  # standard AutoAttack | authors (APGD-CE + APGD-T only, what the authors' code ran)
+attack_budget = 1.0  # fraction of AutoAttack's iterations/queries: 1 as published, < 1 rehearses only
 n_eval = 100  # attacked test points (fixed, seeded subset)
 seed = 0  # seed of every run
 
@@ -102,14 +96,11 @@ slurm = sweep.slurm_kwargs(executor, slurm_partition, slurm_timeout_min)
 # ## The sweep (cached: finished runs are read back, killed runs resume)
 
 # %%
-base = dict(dataset=dataset, data_root=data_root, epochs=epochs, lr=lr, batch_size=batch_size, reg_gamma=nd_gamma,
-            reg_clip_every=svc_every, eval_eps=eps_255 / 255, attack=attack, n_eval=n_eval, seed=seed, device=device,
-            reg_beta_scaling=nd_beta_scaling, reg_svc_linear=svc_linear, extra_eval_eps=[e / 255 for e in extra_eps_255])
 reading = dict(nd_beta_scaling=nd_beta_scaling, svc_linear=svc_linear)  # recorded in every table and metrics file
-configs = experiments.table2_configs(models, base, wd=wd, svc=svc, nd_l1=nd_l1, nd_linf=nd_linf)
-results = sweep.run_sweep(configs, runs_dir, executor=executor, gpus=gpus or None,
+configs = experiments.table2_run_configs(globals())
+results = sweep.run_sweep(configs, runs_dir or f"{output_dir}/runs", executor=executor, gpus=gpus or None,
                             slurm_kwargs=slurm)
-print(f"{len(results)} runs in {runs_dir}")
+print(f"{len(results)} runs in {runs_dir or output_dir + '/runs'}")
 
 # %% [markdown]
 # ## Table 2 (clean / robust accuracy, %; columns strongest first, as in the paper)
@@ -238,7 +229,7 @@ paper_claims = [*verdicts.table2_clean(experiments.paper_table2_frame()),
 plain_rows = frame[frame.regularizer == "none"].set_index("model")
 metrics = dict(
     models=models, dataset=dataset, eps=eps_255 / 255, extra_eps=[e / 255 for e in extra_eps_255], attack=attack,
-    n_eval=n_eval, epochs=epochs, n_runs=len(frame), reading=reading,
+    attack_budget=attack_budget, n_eval=n_eval, epochs=epochs, n_runs=len(frame), reading=reading,
     plain_clean=plain_rows.clean.to_dict(), plain_robust=plain_rows.robust.to_dict(),
     verdicts=verdicts.records(claims), paper_table2_verdicts=verdicts.records(paper_claims),
 )

@@ -9,7 +9,7 @@
 #       format_version: '1.3'
 #       jupytext_version: 1.19.6
 #   kernelspec:
-#     display_name: Python 3
+#     display_name: Python 3 (norm-robustness)
 #     language: python
 #     name: python3
 # ---
@@ -53,7 +53,7 @@
 profile = "smoke"  # name of the params/ profile that ran this notebook
 output_dir = "../outputs/smoke"  # folder for figures/, tables/, metrics/
 device = "cpu"  # torch device of every training run
-runs_dir = "../outputs/runs"  # sweep cache: one folder per config hash, shared by all profiles
+runs_dir = ""  # sweep cache, one folder per config hash: empty for output_dir/runs (this profile only), or a folder shared by profiles
 executor = "local"  # nblib.sweep executor: local | slurm
 gpus = []  # local executor: one worker process per listed GPU; [] runs sequentially in this kernel
 slurm_partition = ""  # slurm executor: partition, empty for the cluster default; one GPU per job
@@ -63,11 +63,13 @@ modes = ["plain", "pgd", "alp", "trades"]  # training modes (nblib.adversarial)
 adv_preset = "standard"  # standard (8/255, 2/255, 10 steps, TRADES beta 6) | authors (0.031, 0.007, beta 1)
 dataset = "digits"  # digits (embedded, offline) | cifar10
 data_root = "../data"  # folder holding cifar-10-batches-py (cifar10 only)
+train_subset = 0  # training images used (a fixed, seeded subset); 0: all of them
 epochs = 6  # training epochs (the schedule scales with it)
 lr = 0.05  # initial learning rate (paper: 0.1)
 batch_size = 128  # SGD batch size
 eps_255 = 8  # evaluation l_inf radius in units of 1/255 (AutoAttack and local Lipschitz)
 attack = "standard"  # standard AutoAttack | authors (APGD-CE + APGD-T only)
+attack_budget = 1.0  # fraction of AutoAttack's iterations/queries: 1 as published, < 1 rehearses only
 n_eval = 20  # attacked test points (fixed, seeded subset)
 seed = 0  # seed of every run
 kde_min_layers = 10  # draw a KDE of a run's layer norms only with at least this many layers (else a strip plot)
@@ -92,9 +94,8 @@ LABELS = verdicts.ADV_LABELS
 # ## The runs (cached: finished runs are read back, killed runs resume)
 
 # %%
-base = dict(dataset=dataset, data_root=data_root, epochs=epochs, lr=lr, batch_size=batch_size, adv_preset=adv_preset,
-            eval_eps=eps_255 / 255, attack=attack, n_eval=n_eval, local_lipschitz=True, seed=seed, device=device)
-results = sweep.run_sweep(experiments.figure2_configs(models, base, modes=modes), runs_dir, executor=executor,
+configs = experiments.figure2_run_configs(globals())
+results = sweep.run_sweep(configs, runs_dir or f"{output_dir}/runs", executor=executor,
                           gpus=gpus or None, slurm_kwargs=slurm)
 summary = results[["model", "adv_mode", "clean_acc", "robust_acc", "lip_mean", "lip_max", "grad_margin_mean",
                    "log10_linf_norm_product"]].assign(n_eval=results.metric_n_eval)
@@ -187,7 +188,7 @@ claims = [*verdicts.figure2_norms(norms, "linf", "l_inf"),
           *verdicts.figure2_norms(authors, "norm", "l1-with-BatchNorm"),
           *verdicts.figure2_more_robust(summary), *verdicts.figure2_local_lipschitz(summary)]
 metrics = dict(
-    models=models, modes=modes, dataset=dataset, eps=eps_255 / 255, attack=attack, n_eval=n_eval, epochs=epochs,
+    models=models, modes=modes, dataset=dataset, eps=eps_255 / 255, attack=attack, attack_budget=attack_budget, n_eval=n_eval, epochs=epochs,
     clean_acc={f"{r.model}/{r.adv_mode}": r.clean_acc for r in summary.itertuples()},
     robust_acc={f"{r.model}/{r.adv_mode}": r.robust_acc for r in summary.itertuples()},
     lip_mean={f"{r.model}/{r.adv_mode}": r.lip_mean for r in summary.itertuples()},

@@ -15,3 +15,15 @@ def test_norm_decay_cost_table():
     assert row.sgd_s > 0 and row.nd_s > 0
     assert math.isclose(row.overhead, row.nd_s / row.sgd_s)
     assert math.isclose(row.epoch_s, row.sgd_s * 3)  # ceil(10 / 4) steps per epoch
+
+
+def test_model_norm_cost_table():
+    pytest.importorskip("torchvision")
+    from nblib.benchmark import model_norm_cost
+
+    t = model_norm_cost(["mobilenet_v3_small"], image_size=64, batch_size=1, runs=1, sgd_runs=1)
+    row = t.iloc[0]
+    assert row.model == "mobilenet_v3_small" and row.n_layers == 54  # 52 convs + 2 linear
+    assert min(row.shapes_ms, row.linf_ms, row.l1_ms, row.floor_ms, row.nd_ms, row.sgd_ms) > 0
+    assert math.isclose(row.linf_over_floor, row.linf_ms / row.floor_ms)
+    assert math.isclose(row.nd_over_sgd, row.nd_ms / row.sgd_ms)

@@ -1,5 +1,5 @@
-"""Tests for nblib.data (offline: digits ship with scikit-learn; CIFAR-10 is
-only exercised through its missing-files error)."""
+"""Tests for nblib.data and nblib.digits (offline: digits ship with scikit-learn; the CIFAR-10 reader is
+tested on a CIFAR-format fixture in tests/test_cifar10.py)."""
 
 import pickle
 
@@ -7,11 +7,9 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from torchvision import transforms
 
 from nblib import data
-from nblib.data import (DigitsCIFARLike, cifar10_transform, digits_transform,
-                        eval_subset, get_dataset, load_cifar10, make_loaders)
+from nblib.data import DigitsCIFARLike, eval_subset, get_dataset, load_cifar10
 
 
 @pytest.fixture(scope="module")
@@ -80,27 +78,8 @@ def test_digits_split_is_stratified(digits_train, digits_test):
     assert test_counts.min() >= 35 and test_counts.max() <= 37
 
 
-def test_digits_augmentation_is_crop_only(digits_train):
-    t = digits_transform(True)
-    assert isinstance(t, transforms.RandomCrop)
-    assert digits_transform(False) is None
-    ds = get_dataset("digits", "train", augment=True)
-    assert not any(isinstance(m, transforms.RandomHorizontalFlip)
-                   for m in getattr(ds.transform, "transforms", [ds.transform]))
-    torch.manual_seed(0)
-    x0 = digits_train.images[3]
-    for _ in range(5):
-        xa, _ = ds[3]
-        assert xa.shape == (3, 32, 32) and xa.min() >= 0 and xa.max() <= 1
-        # an augmented image is the original translated by at most 4 pixels
-        padded = F.pad(x0, (4, 4, 4, 4))
-        found = any(torch.equal(xa, padded[:, i:i + 32, j:j + 32])
-                    for i in range(9) for j in range(9))
-        assert found
-
-
 def test_dataset_is_picklable(digits_test):
-    clone = pickle.loads(pickle.dumps(get_dataset("digits", "train", augment=True)))
+    clone = pickle.loads(pickle.dumps(get_dataset("digits", "train")))
     assert len(clone) == 1437
     again = pickle.loads(pickle.dumps(digits_test))
     assert torch.equal(again.images, digits_test.images)
@@ -109,16 +88,6 @@ def test_dataset_is_picklable(digits_test):
 # --------------------------------------------------------------------------
 # CIFAR-10
 # --------------------------------------------------------------------------
-def test_cifar_transforms():
-    aug = cifar10_transform(True)
-    kinds = [type(t) for t in aug.transforms]
-    assert transforms.RandomCrop in kinds and transforms.RandomHorizontalFlip in kinds
-    assert transforms.Normalize not in kinds
-    crop = aug.transforms[kinds.index(transforms.RandomCrop)]
-    assert crop.size == (32, 32) and crop.padding == 4
-    assert isinstance(cifar10_transform(False), transforms.ToTensor)
-
-
 def test_cifar_missing_files_error_names_path(tmp_path):
     expected = str(tmp_path / "cifar-10-batches-py")
     with pytest.raises(FileNotFoundError) as exc:
@@ -127,8 +96,6 @@ def test_cifar_missing_files_error_names_path(tmp_path):
     assert expected in msg and "download=True" in msg
     with pytest.raises(FileNotFoundError, match="cifar-10-batches-py"):
         get_dataset("cifar10", "train", data_root=str(tmp_path))
-    with pytest.raises(FileNotFoundError, match="download=True"):
-        make_loaders("cifar10", tmp_path, batch_size=8)
     assert list(tmp_path.iterdir()) == []  # nothing was downloaded/created
 
 
@@ -138,7 +105,7 @@ def test_cifar_needs_root():
 
 
 # --------------------------------------------------------------------------
-# get_dataset / make_loaders
+# get_dataset
 # --------------------------------------------------------------------------
 def test_get_dataset_unknown_name_and_split():
     with pytest.raises(ValueError) as exc:
@@ -147,34 +114,6 @@ def test_get_dataset_unknown_name_and_split():
     with pytest.raises(ValueError, match="split"):
         get_dataset("digits", "val")
     assert set(data.DATASETS) == {"digits", "cifar10"}
-
-
-def test_make_loaders_digits():
-    train, test = make_loaders("digits", None, batch_size=64, augment=False, seed=3)
-    assert len(train.dataset) == 1437 and len(test.dataset) == 360
-    xb, yb = next(iter(train))
-    assert xb.shape == (64, 3, 32, 32) and xb.dtype == torch.float32
-    assert yb.dtype == torch.int64
-    # test loader: unshuffled, complete, unaugmented
-    ys = torch.cat([y for _, y in test])
-    assert torch.equal(ys, test.dataset.targets)
-    assert test.dataset.transform is None
-    # training order: same seed -> same order, other seed -> other order
-    order = lambda loader: torch.cat([y for _, y in loader])  # noqa: E731
-    first = order(train)
-    assert sorted(first.tolist()) == sorted(train.dataset.targets.tolist())
-    assert not torch.equal(first, train.dataset.targets)
-    train_b, _ = make_loaders("digits", None, batch_size=64, augment=False, seed=3)
-    epoch1 = order(train_b)
-    assert not torch.equal(order(train_b), epoch1)  # reshuffled every epoch
-    train_b2, _ = make_loaders("digits", None, batch_size=64, augment=False, seed=3)
-    assert torch.equal(order(train_b2), epoch1)
-    train_c, _ = make_loaders("digits", None, batch_size=64, augment=False, seed=4)
-    assert not torch.equal(order(train_c), first)
-    # augmentation only on the training split
-    train_aug, test_aug = make_loaders("digits", None, batch_size=64)
-    assert isinstance(train_aug.dataset.transform, transforms.RandomCrop)
-    assert test_aug.dataset.transform is None
 
 
 # --------------------------------------------------------------------------

@@ -41,6 +41,9 @@ def test_table2_frame_and_wide_layout():
     assert frame.robust.iloc[0] == pytest.approx(50) and math.isnan(frame.robust.iloc[2])
     assert frame.paper_clean.iloc[0] == 90.4 and frame.paper_robust.iloc[1] == 56.3
     assert math.isnan(frame.paper_clean.iloc[2])  # c = 0.7 is not in the paper
+    assert list(frame.status) == ["done"] * 3 and not frame.stale.any()  # defaults without the columns
+    marked = experiments.table2_frame(results.assign(status=["done", "diverged", "done"], stale=[False, False, True]))
+    assert list(marked.status) == ["done", "diverged", "done"] and list(marked.stale) == [False, False, True]
     wide = experiments.table2_wide(frame, with_paper=True)
     assert list(wide.columns) == [("none", 0.0), ("wd", 0.01), ("svc", 0.7)]
     assert wide.loc[("vgg11", "Clean (paper)"), ("wd", 0.01)] == 91.6

@@ -2,7 +2,9 @@
 
 (The notebooks' own verdict cells are checked by nbval: `pytest --nbval-lax notebooks/`, part of the
 default test run.)"""
+import ast
 import math
+import re
 from pathlib import Path
 
 import jupytext
@@ -63,11 +65,31 @@ def test_jupytext_pair_in_sync(nb):
     assert strip(a) == strip(b), f"{nb.name} and {twin.name} differ: run `jupytext --sync {twin}`"
 
 
+#: The smoke profile's sweep cache: where the notebooks' default parameters (nbval's runs) train.
+SMOKE_RUNS = ROOT / "outputs" / "smoke" / "runs"
+
+
 @pytest.fixture(scope="session")
 def smoke(tmp_path_factory):
-    """Run every notebook on the smoke profile once (CPU, embedded data)."""
-    root = tmp_path_factory.mktemp("outputs")
-    return reproduce.run("smoke", output_root=root)
+    """Run every notebook on the smoke profile once (CPU, embedded data).  Figures, tables and metrics go to a
+    temporary folder; the training runs go to ``outputs/smoke/runs``, the cache that nbval's executions of
+    the notebooks (default parameters = the smoke profile) read, so the full tier trains each run once.  The
+    cache never returns a result of other code (each run's code fingerprint is checked)."""
+    params = tmp_path_factory.mktemp("params")
+    config = yaml.safe_load((ROOT / "params" / "smoke.yaml").read_text())
+    for nb in ("03_table2", "04_adversarial_norms"):
+        config[nb]["runs_dir"] = str(SMOKE_RUNS)
+    (params / "smoke.yaml").write_text(yaml.safe_dump(config))
+    return reproduce.run("smoke", output_root=tmp_path_factory.mktemp("outputs"), params_dir=params)
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_defaults_are_the_smoke_profile(nb):
+    """nbval runs the notebooks with their own defaults: they must be the smoke profile's values."""
+    section = yaml.safe_load((ROOT / "params" / "smoke.yaml").read_text()).get(nb.stem) or {}
+    defaults = papermill.inspect_notebook(str(nb))
+    for key, value in section.items():
+        assert ast.literal_eval(defaults[key]["default"]) == value, f"{nb.stem}.{key}"
 
 
 def test_smoke_writes_figures_tables_metrics(smoke):
@@ -77,6 +99,7 @@ def test_smoke_writes_figures_tables_metrics(smoke):
     assert (smoke / "figures" / "01_operator_matrix.png").exists()
     assert (smoke / "tables" / "02_table1.csv").exists()
     assert (smoke / "tables" / "03_table2.tex").exists() and (smoke / "tables" / "03_table2.md").exists()
+    assert len(list(SMOKE_RUNS.glob("*/DONE"))) >= 9 + 4  # trained into the smoke profile's cache
     for fig in ("01_figure1", "03_norms_vs_strength", "03_norms_during_training", "03_tradeoff", "04_figure2",
                 "04_figure2_l1_with_batchnorm", "04_norms_per_layer", "04_local_lipschitz"):
         assert (smoke / "figures" / f"{fig}.png").exists(), fig
@@ -171,3 +194,65 @@ def test_smoke_adversarial_norms(smoke):
                        *verdicts.figure2_norms(_table(smoke, "04_layer_norms_l1_with_batchnorm"), "norm",
                                                "l1-with-BatchNorm"),
                        *verdicts.figure2_more_robust(summary), *verdicts.figure2_local_lipschitz(summary)])
+
+
+KERNEL_DISPLAY_NAME = "Python 3 (norm-robustness)"  # what tasks.py installs (tasks.ensure_env)
+
+
+def test_tasks_installs_the_kernel_the_notebooks_name():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("tasks", ROOT / "tasks.py")
+    tasks = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tasks)
+    assert tasks.KERNEL == ["--name", "python3", "--display-name", KERNEL_DISPLAY_NAME]
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.stem)
+def test_committed_notebook_has_no_outputs_and_no_machine_path(nb):
+    """Opening it in JupyterLab marks nothing modified; only nbval's reference verdicts are stored."""
+    from nblib.nbclean import strip_outputs
+
+    text = nb.read_text()
+    book = nbformat.reads(text, as_version=4)
+    assert book.metadata.kernelspec.display_name == KERNEL_DISPLAY_NAME, \
+        "JupyterLab would rewrite the display name on opening and mark the notebook modified"
+    assert nbformat.writes(strip_outputs(nbformat.reads(text, as_version=4))) == nbformat.writes(book), \
+        f"{nb.name} carries outputs: run `python -m nblib.nbclean {nb.relative_to(ROOT)}`"
+    for marker in ("/work/", "/home/", "/root/", "/tmp/", "/Users/", "site-packages", "\\\\"):
+        assert marker not in text, f"{nb.name} holds a machine path ({marker})"
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.stem)
+def test_every_output_file_is_named_after_its_notebook(nb):
+    """reproduce.clear_outputs deletes a notebook's files by its number, so each name must start with it."""
+    saves = r"save_(?:figure|table|metrics)\((?:.|\n)*?output_dir,\s*\"([^\"]+)\""
+    names = re.findall(saves, nb.with_suffix(".py").read_text())
+    assert names, nb.name
+    assert all(n.startswith(nb.stem[:3]) for n in names), names
+
+
+@pytest.mark.parametrize("start", ["root", "notebooks"])
+def test_a_jupyterlab_save_leaves_the_pair_unchanged(tmp_path, start):
+    """A save through jupytext's contents manager (what JupyterLab calls), started from the repository root
+    or from notebooks/, rewrites neither file: no jupytext header, pairing found in both cases."""
+    import asyncio
+    import shutil
+
+    from jupyter_server.services.contents.largefilemanager import AsyncLargeFileManager
+    from jupytext.async_contentsmanager import build_async_jupytext_contents_manager_class
+
+    shutil.copytree(ROOT / "notebooks", tmp_path / "notebooks", ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
+    before = {p.name: p.read_bytes() for p in (tmp_path / "notebooks").iterdir() if p.is_file()}
+    root, prefix = (tmp_path, "notebooks/") if start == "root" else (tmp_path / "notebooks", "")
+    manager = build_async_jupytext_contents_manager_class(AsyncLargeFileManager)(root_dir=str(root))
+
+    async def open_and_save(path):
+        model = await manager.get(path)
+        await manager.save(dict(type="notebook", format="json", content=model["content"]), path)
+
+    for nb in NOTEBOOKS:
+        asyncio.run(open_and_save(prefix + nb.name))
+    after = {p.name: p.read_bytes() for p in (tmp_path / "notebooks").iterdir() if p.is_file()}
+    changed = sorted(name for name in before if before[name] != after[name])
+    assert not changed and set(after) == set(before), f"a save rewrote {changed}"

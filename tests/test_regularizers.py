@@ -3,7 +3,6 @@ F.conv2d (zero-padded and circular), their column/row sums and SVD, and finite d
 import copy
 import math
 
-import numpy as np
 import pytest
 import torch
 import torch.nn as nn
@@ -253,8 +252,10 @@ def test_norm_decay_errors():
         NormDecay(model, (3, 8, 8), 2, 0.1)
     with pytest.raises(ValueError, match="gamma"):
         NormDecay(model, (3, 8, 8), 1, 0.1, gamma=1.0)
-    with pytest.raises(ValueError, match="Conv1d"):
-        NormDecay(nn.Sequential(nn.Conv1d(3, 3, 3), nn.Flatten(), nn.LazyLinear(2)), (3, 8), 1, 0.1)
+    with pytest.raises(ValueError, match="Bilinear"):
+        NormDecay(nn.ModuleDict({"b": nn.Bilinear(3, 3, 2), "l": nn.Linear(3, 2)}), (3,), 1, 0.1)
+    with pytest.raises(ValueError, match="Conv1d"):  # singular value clipping stays Conv2d / Linear only
+        SingularValueClipping(nn.Sequential(nn.Conv1d(3, 3, 3), nn.Flatten(), nn.Linear(18, 2)), (3, 8), 1.0)
     frozen = small_cnn()
     frozen[0].weight.requires_grad_(False)
     with pytest.raises(ValueError, match="frozen"):
@@ -350,10 +351,23 @@ def test_svc_errors():
         clip_singular_values(nn.Conv2d(1, 1, 2, dilation=3), (3, 3), 1.0)
     with pytest.raises(ValueError, match="Conv2d"):
         clip_singular_values(nn.Linear(2, 2), (2, 2), 1.0)
-    model = nn.Sequential(nn.Conv2d(1, 1, 3, padding=1), nn.Flatten(), nn.Linear(4, 2))
-    with pytest.raises(ValueError, match="padded=True"):
-        SingularValueClipping(model, (1, 2, 2), 1.0)
-    SingularValueClipping(model, (1, 2, 2), 1.0, padded=True)  # 4x4 circular operator holds the layer
+
+
+def test_svc_on_inputs_smaller_than_the_kernel_clips_the_padded_operator_and_says_so():
+    """VGG-11's last convs see 2x2 inputs (the crash of the paper profile): SVC clips them on the padded
+    4x4 circular operator, which contains the true layer, and records a note per such layer."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.ReLU(), nn.Conv2d(3, 3, 3, padding=1), nn.Flatten(),
+                          nn.Linear(12, 2)).double()
+    svc = SingularValueClipping(model, (2, 2, 2), 0.5)
+    assert set(svc.notes) == {"0", "2"} and "input (2, 2)" in svc.notes["0"] and "(4, 4)" in svc.notes["0"]
+    assert svc.layers["0"][1] == (4, 4)
+    for _ in range(30):  # alternating projections converge towards c
+        svc.clip_now()
+    dense = dense_operator(model[0], model[0].weight.detach(), (2, 2))  # the true zero-padded layer, 2x2 input
+    assert float(torch.linalg.matrix_norm(dense, 2)) <= 0.5 * 1.05
+    big = SingularValueClipping(nn.Sequential(nn.Conv2d(1, 1, 3, padding=1)), (1, 8, 8), 0.5)
+    assert big.notes == {} and big.layers["0"][1] == (8, 8)  # ordinary layers: the input size, no note
 
 
 def test_singular_value_clipping_schedule_and_dtype():

@@ -58,6 +58,14 @@ def test_fill_cfg_defaults_and_normalisation():
     (dict(milestones=[0.9, 0.5]), "milestones"),
     (dict(device="gpu"), "device"),
     (dict(augment=1), "augment"),
+    (dict(regularizer="nd_linf"), "no effect"),  # beta = 0: a copy of "none" (the issue)
+    (dict(regularizer="nd_l1", reg_strength=0.0), "no effect"),
+    (dict(regularizer="wd"), "no effect"),
+    (dict(amp="fp16"), "bf16"),
+    (dict(channels_last=1), "channels_last"),
+    (dict(seed=2 ** 16), "smaller seed"),
+    (dict(seed=-1), "seed"),
+    (dict(seed=2 ** 32), "seed"),
     (dict(reg_beta_scaling="per_model"), "reg_beta_scaling"),
     (dict(extra_eval_eps=[4 / 255, 0.0]), "extra_eval_eps"),
     (dict(extra_eval_eps=[4 / 255], attack="none"), "extra_eval_eps"),
@@ -67,10 +75,65 @@ def test_bad_cfg_raises(bad, match):
         fill_cfg(bad)
 
 
+def test_unused_settings_reset_to_defaults():
+    cfg = fill_cfg(dict(regularizer="wd", reg_strength=1e-3, reg_gamma=0.9, reg_clip_every=3, dataset="digits",
+                        data_root="/x", adv_preset="authors", attack="none", n_eval=5, eval_eps=0.5))
+    for key in ("reg_gamma", "reg_clip_every", "data_root", "adv_preset", "n_eval", "eval_eps"):
+        assert cfg[key] == DEFAULT_CFG[key], key
+    used = fill_cfg(dict(regularizer="nd_l1", reg_strength=1e-3, reg_gamma=0.9, adv_mode="pgd",
+                         adv_preset="authors", n_eval=5))
+    assert used["reg_gamma"] == 0.9 and used["adv_preset"] == "authors" and used["n_eval"] == 5
+
+
+@pytest.mark.parametrize("bad, match", [
+    (dict(attack="authors", n_eval=100000), "n_eval"),  # the issue: failed only after all epochs
+    (dict(local_lipschitz=True, n_eval=361), "n_eval"),
+    (dict(train_subset=5000), "train_subset"),
+    (dict(amp="bf16"), "CUDA"),  # bf16 autocast on the CPU: refused before the run folder exists
+])
+def test_checked_before_training(tmp_path, bad, match):
+    with pytest.raises(ValueError, match=match):
+        run_one(dict(TINY, **bad), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(ValueError, match=match):
+        train.check_runnable(dict(TINY, **bad))
+
+
+def test_missing_data_is_found_before_training(tmp_path):
+    with pytest.raises(FileNotFoundError, match="CIFAR-10 not found"):
+        train.check_runnable(dict(TINY, dataset="cifar10", data_root=str(tmp_path / "nothing")))
+    assert train.check_runnable(TINY) == {"n_train": 1437, "n_test": 360}
+
+
+def test_run_settings_resolve_the_names():
+    s = train.run_settings(dict(TINY, adv_mode="trades", adv_preset="authors", attack="authors"))
+    assert s["adv_preset"]["trades_beta"] == 1.0 and s["adv_preset"]["eps"] == 0.031
+    assert s["attack"]["attacks"] == ["apgd-ce", "apgd-t"] and s["attack"]["eps"] == DEFAULT_CFG["eval_eps"]
+    assert train.run_settings(TINY) == {"adv_preset": None, "attack": None}
+
+
+def test_one_plain_line_per_epoch_without_a_terminal(tmp_path, capfd):
+    m = run_one(dict(TINY, epochs=2, train_subset=64), tmp_path)
+    err = capfd.readouterr().err
+    assert "epoch 1/2 loss" in err and "epoch 2/2 loss" in err and "\r" not in err  # no redrawn bar
+    assert m["status"] == "done" and m["settings"] == train.run_settings(TINY)
+
+
+def test_diverging_run_raises_floating_point_error(tmp_path):
+    with pytest.raises(FloatingPointError, match="loss became"):
+        run_one(dict(TINY, lr=1e9, epochs=1), tmp_path)
+
+
 def test_run_one_rejects_unknown_key_before_work(tmp_path):
     with pytest.raises(ValueError, match="epoch_count"):
         run_one(dict(TINY, epoch_count=3), tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+def test_bf16_autocast_refused_on_cpu_before_work(tmp_path):
+    with pytest.raises(ValueError, match="amp='none'"):
+        run_one(dict(TINY, amp="bf16"), tmp_path)
+    assert not (tmp_path / train.CHECKPOINT).exists()
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown without a GPU")
@@ -181,6 +244,19 @@ def test_resume_matches_uninterrupted_run(tmp_path):
         assert torch.equal(ck["rng"]["torch"], ref["rng"]["torch"])
         assert _without_times(ck["history"]) == _without_times(ref["history"])
     assert _without_times(stop) == _without_times(full) == _without_times(mid)
+
+
+def test_channels_last_run_matches_default_layout(tmp_path):
+    """channels_last changes the memory layout only: same batches, same math, kernels that may sum in another
+    order: equal up to rounding, which four SGD steps with norm decay amplify (measured: 3.4e-4 relative)."""
+    cfg = dict(TINY, epochs=1, regularizer="nd_linf", reg_strength=0.01)
+    a = run_one(cfg, tmp_path / "a")
+    b = run_one(dict(cfg, channels_last=True), tmp_path / "b")
+    assert b["norms_linf"] == pytest.approx(a["norms_linf"], rel=3e-3)  # measured: 3.4e-4
+    assert b["train_loss"] == pytest.approx(a["train_loss"], rel=3e-3)
+    assert abs(b["clean_acc"] - a["clean_acc"]) <= 2 / 360
+    weights = _checkpoint(tmp_path / "b")["model"]
+    assert weights["conv1.weight"].is_contiguous(memory_format=torch.channels_last)
 
 
 def test_finished_checkpoint_only_reevaluates(tmp_path):

@@ -1,0 +1,36 @@
+"""nblib.nbclean.strip_outputs keeps only nbval's reference verdicts."""
+import nbformat
+
+from nblib.nbclean import main, strip_outputs
+
+
+def executed_notebook():
+    out = nbformat.v4.new_output
+    cells = [nbformat.v4.new_markdown_cell("# t"),
+             nbformat.v4.new_code_cell("x = 1\nx", execution_count=3, outputs=[
+                 out("execute_result", data={"text/plain": "1"}, execution_count=3)]),
+             nbformat.v4.new_code_cell("plot()", execution_count=4, outputs=[
+                 out("display_data", data={"image/png": "iVBOR"}),
+                 out("stream", name="stderr", text="/work/x.py: warn")]),
+             nbformat.v4.new_code_cell("# NBVAL_CHECK_OUTPUT\nprint(True)", execution_count=9, outputs=[
+                 out("stream", name="stdout", text="True\n"), out("display_data", data={"image/png": "iVBOR"})])]
+    return nbformat.v4.new_notebook(cells=cells)
+
+
+def test_strip_outputs_keeps_only_the_checked_verdict():
+    nb = strip_outputs(executed_notebook())
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert [c.execution_count for c in code] == [None, None, 3]  # the verdict: third code cell
+    assert [c.outputs for c in code[:2]] == [[], []]
+    assert [(o.output_type, o.text) for o in code[2].outputs] == [("stream", "True\n")]
+    assert nbformat.writes(strip_outputs(nb)) == nbformat.writes(nb)  # idempotent
+
+
+def test_main_rewrites_only_notebooks_with_outputs(tmp_path, capsys):
+    nbformat.write(executed_notebook(), tmp_path / "a.ipynb")
+    main([str(tmp_path / "a.ipynb")])
+    assert "stripped" in capsys.readouterr().out
+    before = (tmp_path / "a.ipynb").read_text()
+    main([str(tmp_path / "a.ipynb")])
+    assert capsys.readouterr().out == "" and (tmp_path / "a.ipynb").read_text() == before
+    assert "/work/" not in before and "iVBOR" not in before

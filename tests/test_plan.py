@@ -1,0 +1,72 @@
+"""nblib.plan and ``reproduce --plan``: the runs a profile asks for, the cache, the projection; nothing trains."""
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from nblib import plan, reproduce, sweep
+from nblib.train import fill_cfg
+
+ROOT = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def params_of(profile, nb_prefix):
+    config = reproduce.load_profile(profile)
+    nb = reproduce.notebooks([nb_prefix])[0]
+    return nb, plan.notebook_parameters(nb, {}, reproduce.parameters_for(nb, profile, config, ROOT / "o", None))
+
+
+def test_run_counts_of_the_paper_profile():
+    four = ["vgg11", "resnet18", "senet18", "regnetx_200mf"]
+    counts = plan.run_counts({nb.stem: p for nb, p in (params_of("paper", "03"), params_of("paper", "04"))})
+    assert counts["03_table2"] == dict(models=four, epochs=120, n_eval=1024, modes={"plain": 17})
+    assert counts["04_adversarial_norms"] == dict(models=four, epochs=120, n_eval=1024,
+                                                  modes={"plain": 1, "pgd": 1, "alp": 1, "trades": 1})
+
+
+def test_notebook_parameters_are_defaults_then_profile_then_injected():
+    nb, p = params_of("smoke", "03")
+    assert p["models"] == ["smallcnn"] and p["epochs"] == 6  # from params/smoke.yaml
+    assert p["seed"] == 0 and p["batch_size"] == 128  # the notebook's defaults
+    assert p["profile"] == "smoke" and p["device"] == "cpu"  # injected
+
+
+def test_plan_counts_cached_runs_and_projects_the_rest(tmp_path):
+    _, p = params_of("smoke", "04")
+    p = dict(p, epochs=2, n_eval=10, models=["smallcnn"], modes=["plain", "pgd"])
+    cfgs = [fill_cfg(c) for c in plan.experiments.RUN_CONFIGS["04_adversarial_norms"](p)]
+    done = sweep.run_dir_for(tmp_path, cfgs[0])  # a finished run, as the cache stores it
+    done.mkdir(parents=True)
+    (done / "cfg.json").write_text(json.dumps(cfgs[0]))
+    (done / "history.json").write_text(json.dumps([{"epoch": 1, "global_step": 12, "train_seconds": 2.4},
+                                                   {"epoch": 2, "global_step": 24, "train_seconds": 2.4}]))
+    table = plan.plan_notebook("04_adversarial_norms", p, tmp_path, reproduce.NOTEBOOKS, probe_steps=1)
+    assert list(table["mode"]) == ["plain", "pgd"] and set(table.status) == {"partial", "new"}
+    plain, pgd = table.iloc[0], table.iloc[1]
+    # the partial run's own epochs: 0.2 s per step; 1437 digits / 128 -> 12 steps per epoch, 2 epochs
+    assert plain.basis.startswith("cache (2 epochs)") and plain.train_s == pytest.approx(24 * 0.2)
+    assert pgd.basis.startswith("probe (1 steps)") and pgd.train_s > 0
+    assert "attack upper bound" in pgd.basis and pgd.attack_s > 0
+    assert not (tmp_path / sweep.config_hash(cfgs[1])).exists()  # nothing was trained
+
+
+def test_plan_without_data_uses_the_nominal_size(tmp_path):
+    _, p = params_of("rehearsal", "03")
+    p = dict(p, data_root=str(tmp_path / "nothing-here"), models=["vgg11"], wd=[], svc=[], nd_l1=[], nd_linf=[],
+             attack="none")
+    table = plan.plan_notebook("03_table2", p, tmp_path, reproduce.NOTEBOOKS, probe_steps=1)
+    assert len(table) == 1 and "cifar10 missing: nominal size" in table.basis[0]
+    step = table.train_s[0] / (p["epochs"] * math.ceil(p["train_subset"] / 128))
+    assert step > 0 and table.attack_s[0] == 0
+
+
+def test_reproduce_plan_prints_every_notebook(capsys, monkeypatch):
+    monkeypatch.setattr(plan, "project_run", lambda *a, **k: {"train_s": 3600.0, "attack_s": 0.0, "basis": "x"})
+    reproduce.main(["--profile", "smoke", "--plan"])
+    out = capsys.readouterr().out
+    assert "01_theorem1: no training runs" in out
+    assert "03_table2: 9 runs, 0 cached, 9 to train: about 9.00 h" in out
+    assert "04_adversarial_norms: 4 runs" in out and "total projected: 13.00 h" in out

@@ -1,0 +1,64 @@
+"""Tests for nblib.throughput: the old path's re-creation, the measurements (tiny, CPU) and the projection."""
+import math
+
+import pytest
+import torch
+
+from nblib import throughput as tp
+from nblib.loader import crop_flip, to_float
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_project_hours_by_hand():
+    runs = {"a": dict(models=["m"], epochs=2, n_eval=10, modes={"plain": 3}),
+            "b": dict(models=["m"], epochs=1, n_eval=10, modes={"plain": 1, "pgd": 2})}
+    rates = {"m": dict(ips={"plain": 100.0, "pgd": 10.0}, eval_ips=50.0, norms_s=1.0, aa_s={"a": 7.0, "b": 11.0})}
+    # epoch: 1000 train images / ips + 100 test images / 50 + 1 s of norms
+    plain_epoch, pgd_epoch = 10 + 2 + 1, 100 + 2 + 1
+    a = 3 * (2 * plain_epoch + 7)
+    b = 1 * (plain_epoch + 11) + 2 * (pgd_epoch + 11)
+    hours = tp.project_hours(runs, rates, n_train=1000, n_test=100)
+    assert hours["a"] == pytest.approx(a / 3600) and hours["b"] == pytest.approx(b / 3600)
+    assert hours["total"] == pytest.approx((a + b) / 3600)
+    del rates["m"]["ips"]["pgd"]
+    with pytest.raises(ValueError, match="pgd"):
+        tp.project_hours(runs, rates)
+
+
+def test_autoattack_model():
+    assert tp.autoattack_seconds(10, 0.5, 0.1, 0.0) == pytest.approx(10 * 100 * 0.5)
+    full = 10 * (100 * 0.5 + 1800 * 0.5 + 5900 * 0.1)
+    assert tp.autoattack_seconds(10, 0.5, 0.1, 1.0) == pytest.approx(full)
+    with pytest.raises(ValueError, match="survivors"):
+        tp.autoattack_seconds(10, 0.5, 0.1, 1.5)
+
+
+def test_old_path_is_the_cifar_crop_and_flip():
+    """Each old-path image is the /255 float of one of the 9 x 9 x 2 crops/flips of its uint8 image."""
+    images, targets = tp.synthetic_cifar(4, seed=3)
+    data = tp.PILImages(images, targets)
+    torch.manual_seed(0)
+    for i in range(4):
+        x, y = data[i]
+        assert y == int(targets[i]) and x.dtype == torch.float32 and x.shape == (3, 32, 32)
+        found = [(dy, dx, f) for dy in range(9) for dx in range(9) for f in (False, True)
+                 if torch.equal(x, to_float(crop_flip(images[i:i + 1], torch.tensor([dy]), torch.tensor([dx]),
+                                                      torch.tensor([f])))[0])]
+        assert len(found) >= 1
+
+
+@pytest.mark.parametrize("path", ["old", "new"])
+def test_measure_step_tiny(path):
+    images, targets = tp.synthetic_cifar(40)
+    make = (lambda: tp.old_loader(images, targets, 8, "cpu")) if path == "old" else \
+        (lambda: tp.new_batches(images, targets, 8, "cpu"))
+    for model, mode in ((None, "plain"), ("smallcnn", "plain"), ("smallcnn", "pgd")):
+        ips = tp.measure_step(model, make(), mode, 6, "cpu", warmup=1)  # 7 batches: wraps into epoch 2
+        assert math.isfinite(ips) and ips > 0
+
+
+def test_measure_eval_tiny():
+    out = tp.measure_eval("smallcnn", "cpu", n_images=16)
+    assert set(out) == {"eval_ips", "norms_s", "aa_forward_s", "aa_grad_s"}
+    assert all(math.isfinite(v) and v > 0 for v in out.values())

@@ -1,0 +1,37 @@
+"""nblib.verify.check_against_dense records a power iteration that did not converge instead of warning."""
+import warnings
+
+import torch
+
+from nblib import verify
+
+
+def test_unconverged_power_iteration_is_recorded_not_warned():
+    torch.set_default_dtype(torch.float64)
+    try:
+        layers = verify.random_conv_layers(100, seed=0, max_hw=9)  # notebook 01's smoke layers
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            rows = [verify.check_against_dense(c, hw) for c, hw in layers[50:55]]
+    finally:
+        torch.set_default_dtype(torch.float32)
+    # layer 52 has close top singular values: the block power iteration certifies it now
+    assert [r["power_converged"] for r in rows] == [True] * 5
+    assert all(r["power"] <= r["sigma"] * (1 + 1e-12) for r in rows)  # a lower bound, measured by err_power
+    assert all(r["err_power"] < 1e-9 for r in rows)
+
+
+def test_a_power_iteration_that_could_not_certify_is_recorded_not_warned(monkeypatch):
+    real = verify.norms.conv2d_norm
+
+    def uncertified(conv, hw, p, **kwargs):
+        if p == 2 and "max_iter" in kwargs:  # the power iteration of check_against_dense
+            warnings.warn("power iteration stopped at max_iter: a lower bound", RuntimeWarning)
+        return real(conv, hw, p, **kwargs)
+
+    monkeypatch.setattr(verify.norms, "conv2d_norm", uncertified)
+    conv, hw = verify.random_conv_layers(1, seed=0, max_hw=6)[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        row = verify.check_against_dense(conv, hw)
+    assert row["power_converged"] is False
