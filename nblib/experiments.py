@@ -71,7 +71,7 @@ def table2_run_configs(p: dict) -> list[dict]:
                 reg_clip_every=p["svc_every"], eval_eps=p["eps_255"] / 255, attack=p["attack"],
                 attack_budget=p["attack_budget"], n_eval=p["n_eval"], seed=p["seed"], device=p["device"],
                 reg_beta_scaling=p["nd_beta_scaling"], reg_svc_linear=p["svc_linear"],
-                extra_eval_eps=[e / 255 for e in p["extra_eps_255"]])
+                extra_eval_eps=[e / 255 for e in p["extra_eps_255"]] if p["attack"] != "none" else [])
     return table2_configs(p["models"], base, wd=p["wd"], svc=p["svc"], nd_l1=p["nd_l1"], nd_linf=p["nd_linf"])
 
 

@@ -240,7 +240,8 @@ if with_paper:
 save_metrics(output_dir, "03_table2", metrics)
 for v in claims:
     print(v.line() + ("" if v.outcome == verdicts.UNTESTABLE else f" ({v.reason})"))
-print("\nthe same verdicts on the paper's own Table 2 (n = 10,000 clean, 1,024 attacked):")
+print()
+print("the same verdicts on the paper's own Table 2 (n = 10,000 clean, 1,024 attacked):")
 for v in paper_claims:
     print("  " + v.line() + ("" if v.outcome == verdicts.UNTESTABLE else f" ({v.reason})"))
 
