@@ -132,6 +132,10 @@ def sign_test_p(k: int, n: int) -> float:
     return sum(math.comb(n, i) for i in range(k, n + 1)) / 2 ** n
 
 
+def _missing(v) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
 def _require(frame: pd.DataFrame, columns, what: str) -> None:
     missing = [c for c in columns if c not in frame]
     if missing:
@@ -258,7 +262,7 @@ def _table2_pairs(frame: pd.DataFrame, acc: str, n_col: str, confidence: float, 
         base = plain.loc[model]
         for r in g.itertuples(index=False):
             a, b = getattr(r, acc), base[acc]
-            if any(v is None or (isinstance(v, float) and math.isnan(v)) for v in (a, b)):
+            if _missing(a) or _missing(b):
                 rel = "missing"
             else:
                 rel = compare_rates(a / 100, int(getattr(r, n_col)), b / 100, int(base[n_col]), confidence)
@@ -465,6 +469,9 @@ def figure2_more_robust(summary: pd.DataFrame, confidence: float = 0.95) -> list
         for mode in [m for m in g.index if m != "plain"]:
             claim = f"{model} {ADV_LABELS.get(mode, mode)} more robust than plain"
             a, b = g.loc[mode], g.loc["plain"]
+            if any(_missing(v) for v in (a.robust_acc, b.robust_acc, a.n_eval, b.n_eval)):
+                out.append(Verdict(claim, UNTESTABLE, "robust accuracy not measured"))
+                continue
             rel = compare_rates(a.robust_acc, int(a.n_eval), b.robust_acc, int(b.n_eval), confidence)
             nums = dict(robust=float(a.robust_acc), plain=float(b.robust_acc), n=int(a.n_eval), relation=rel)
             outcome = {"higher": HOLDS, "lower": FAILS, "overlap": UNTESTABLE}[rel]
@@ -485,6 +492,9 @@ def figure2_local_lipschitz(summary: pd.DataFrame, margin: float = 0.1) -> list[
         g = g.set_index("adv_mode")
         for mode in [m for m in g.index if m != "plain"]:
             claim = f"{model} {ADV_LABELS.get(mode, mode)} smaller local Lipschitz estimate than plain"
+            if _missing(g.loc[mode, "lip_mean"]) or _missing(g.loc["plain", "lip_mean"]) or not g.loc["plain", "lip_mean"] > 0:
+                out.append(Verdict(claim, UNTESTABLE, "local Lipschitz estimate not measured"))
+                continue
             ratio = float(g.loc[mode, "lip_mean"] / g.loc["plain", "lip_mean"])
             nums = dict(ratio=ratio, margin=margin)
             if ratio < 1 - margin:

@@ -214,12 +214,14 @@ def test_figure2_more_robust_outcomes():
     assert [v.outcome for v in V.figure2_more_robust(_acc(0.0, 0.5, 100))] == [H, H]
     assert [v.outcome for v in V.figure2_more_robust(_acc(0.5, 0.0, 100))] == [F, F]
     assert [v.outcome for v in V.figure2_more_robust(_acc(0.1, 0.25, 20))] == [U, U]
+    assert [v.outcome for v in V.figure2_more_robust(_acc(0.1, math.nan, 20))] == [U, U]  # not measured
 
 
 def test_figure2_local_lipschitz_outcomes():
     assert V.figure2_local_lipschitz(_acc(0, 0, 1, lip=5.0))[0].outcome == H
     assert V.figure2_local_lipschitz(_acc(0, 0, 1, lip=20.0))[0].outcome == F
     assert V.figure2_local_lipschitz(_acc(0, 0, 1, lip=10.5))[0].outcome == U
+    assert V.figure2_local_lipschitz(_acc(0, 0, 1, lip=math.nan))[0].outcome == U
 
 
 # ------------------------------------------------------------------------------------- Propositions
