@@ -119,7 +119,9 @@ ci = long.assign(ci=[f"{a:.1f} [{lo:.1f}, {hi:.1f}]" for a, lo, hi in zip(long.r
 ci_wide = ci.pivot_table(index="model", columns=["regularizer", "strength"], values="ci", aggfunc="first")
 ci_wide = ci_wide[[c for c in wide.columns if c in ci_wide.columns]]  # the paper's column order
 save_table(experiments.flat_columns(ci_wide).reset_index().assign(**reading), output_dir, "03_table2_robust_ci")
-display(wide.round(1))
+wide.round(1)
+
+# %%
 ci_wide  # robust accuracy (%) [95% Wilson interval over the attacked points]
 
 # %% [markdown]
