@@ -63,11 +63,15 @@ def table2_configs(models, base: dict, wd=(), svc=(), nd_l1=(), nd_linf=()) -> l
 def table2_run_configs(p: dict) -> list[dict]:
     """The run configs of notebook 03 from its parameters ``p`` (the notebook's names: ``eps_255`` is eps in
     units of 1/255, ``nd_gamma`` the norm-decay gamma, ``svc_every`` SVC's clipping period, ``train_subset``
-    0 for the whole training set): one per model for plain training and per (regularizer, strength)."""
+    0 for the whole training set, ``nd_beta_scaling`` / ``svc_linear`` the readings of norm decay's beta and
+    of SVC, ``extra_eps_255`` more attack radii): one per model for plain training and per (regularizer,
+    strength)."""
     base = dict(dataset=p["dataset"], data_root=p["data_root"], train_subset=p["train_subset"] or None,
                 epochs=p["epochs"], lr=p["lr"], batch_size=p["batch_size"], reg_gamma=p["nd_gamma"],
                 reg_clip_every=p["svc_every"], eval_eps=p["eps_255"] / 255, attack=p["attack"],
-                attack_budget=p["attack_budget"], n_eval=p["n_eval"], seed=p["seed"], device=p["device"])
+                attack_budget=p["attack_budget"], n_eval=p["n_eval"], seed=p["seed"], device=p["device"],
+                reg_beta_scaling=p["nd_beta_scaling"], reg_svc_linear=p["svc_linear"],
+                extra_eval_eps=[e / 255 for e in p["extra_eps_255"]] if p["attack"] != "none" else [])
     return table2_configs(p["models"], base, wd=p["wd"], svc=p["svc"], nd_l1=p["nd_l1"], nd_linf=p["nd_linf"])
 
 
@@ -86,24 +90,42 @@ RUN_CONFIGS = {"03_table2": table2_run_configs, "04_adversarial_norms": figure2_
 
 
 def table2_frame(results: pd.DataFrame, clean="clean_acc", robust="robust_acc") -> pd.DataFrame:
-    """Long table: model, regularizer, strength, clean and robust accuracy (%), and the paper's numbers
-    where the same (model, regularizer, strength) appears in Table 2 (NaN otherwise), then the run's
-    ``status`` ("done", or "diverged" with NaN accuracies) and ``stale`` (a result of other code kept with
-    ``run_sweep(..., reuse_stale=True)``) when ``results`` has them."""
+    """Long table: model, regularizer, strength, clean and robust accuracy (%), the number of points each
+    is measured on (``n_clean``: the test set, ``n_robust``: the attacked subset; for binomial intervals,
+    ``nblib.verdicts``), and the paper's numbers where the same (model, regularizer, strength) appears in
+    Table 2 (NaN otherwise), then the run's ``status`` ("done", or "diverged" with NaN accuracies) and
+    ``stale`` (a result of other code kept with ``run_sweep(..., reuse_stale=True)``) when ``results`` has
+    them."""
     rows = []
     for r in results.itertuples(index=False):
         r = r._asdict()
         paper = PAPER_TABLE2.get(r["model"], {}).get((r["regularizer"], float(r["reg_strength"])), (None, None))
         rows.append(dict(model=r["model"], regularizer=r["regularizer"], strength=float(r["reg_strength"]),
-                         clean=100 * r[clean], robust=100 * r[robust] if r.get(robust) is not None else math.nan,
+                         clean=100 * r[clean], robust=100 * r[robust] if _present(r.get(robust)) else math.nan,
+                         n_clean=r.get("n_test", math.nan), n_robust=r.get("metric_n_eval", math.nan),
                          paper_clean=paper[0] if paper[0] is not None else math.nan,
                          paper_robust=paper[1] if paper[1] is not None else math.nan,
                          status=r.get("status", "done"), stale=bool(r.get("stale", False))))
     return pd.DataFrame(rows)
 
 
+def _present(v) -> bool:
+    return v is not None and not (isinstance(v, float) and math.isnan(v))
+
+
+def paper_table2_frame(n_clean: int = 10_000, n_robust: int = 1024) -> pd.DataFrame:
+    """The paper's Table 2 in :func:`table2_frame`'s layout (its numbers as ``clean`` / ``robust``), with the
+    CIFAR-10 test set (``n_clean``) and the authors' attacked subset (``n_robust``, 1024 in their code) as
+    the sample sizes: the verdicts of ``nblib.verdicts`` applied to the published numbers."""
+    rows = [dict(model=m, regularizer=k, strength=s, clean=c, robust=math.nan if r is None else r,
+                 n_clean=n_clean, n_robust=n_robust, paper_clean=c, paper_robust=math.nan if r is None else r)
+            for m, cells in PAPER_TABLE2.items() for (k, s), (c, r) in cells.items()]
+    return pd.DataFrame(rows)
+
+
 def table2_wide(frame: pd.DataFrame, with_paper: bool = False) -> pd.DataFrame:
-    """The paper's layout: rows (model, Clean/Robust), columns (regularizer, strength)."""
+    """The paper's layout: rows (model, Clean/Robust), columns (regularizer, strength), each group strongest
+    first as in Table 2 (weight decay / beta descending, SVC's c ascending: 0.5, 1.0, 1.5, 2.0)."""
     parts = {"Clean": "clean", "Robust": "robust"}
     if with_paper:
         parts.update({"Clean (paper)": "paper_clean", "Robust (paper)": "paper_robust"})
@@ -114,7 +136,9 @@ def table2_wide(frame: pd.DataFrame, with_paper: bool = False) -> pd.DataFrame:
     wide = long.pivot_table(index=["model", "acc"], columns=["regularizer", "strength"], values="value",
                             dropna=False)
     present = set(zip(frame.regularizer, frame.strength))  # dropna=False builds every (kind, strength) pair
-    cols = sorted((c for c in wide.columns if c in present), key=lambda c: (order.index(c[0]) if c[0] in order else 99, -c[1]))
+    # the paper's order: strongest first in each group (largest coefficient; smallest clip value c for SVC)
+    cols = sorted((c for c in wide.columns if c in present),
+                  key=lambda c: (order.index(c[0]) if c[0] in order else 99, c[1] if c[0] == "svc" else -c[1]))
     return wide[cols]
 
 
@@ -172,4 +196,59 @@ def history_frame(results: pd.DataFrame, keys=("model", "regularizer", "reg_stre
                          "train_acc": h["train_acc"], "test_acc": h["test_acc"],
                          "mean_log10_linf": float(np.mean(np.log10(list(h["norms_linf"].values())))),
                          "mean_log10_l1": float(np.mean(np.log10(list(h["norms_l1"].values()))))})
+    return pd.DataFrame(rows)
+
+
+def extra_robust_frame(results: pd.DataFrame) -> pd.DataFrame:
+    """Long table of the robust accuracies at the extra radii of each run (``cfg["extra_eval_eps"]``, read
+    from ``metrics.json``): model, regularizer, strength, ``eps`` (l_inf radius), ``robust`` (%) and
+    ``n_robust`` (attacked points).  Empty (with these columns) when no run has extra radii."""
+    rows = []
+    for row, m in _run_files(results, "metrics.json"):
+        for eps, acc in (m.get("robust_acc_extra") or {}).items():
+            rows.append(dict(model=row.model, regularizer=row.regularizer, strength=float(row.reg_strength),
+                             eps=float(eps), robust=math.nan if acc is None else 100 * acc, n_robust=m["n_eval"]))
+    return pd.DataFrame(rows, columns=["model", "regularizer", "strength", "eps", "robust", "n_robust"])
+
+
+def l1_with_batchnorm_frame(results: pd.DataFrame, input_shape=(3, 32, 32), keys=("model", "adv_mode")) -> pd.DataFrame:
+    """The authors' Figure 2 view: the l1 norms of every Conv2d, Linear *and BatchNorm* layer of each run's
+    final checkpoint (``nblib.norms.layer_norms(..., include_batchnorm=True)``; a BatchNorm layer in eval
+    mode is diagonal, its norm ``max |gamma| / sqrt(var + eps)``).  The paper's text plots l_inf norms of the
+    Conv2d / Linear layers (:func:`layer_norm_frame`).  Columns: the ``keys``, ``layer``, ``kind``, ``depth``
+    (position in module order) and ``norm``."""
+    from pathlib import Path
+
+    import torch
+
+    from nblib.models import build
+    from nblib.norms import layer_norms
+    from nblib.train import CHECKPOINT
+
+    rows = []
+    for row in results.itertuples(index=False):
+        path = Path(row.run_dir) / CHECKPOINT
+        if not path.exists():
+            raise FileNotFoundError(f"{path} is missing: the run {row.hash} has not finished; rerun the sweep")
+        net = build(row.model, num_classes=10)
+        net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True)["model"])
+        net.eval()
+        table = layer_norms(net, input_shape, 1, include_batchnorm=True)
+        base = {k: getattr(row, k) for k in keys}
+        rows += [{**base, "layer": r.name, "kind": r.kind, "depth": d, "norm": r.norm}
+                 for d, r in enumerate(table.itertuples(index=False))]
+    return pd.DataFrame(rows, columns=[*keys, "layer", "kind", "depth", "norm"])
+
+
+def layer_history_frame(results: pd.DataFrame, keys=("model", "regularizer", "reg_strength", "adv_mode")) -> pd.DataFrame:
+    """Per-epoch exact norms of every layer of every run (``history.json``; the appendix's curves): the
+    ``keys`` columns, ``epoch``, ``layer``, ``depth`` (0-based position among the Conv2d / Linear layers),
+    ``linf`` and ``l1``."""
+    rows = []
+    for row, hist in _run_files(results, "history.json"):
+        base = {k: getattr(row, k) for k in keys}
+        for h in hist:
+            for depth, (name, linf) in enumerate(h["norms_linf"].items()):
+                rows.append({**base, "epoch": h["epoch"], "layer": name, "depth": depth, "linf": linf,
+                             "l1": h["norms_l1"][name]})
     return pd.DataFrame(rows)

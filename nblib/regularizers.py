@@ -26,6 +26,8 @@ from nblib.norms import (CONV_TYPES, conv_norm, layer_input_shapes, linear_norm,
                          sparse_subgradient)
 
 KINDS = ("none", "wd", "svc", "nd_l1", "nd_linf")
+#: Readings of norm decay's beta: the paper's eq. (5) (beta/N) | the authors' code (beta).
+BETA_SCALINGS = ("per_layer", "total")
 BEFORE_OPTIMIZER_STEP = "before_optimizer_step"
 AFTER_OPTIMIZER_STEP = "after_optimizer_step"
 
@@ -87,6 +89,10 @@ class NormDecay:
     ``step`` runs no forward pass of the model and no autograd, only one pass over ``|K|`` per layer.
     With ``gamma = 0`` this is plain subgradient descent on eq. (5).
 
+    ``beta_scaling`` selects the reading of ``beta``: ``"per_layer"`` (default) is the paper's text, eq. (5)
+    and line 6 of Algorithm 1, ``beta/N``; ``"total"`` is the authors' code, which adds ``beta h`` without
+    dividing by ``N`` (so their ``beta`` equals ``N`` times ours: ``beta = 1e-2`` there is ``1e-2 N`` here).
+
     The momentum buffers follow their weights: a model moved or cast with ``.to()`` after construction gets
     its buffers moved/cast at the next ``step``.  :meth:`state_dict` / :meth:`load_state_dict` save and
     restore them so a resumed run continues exactly.  A layer whose weight is shared with another layer
@@ -95,7 +101,11 @@ class NormDecay:
 
     hook = BEFORE_OPTIMIZER_STEP
 
-    def __init__(self, model: nn.Module, input_shape, p, beta: float, gamma: float = 0.5):
+    def __init__(self, model: nn.Module, input_shape, p, beta: float, gamma: float = 0.5,
+                 beta_scaling: str = "per_layer"):
+        if beta_scaling not in BETA_SCALINGS:
+            raise ValueError(f"beta_scaling must be one of {BETA_SCALINGS} (paper text beta/N | authors' code "
+                             f"beta), got {beta_scaling!r}")
         if p not in (1, math.inf):
             raise ValueError(f"norm decay regularises the l1 or l_inf norm: p must be 1 or math.inf, got {p!r} "
                              "(for the l2 norm use SingularValueClipping)")
@@ -107,6 +117,8 @@ class NormDecay:
         self.p, self.beta, self.gamma = (math.inf if p == math.inf else 1), beta, gamma
         self.layers = norm_decay_layers(model, input_shape)  # raises for unsupported / unreached layers
         self.n_layers = len(self.layers)
+        self.beta_scaling = beta_scaling
+        self.scale = beta / self.n_layers if beta_scaling == "per_layer" else beta  # the factor of h in line 6
         with torch.no_grad():  # fail now, not at the first step, if a norm cannot be evaluated
             for name, (m, hw) in self.layers.items():
                 if not m.weight.requires_grad:
@@ -136,9 +148,9 @@ class NormDecay:
     def step(self) -> None:
         """Lines 3-5 of Algorithm 1: ``h <- gamma h + (1-gamma) p``, ``weight.grad += beta/N h``.
 
-        ``p`` is non-zero on one row / column only (``sparse_subgradient``): ``h`` is scaled in place and the
+        (``beta h`` with ``beta_scaling="total"``.)  ``p`` is non-zero on one row / column only (``sparse_subgradient``): ``h`` is scaled in place and the
         block added, so a step costs one pass over ``|K|`` and two over ``h`` per layer."""
-        scale = self.beta / self.n_layers
+        scale = self.scale
         for name, (m, size) in self.layers.items():
             w = m.weight
             if not w.requires_grad:
@@ -153,8 +165,9 @@ class NormDecay:
                 w.grad.add_(h, alpha=scale)
 
     def penalty(self) -> torch.Tensor:
-        """``beta/N sum_i ||theta^(i)||_p``, the regulariser of eq. (5), as a differentiable 0-dim tensor."""
-        return sum(_layer_norm(m, hw, self.p) for m, hw in self.layers.values()) * (self.beta / self.n_layers)
+        """``beta/N sum_i ||theta^(i)||_p``, the regulariser of eq. (5) (``beta sum_i`` with
+        ``beta_scaling="total"``), as a differentiable 0-dim tensor."""
+        return sum(_layer_norm(m, hw, self.p) for m, hw in self.layers.values()) * self.scale
 
     @torch.no_grad()
     def norms(self) -> dict:
@@ -334,7 +347,7 @@ class SingularValueClipping:
 
 # ---------------------------------------------------------------------------- factory
 def build_regularizer(kind: str, model: nn.Module, input_shape, strength: float, gamma: float = 0.5,
-                      clip_every: int = 100):
+                      clip_every: int = 100, beta_scaling: str = "per_layer", svc_linear: bool = True):
     """The regulariser object of one column group of Table 2, or None.
 
     ``"none"`` and ``"wd"`` return None: weight decay is the optimizer's ``weight_decay`` (pass ``strength``
@@ -342,13 +355,19 @@ def build_regularizer(kind: str, model: nn.Module, input_shape, strength: float,
     values at ``c = strength`` every ``clip_every`` steps.  ``"nd_l1"`` / ``"nd_linf"``: norm decay of the
     l1 / l_inf norm with ``beta = strength`` and momentum ``gamma``.  The returned object's ``hook`` says
     when the training loop calls its ``step``.
+
+    Readings where the paper's text and the authors' code differ: ``beta_scaling`` (norm decay, see
+    :class:`NormDecay`: ``"per_layer"`` beta/N as in eq. 5, ``"total"`` beta as in the authors' code) and
+    ``svc_linear`` (SVC: also clip the Linear layers, ours; ``False`` clips convolutions only, as Sedghi et
+    al. and the authors' code do).  Each is ignored by the other kinds.
     """
     if kind in ("none", "wd"):
         return None
     if kind == "svc":
-        return SingularValueClipping(model, input_shape, c=strength, clip_every=clip_every)
+        return SingularValueClipping(model, input_shape, c=strength, clip_every=clip_every, include_linear=svc_linear)
     if kind in ("nd_l1", "nd_linf"):
-        return NormDecay(model, input_shape, p=1 if kind == "nd_l1" else math.inf, beta=strength, gamma=gamma)
+        return NormDecay(model, input_shape, p=1 if kind == "nd_l1" else math.inf, beta=strength, gamma=gamma,
+                         beta_scaling=beta_scaling)
     raise ValueError(f"unknown regularizer kind {kind!r}; choose one of {KINDS}")
 
 

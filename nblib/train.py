@@ -48,8 +48,8 @@ from nblib.data import DATASETS, eval_subset, get_dataset
 from nblib.loader import TrainBatches, device_tensors, epoch_seed, eval_batches, flips, subset_indices
 from nblib.models import MODEL_NAMES, build
 from nblib.norms import layer_norms
-from nblib.regularizers import (AFTER_OPTIMIZER_STEP, BEFORE_OPTIMIZER_STEP, KINDS, build_regularizer,
-                                make_optimizer, optimizer_weight_decay)
+from nblib.regularizers import (AFTER_OPTIMIZER_STEP, BEFORE_OPTIMIZER_STEP, BETA_SCALINGS, KINDS,
+                                build_regularizer, make_optimizer, optimizer_weight_decay)
 from nblib.results import jsonable, write_atomic, write_json_atomic
 
 __all__ = ["DEFAULT_CFG", "ATTACKS", "AMP_MODES", "CHECKPOINT", "IGNORED_UNLESS", "CheckpointError", "fill_cfg",
@@ -78,6 +78,8 @@ DEFAULT_CFG = {
     "reg_strength": 0.0,          # wd: weight decay; svc: clip value c (l2 norm); nd_*: beta. 0 for none
     "reg_gamma": 0.5,             # norm decay momentum gamma (Algorithm 1)
     "reg_clip_every": 100,        # svc: optimizer steps between two clippings
+    "reg_beta_scaling": "per_layer",  # nd_*: "per_layer" beta/N (paper eq. 5) | "total" beta (authors' code)
+    "reg_svc_linear": True,       # svc: also clip Linear layers (ours); False: convs only (Sedghi, authors)
     # ---- adversarial training (Figure 2)
     "adv_mode": "plain",          # plain | pgd | alp | trades (nblib.adversarial)
     "adv_preset": "standard",     # nblib.adversarial.ADV_PRESETS: "standard" (8/255, 2/255, 10 steps,
@@ -99,6 +101,7 @@ DEFAULT_CFG = {
     "attack_budget": 1.0,         # fraction of AutoAttack's iterations / queries: 1 = as published; < 1 only
                                   # rehearses the code path (robust accuracy then measures nothing)
     "local_lipschitz": False,     # also estimate local Lipschitz constants on the same points
+    "extra_eval_eps": [],         # more AutoAttack l_inf radii on the same points (Table 2: 4/255, 8/255)
 }
 
 #: Values of ``cfg["attack"]``.
@@ -124,7 +127,8 @@ IGNORED_UNLESS = {
 }
 _NULLABLE = {"train_subset": int, "n_eval": int, "data_root": str}
 _CHOICES = {"model": MODEL_NAMES, "dataset": DATASETS, "regularizer": KINDS, "adv_mode": ADV_MODES,
-            "adv_preset": tuple(ADV_PRESETS), "attack": ATTACKS, "amp": AMP_MODES}
+            "adv_preset": tuple(ADV_PRESETS), "attack": ATTACKS, "amp": AMP_MODES,
+            "reg_beta_scaling": BETA_SCALINGS}
 
 
 class CheckpointError(RuntimeError):
@@ -204,6 +208,10 @@ def fill_cfg(cfg: Optional[dict] = None) -> dict:
     for key in ("momentum", "weight_decay", "reg_strength", "lr_decay"):
         if out[key] < 0:
             raise ValueError(f"cfg[{key!r}] must be >= 0, got {out[key]}")
+    if any(e <= 0 for e in out["extra_eval_eps"]):
+        raise ValueError(f"cfg['extra_eval_eps'] must hold radii > 0, got {out['extra_eval_eps']}")
+    if out["extra_eval_eps"] and out["attack"] == "none":
+        raise ValueError("cfg['extra_eval_eps'] needs an AutoAttack version in cfg['attack'], not 'none'")
     ms = out["milestones"]
     if any(not 0.0 < m <= 1.0 for m in ms) or ms != sorted(ms):
         raise ValueError(f"cfg['milestones'] must be increasing fractions of the epochs in (0, 1], got {ms}")
@@ -480,7 +488,8 @@ def run_one(cfg: dict, run_dir, *, stop_after_epochs: Optional[int] = None,
         if cfg["channels_last"]:
             model = model.to(memory_format=torch.channels_last)
         reg = build_regularizer(cfg["regularizer"], model, input_shape, cfg["reg_strength"],
-                                gamma=cfg["reg_gamma"], clip_every=cfg["reg_clip_every"])
+                                gamma=cfg["reg_gamma"], clip_every=cfg["reg_clip_every"],
+                                beta_scaling=cfg["reg_beta_scaling"], svc_linear=cfg["reg_svc_linear"])
         wd = cfg["weight_decay"] + optimizer_weight_decay(cfg["regularizer"], cfg["reg_strength"])
         optimizer = make_optimizer(model, cfg["lr"], momentum=cfg["momentum"], weight_decay=wd)
         milestones = scaled_milestones(cfg["milestones"], cfg["epochs"])
@@ -573,6 +582,11 @@ def run_one(cfg: dict, run_dir, *, stop_after_epochs: Optional[int] = None,
                                      budget=cfg["attack_budget"])
             metrics.update(robust_acc=aa["robust_acc"], aa_clean_acc=aa["clean_acc"], aa_seconds=aa["seconds"],
                            aa_warnings=aa["warnings"], aa_resumed=aa["resumed"])
+        metrics["robust_acc_extra"] = {}  # {"eps": robust accuracy} at cfg["extra_eval_eps"], same points
+        for eps in cfg["extra_eval_eps"]:
+            extra = autoattack_accuracy(model, x_eval, y_eval, eps=eps, version=cfg["attack"], seed=cfg["seed"],
+                                        device=device, budget=cfg["attack_budget"])
+            metrics["robust_acc_extra"][f"{eps:.8g}"] = extra["robust_acc"]
         if cfg["local_lipschitz"]:
             lip = local_lipschitz(model, x_eval, eps=cfg["eval_eps"], y=y_eval,
                                   generator=torch.Generator().manual_seed(cfg["seed"]))

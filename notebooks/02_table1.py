@@ -19,6 +19,13 @@
 # 100 runs after a warm-up (100 x the median call); a slow method is timed on fewer runs (`n_runs` says how many) and, once its
 # time budget is spent, its remaining kernels are shown as *not measured*, never extrapolated. The paper
 # measured on a GTX 1080 Ti GPU; its numbers are shown beside ours, which come from `device` below.
+#
+# **Verdicts** (`nblib.verdicts`): the speed claim holds when eq. 1-2 (the slower of the two) are faster than
+# power iteration by at least the *smallest* ratio of the paper's own Table 1 (about 4,000x; its largest,
+# 10,700x against the slower of l1 / l_inf, is the "up to 14,000x" against l_inf) on every measured kernel,
+# and likewise against the Sedghi FFT (about 950x); and ours
+# when they cost at most `floor_factor` times the memory floor. Timings depend on the machine and its
+# load, so these outcomes are printed but not part of the checked output.
 
 # %% tags=["parameters"]
 profile = "smoke"  # name of the params/ profile that ran this notebook
@@ -28,6 +35,7 @@ runs = 100  # timed runs per entry (after one warm-up run)
 entry_budget_s = 1.0  # seconds of timed runs per (kernel, method) entry, at least one run
 method_budget_s = 10.0  # seconds per method over all kernels; later kernels are then not measured
 power_tol = 1e-6  # relative tolerance at which power iteration stops
+floor_factor = 3.0  # eq. 1-2 must cost at most this many times one pass over the kernel (memory floor)
 
 # %%
 import math
@@ -36,7 +44,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import torch
 
-from nblib import benchmark
+from nblib import benchmark, verdicts
 from nblib.results import save_figure, save_metrics, save_table
 
 torch.manual_seed(0)
@@ -67,24 +75,33 @@ measured = table[table.measured]
 values = table.pivot(index="kernel", columns="method", values="value")
 power_le_gram = bool(((values.power <= values.gram * (1 + 1e-4)) | values.power.isna() | values.gram.isna()).all())
 l2_fft_vs_power = (values.fft / values.power).dropna()
+paper_power = verdicts.paper_speedup(benchmark.PAPER_TABLE1, "power")
+paper_fft = verdicts.paper_speedup(benchmark.PAPER_TABLE1, "fft")
+claims = [verdicts.table1_speed(wide, "power", float(paper_power.min()), "power iteration"),
+          verdicts.table1_speed(wide, "fft", float(paper_fft.min()), "the Sedghi FFT"),
+          verdicts.table1_floor(wide, floor_factor)]
 metrics = dict(
     device=device,
     max_ours_over_floor=float(wide[["l1/floor", "linf/floor"]].max().max()),
     min_power_over_ours=float(wide[["power/l1", "power/linf"]].min().min()),
     min_fft_over_ours=float(wide[["fft/l1", "fft/linf"]].min().min()),
+    paper_power_over_ours=[float(paper_power.min()), float(paper_power.max())],
+    paper_fft_over_ours=[float(paper_fft.min()), float(paper_fft.max())],
     n_entries=len(table), n_measured=len(measured),
     not_measured=[f"{r.method} {r.kernel}" for r in table[~table.measured].itertuples()],
     power_le_gram=power_le_gram,
     fft_over_power_median=float(l2_fft_vs_power.median()) if len(l2_fft_vs_power) else None,
+    verdicts=verdicts.records(claims),
 )
 save_metrics(output_dir, "02_table1", metrics)
-print(f"ours / memory floor: at most {metrics['max_ours_over_floor']:.2f}x (goal <= 3x)")
-print(f"power iteration / ours: at least {metrics['min_power_over_ours']:.0f}x (goal >= 1000x)")
-print(f"Sedghi FFT / ours: at least {metrics['min_fft_over_ours']:.0f}x; {len(metrics['not_measured'])} entries not measured")
+# timing verdicts depend on the machine and its load: printed here, not in the checked cell below
+for v in claims:
+    print(v.line() + ("" if v.outcome == verdicts.UNTESTABLE else f" ({v.reason})"))
+print(f"paper (GTX 1080 Ti): power iteration / ours {paper_power.min():,.0f}x to {paper_power.max():,.0f}x; "
+      f"Sedghi FFT / ours {paper_fft.min():,.0f}x to {paper_fft.max():,.0f}x")
 
 # %%
 # NBVAL_CHECK_OUTPUT
-print("every l1/l_inf entry measured:", bool(table[table.method.isin(["l1", "linf", "floor"])].measured.all()))
 print("power iteration never exceeds the Gram upper bound:", power_le_gram)
 
 # %%
@@ -94,4 +111,5 @@ wide[[m for m in order if m in wide]].plot.bar(ax=ax, logy=True, rot=0)
 ax.set_ylabel("seconds per 100 runs (log)")
 ax.set_xlabel("kernel (k1, k2, d_in, d_out)")
 ax.set_title(f"Table 1 re-measured on {device}; missing bars: not measured within the time budget")
+ax.legend(title="method", fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
 save_figure(fig, output_dir, "02_table1");

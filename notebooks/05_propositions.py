@@ -42,7 +42,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from nblib import toys
+from nblib import toys, verdicts
 from nblib.norms import layer_norms
 from nblib.results import save_figure, save_metrics, save_table
 
@@ -97,18 +97,18 @@ metrics = dict(
     prop2_grid_robust_acc=prop2.grid_robust_acc.tolist(), prop2_pgd_robust_acc=prop2.pgd_robust_acc.tolist(),
     prop2_xi=prop2.xi.tolist(), prop2_lipschitz_lower=prop2.lipschitz_lower.tolist(),
 )
+claims = [verdicts.proposition1(prop1), *verdicts.proposition2(prop2, d_min, eps)]
+metrics["verdicts"] = verdicts.records(claims)
 save_metrics(output_dir, "05_propositions", metrics)
-prop1_holds = metrics["prop1_max_output_spread"] == 0 and metrics["prop1_norm_growth"] >= scales[-1] / scales[0] * 0.99
-prop2_holds = bool((prop2.grid_robust_acc == 1).all() and (prop2.pgd_robust_acc == 1).all()
-                   and (prop2.lipschitz_lower >= prop2.xi).all() and d_min > 2 * eps)
-print(f"Prop. 1: smallest layer norm grows {metrics['prop1_norm_growth']:.0e}x, output spread {metrics['prop1_max_output_spread']}")
+for v in claims:
+    print(v.line() + ("" if v.outcome == verdicts.UNTESTABLE else f" ({v.reason})"))
 print(f"Prop. 2: data 2eps-separable (d_min = {d_min:.3f} > {2 * eps}); Lipschitz lower bounds "
       f"{[f'{v:.3g}' for v in prop2.lipschitz_lower]} for xi = {xis}")
 
 # %%
 # NBVAL_CHECK_OUTPUT
-print("Proposition 1 holds (norms grow with the scale, network constant):", prop1_holds)
-print("Proposition 2 holds (robust accuracy 1 on the grid and under PGD, Lipschitz >= xi):", prop2_holds)
+for v in claims:
+    print(v.line())
 
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(11, 4))
@@ -117,8 +117,9 @@ for p in ["l1", "l2", "linf"]:
     axes[0].loglog(d.index, d.values, marker="o", label=f"smallest layer {p} norm")
 axes[0].loglog(spread.index.map(lambda i: prop1.scale[i]), spread.clip(lower=1e-300).values + 1e-12, "k--",
                label="output spread (+1e-12)")
-axes[0].set_xlabel("scale")
-axes[0].legend()
+axes[0].set_xlabel("scale factor of the construction")
+axes[0].set_ylabel("norm / output spread")
+axes[0].legend(fontsize=8)
 axes[0].set_title("Prop. 1: norms grow, the network stays constant", fontsize=10)
 net, delta = nets[xis[0]]
 pad = 3 * eps
@@ -131,4 +132,6 @@ for xi_, yi_ in zip(X.tolist(), y.tolist()):
 axes[1].scatter(X[:, 0], X[:, 1], c=y, cmap="tab10", vmin=0, vmax=9, s=12)
 axes[1].set_title(f"Prop. 2: decision regions (xi = {xis[0]:g}, delta = {delta:.3g}), boxes: eps-balls", fontsize=10)
 axes[1].set_aspect("equal")
+axes[1].set_xlabel("x1")
+axes[1].set_ylabel("x2")
 save_figure(fig, output_dir, "05_propositions");

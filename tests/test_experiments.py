@@ -16,6 +16,9 @@ def test_table2_grid_is_the_papers():
                                       svc=[0.5, 1.0, 1.5, 2.0], nd_l1=[1e-2, 1e-3, 1e-4, 1e-5],
                                       nd_linf=[1e-2, 1e-3, 1e-4, 1e-5])
     assert len(cfgs) == 4 * 17
+    fake = pd.DataFrame([dict(c, reg_strength=c["reg_strength"], clean_acc=0.9, robust_acc=0.5) for c in cfgs])
+    cols = list(experiments.table2_wide(experiments.table2_frame(fake)).columns)
+    assert cols == [(k, s) for k, s in experiments.PAPER_TABLE2["vgg11"]]  # the paper's column order
     assert len({config_hash(c) for c in cfgs}) == 4 * 17  # every config its own run folder
     for c in cfgs:
         fill_cfg(c)  # valid configs
@@ -82,3 +85,45 @@ def test_missing_run_files_name_the_run(tmp_path):
     results = pd.DataFrame([_fake_run(tmp_path, "b", ["fc"], [1.0], [1.0], hist=False)])
     with pytest.raises(FileNotFoundError, match="history.json.*b"):
         experiments.history_frame(results)
+
+
+def test_extra_robust_frame(tmp_path):
+    run = _fake_run(tmp_path, "c", ["fc"], [1.0], [1.0], hist=False)
+    metrics = json.loads((tmp_path / "c" / "metrics.json").read_text())
+    (tmp_path / "c" / "metrics.json").write_text(json.dumps(dict(metrics, n_eval=50,
+                                                                 robust_acc_extra={"0.015686275": 0.02})))
+    frame = experiments.extra_robust_frame(pd.DataFrame([run]))
+    assert frame.to_dict("records") == [dict(model="smallcnn", regularizer="none", strength=0.0, eps=0.015686275,
+                                             robust=2.0, n_robust=50)]
+
+
+def test_l1_with_batchnorm_frame(tmp_path):
+    """Every Conv2d, BatchNorm and Linear layer of the checkpoint; BatchNorm against its dense eval-mode map."""
+    import torch
+
+    from nblib.models import build
+    from nblib.norms import conv2d_norm
+
+    torch.manual_seed(0)
+    net = build("smallcnn", num_classes=10)
+    with torch.no_grad():
+        net.bn1.weight.normal_(), net.bn1.running_var.uniform_(0.1, 3.0)
+    run = _fake_run(tmp_path, "d", ["conv1"], [1.0], [1.0], hist=False)
+    torch.save({"model": net.state_dict()}, tmp_path / "d" / "checkpoint.pt")
+    frame = experiments.l1_with_batchnorm_frame(pd.DataFrame([run]))
+    assert list(frame.kind).count("BatchNorm2d") == 4 and len(frame) == 10 and list(frame.depth) == list(range(10))
+    net.eval()
+    bn = net.bn1
+    x = torch.eye(16).reshape(16, 16, 1, 1)
+    with torch.no_grad():
+        dense = (bn(x) - bn(torch.zeros(1, 16, 1, 1))).reshape(16, 16).T  # column c: the image of e_c
+    got = frame.set_index("layer").norm
+    assert got["bn1"] == pytest.approx(torch.linalg.matrix_norm(dense, 1).item(), rel=1e-5)
+    assert got["conv1"] == pytest.approx(conv2d_norm(net.conv1, (32, 32), 1).item(), rel=1e-6)
+
+
+def test_layer_history_frame(tmp_path):
+    results = pd.DataFrame([_fake_run(tmp_path, "e", ["conv1", "fc"], [10.0, 100.0], [1.0, 2.0])])
+    h = experiments.layer_history_frame(results)
+    assert list(zip(h.epoch, h.layer, h.depth)) == [(1, "conv1", 0), (1, "fc", 1), (2, "conv1", 0), (2, "fc", 1)]
+    assert list(h.linf) == [10.0, 100.0, 20.0, 200.0] and list(h.l1) == [1.0, 2.0, 1.0, 2.0]

@@ -433,3 +433,27 @@ def test_regularizers_on_cuda():
     SingularValueClipping(ref, (3, 8, 8), c=0.5).clip_now()
     for a, b in zip(model.parameters(), ref.parameters()):
         torch.testing.assert_close(a.cpu(), b, atol=1e-5, rtol=1e-4)
+
+
+def test_readings_of_the_paper_and_the_authors_code():
+    """beta_scaling="total" (authors' code) adds N times the per-layer (eq. 5) step; svc_linear=False clips
+    convolutions only (Sedghi et al., authors' code)."""
+    grads = {}
+    for scaling in ("per_layer", "total"):
+        torch.manual_seed(0)
+        model = small_cnn()
+        nd = build_regularizer("nd_linf", model, (3, 8, 8), 0.1, gamma=0.0, beta_scaling=scaling)
+        assert nd.beta_scaling == scaling
+        nd.step()
+        grads[scaling] = [m.weight.grad.clone() for m, _ in nd.layers.values()]
+        n = nd.n_layers
+    assert n > 1
+    for a, b in zip(grads["per_layer"], grads["total"]):
+        torch.testing.assert_close(b, n * a)
+    with pytest.raises(ValueError, match="beta_scaling"):
+        NormDecay(small_cnn(), (3, 8, 8), 1, 0.1, beta_scaling="per_model")
+    model = small_cnn()
+    convs_only = build_regularizer("svc", model, (3, 8, 8), 1.0, svc_linear=False)
+    both = build_regularizer("svc", model, (3, 8, 8), 1.0)
+    assert all(isinstance(m, nn.Conv2d) for m, _ in convs_only.layers.values())
+    assert any(isinstance(m, nn.Linear) for m, _ in both.layers.values())

@@ -66,6 +66,9 @@ def test_fill_cfg_defaults_and_normalisation():
     (dict(seed=2 ** 16), "smaller seed"),
     (dict(seed=-1), "seed"),
     (dict(seed=2 ** 32), "seed"),
+    (dict(reg_beta_scaling="per_model"), "reg_beta_scaling"),
+    (dict(extra_eval_eps=[4 / 255, 0.0]), "extra_eval_eps"),
+    (dict(extra_eval_eps=[4 / 255], attack="none"), "extra_eval_eps"),
 ])
 def test_bad_cfg_raises(bad, match):
     with pytest.raises(ValueError, match=match):
@@ -158,7 +161,8 @@ def test_lr_follows_scaled_milestones(tmp_path):
 # --------------------------------------------------------------------------- a full run
 def test_run_one_metrics_history_and_files(tmp_path):
     t0 = time.perf_counter()
-    m = run_one(dict(TINY, attack="authors", local_lipschitz=True, eval_eps=8 / 255), tmp_path)
+    m = run_one(dict(TINY, attack="authors", local_lipschitz=True, eval_eps=8 / 255, extra_eval_eps=[8 / 255]),
+                tmp_path)
     elapsed = time.perf_counter() - t0
     for f in ("checkpoint.pt", "metrics.json", "history.json"):
         assert (tmp_path / f).exists()
@@ -169,6 +173,7 @@ def test_run_one_metrics_history_and_files(tmp_path):
     assert keys <= set(m)
     assert m["epochs_trained"] == 2 and m["n_train"] == 256 and m["n_eval"] == 32 and m["n_test"] == 360
     assert 0.0 <= m["robust_acc"] <= m["aa_clean_acc"] <= 1.0
+    assert m["robust_acc_extra"] == {f"{8 / 255:.8g}": m["robust_acc"]}  # the same attack, seed and points
     assert 0.0 <= m["clean_acc"] <= 1.0 and m["lip_max"] >= m["lip_mean"] > 0
     assert 0 < m["seconds_per_epoch"] and m["total_seconds"] <= elapsed
 

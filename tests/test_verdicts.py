@@ -1,0 +1,250 @@
+"""nblib.verdicts: every claim function on made-up tables where the claim holds, fails, and cannot be tested;
+the statistics against scipy as an independent oracle."""
+import math
+
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy import stats
+
+from nblib import verdicts as V
+from nblib.benchmark import PAPER_TABLE1
+from nblib.experiments import paper_table2_frame
+
+H, F, U = V.HOLDS, V.FAILS, V.UNTESTABLE
+
+
+# ------------------------------------------------------------------------------------------ statistics
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 5000).flatmap(lambda n: st.tuples(st.integers(0, n), st.just(n))),
+       st.sampled_from([0.9, 0.95, 0.99]))
+def test_wilson_interval_matches_scipy(kn, conf):
+    k, n = kn
+    ci = stats.binomtest(k, n).proportion_ci(conf, method="wilson")
+    assert V.wilson_interval(k, n, conf) == pytest.approx((ci.low, ci.high), abs=1e-12)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(0, 60).flatmap(lambda n: st.tuples(st.integers(0, n), st.just(n))))
+def test_sign_test_matches_scipy(kn):
+    k, n = kn
+    expected = stats.binomtest(k, n, 0.5, alternative="greater").pvalue if n else 1.0
+    assert V.sign_test_p(k, n) == pytest.approx(expected, rel=1e-9)
+
+
+def test_compare_rates_needs_disjoint_intervals():
+    assert V.compare_rates(0.60, 1000, 0.50, 1000) == "higher"
+    assert V.compare_rates(0.50, 1000, 0.60, 1000) == "lower"
+    assert V.compare_rates(0.60, 50, 0.50, 50) == "overlap"  # same gap, too few points
+    with pytest.raises(ValueError, match="percentages"):
+        V.compare_rates(60, 100, 50, 100)
+
+
+def test_with_intervals():
+    f = V.with_intervals(pd.DataFrame(dict(robust=[50.0, math.nan], n=[100, 100])), "robust", "n")
+    lo, hi = V.wilson_interval(50, 100)
+    assert (f.robust_lo[0], f.robust_hi[0]) == pytest.approx((100 * lo, 100 * hi)) and math.isnan(f.robust_lo[1])
+
+
+def test_verdict_type():
+    v = V.Verdict("c", U, "too few points", {"x": math.nan})
+    assert v.line() == "c: not testable (too few points)"
+    assert V.Verdict("c", H, "r").line() == "c: holds" and V.Verdict("c", F, "r").line() == "c: does not hold"
+    assert v.record() == {"claim": "c", "outcome": U, "reason": "too few points", "numbers": {"x": None}}
+    with pytest.raises(ValueError):
+        V.Verdict("c", "maybe", "r")
+    with pytest.raises(ValueError, match="no reason"):
+        V.Verdict("c", H, "")
+    assert V.combine("all", [V.Verdict("a", H, "r"), V.Verdict("b", U, "r")]).outcome == U
+    assert V.combine("all", [V.Verdict("a", H, "r"), V.Verdict("b", F, "r")]).outcome == F
+    assert V.combine("all", [V.Verdict("a", H, "r")] * 2).outcome == H
+
+
+# ---------------------------------------------------------------------------------------- Theorem 1
+def _thm1(err1=0.0, err2=0.0, ratio=(1.5, 3.0), inside=True):
+    return pd.DataFrame(dict(assumption1=[inside, inside, False], err_eq1=[err1, 0.0, 0.7],
+                             err_eq2=[0.0, err2, 0.4], eq3_over_sigma=[ratio[0], ratio[1], 2.0]))
+
+
+def test_theorem1_outcomes():
+    assert [v.outcome for v in V.theorem1(_thm1())] == [H, H, H]
+    assert [v.outcome for v in V.theorem1(_thm1(err1=1e-3))] == [F, H, H]
+    assert [v.outcome for v in V.theorem1(_thm1(err2=math.nan))] == [H, F, H]  # not computed = wrong
+    assert [v.outcome for v in V.theorem1(_thm1(ratio=(0.9, 2.0)))] == [H, H, F]
+    assert [v.outcome for v in V.theorem1(_thm1(inside=False))] == [U, U, H]
+    assert V.theorem1(_thm1())[2].numbers["median_ratio"] == 2.0  # how loose eq. 3 is
+
+
+def test_exact_model_norms():
+    rows = pd.DataFrame(dict(err_l1=[0.0, 1e-12], err_linf=[0.0, 0.0]))
+    assert V.exact_model_norms(rows).outcome == H
+    assert V.exact_model_norms(rows.assign(err_linf=[0.0, 0.1])).outcome == F
+    assert V.exact_model_norms(rows.iloc[:0]).outcome == U
+
+
+# ------------------------------------------------------------------------------------------ Table 1
+def _wide(power=(100.0, 200.0), floor=0.001):
+    return pd.DataFrame(dict(l1=[0.01, 0.02], linf=[0.02, 0.01], power=list(power), floor=[floor, floor]),
+                        index=["k1", "k2"])
+
+
+def test_paper_speedup_is_from_table1():
+    s = V.paper_speedup(PAPER_TABLE1, "power")
+    assert s.max() == pytest.approx(255 / 0.0239) and s.min() == pytest.approx(27.4 / 0.00682)
+
+
+def test_table1_speed_outcomes():
+    assert V.table1_speed(_wide(), "power", 6000, "power iteration").outcome == F  # ratios 5000x and 10000x
+    assert V.table1_speed(_wide((100.0, 200.0)), "power", 5000, "p").numbers["min_ratio"] == pytest.approx(5000)
+    assert V.table1_speed(_wide((100.0, 200.0)), "power", 5000, "p").outcome == H
+    assert V.table1_speed(_wide((100.0, math.nan)), "power", 5000, "p").numbers["n_not_measured"] == 1
+    assert V.table1_speed(_wide((math.nan, math.nan)), "power", 5000, "p").outcome == U
+
+
+def test_table1_floor_outcomes():
+    assert V.table1_floor(_wide(floor=0.01), k=3).outcome == H
+    assert V.table1_floor(_wide(floor=0.001), k=3).outcome == F
+    assert V.table1_floor(_wide(floor=math.nan), k=3).outcome == U
+
+
+# ------------------------------------------------------------------------------------------ Table 2
+def _t2(plain, rows, n_clean=10000, n_robust=1000):
+    """plain = (clean, robust); rows = {(kind, strength): (clean, robust)}; one model."""
+    recs = [dict(model="m", regularizer="none", strength=0.0, clean=plain[0], robust=plain[1])]
+    recs += [dict(model="m", regularizer=k, strength=s, clean=c, robust=r) for (k, s), (c, r) in rows.items()]
+    return pd.DataFrame(recs).assign(n_clean=n_clean, n_robust=n_robust)
+
+
+def test_table2_paper_like_holds():
+    # clean up by 3 points at a weak setting, robust down 10 points at the strongest
+    f = _t2((90, 50), {("wd", 1e-2): (90, 40), ("wd", 1e-4): (93, 50), ("svc", 0.5): (89, 40),
+                       ("svc", 2.0): (90, 50)})
+    clean = {v.claim: v.outcome for v in V.table2_clean(f)}
+    assert clean == {"weight decay improves clean accuracy at some strength": H,
+                     "singular value clipping improves clean accuracy at some strength": U,
+                     "norm regularization can improve clean accuracy": H}
+    robust = V.table2_robust(f)
+    assert [v.outcome for v in robust] == [H, H, H]
+    assert all(c["strength"] in (1e-2, 0.5) for c in robust[-1].numbers["cases"])  # strongest: max wd, min c
+
+
+def test_table2_contradicting_data_does_not_hold():
+    # the smoke case of the issue: strongest l1 norm decay raises robust by 21 points, lowers clean
+    f = _t2((95, 30), {("nd_l1", 0.1): (85, 51), ("nd_l1", 0.01): (80, 30)}, n_robust=100)
+    assert [v.outcome for v in V.table2_clean(f)] == [F, F]
+    assert [v.outcome for v in V.table2_robust(f)] == [F, F]
+
+
+def test_table2_too_few_points_not_testable():
+    f = _t2((95, 30), {("nd_l1", 0.1): (96, 38)}, n_clean=200, n_robust=50)
+    assert [v.outcome for v in V.table2_clean(f)] == [U, U]
+    robust = V.table2_robust(f)
+    assert [v.outcome for v in robust] == [U, U] and "50 attacked points" in robust[0].reason
+
+
+def test_table2_needs_plain_run():
+    with pytest.raises(ValueError, match="no plain"):
+        V.table2_clean(_t2((90, 50), {("wd", 1e-2): (90, 40)}).iloc[1:])
+
+
+def test_table2_verdicts_on_the_papers_own_numbers():
+    """The paper's Table 2 at 10,000 test images and 1024 attacked points: both halves hold."""
+    f = paper_table2_frame()
+    assert V.table2_clean(f)[-1].outcome == H
+    robust = {v.claim: v.outcome for v in V.table2_robust(f)}
+    assert robust["norm regularization at its strongest does not improve robust accuracy"] == H
+
+
+def test_table2_norms_lowered():
+    s = pd.DataFrame(dict(model="m", regularizer=["none", "svc", "svc", "nd_l1"], reg_strength=[0, 0.5, 2.0, 0.1],
+                          log_linf=[1.0, 0.5, 1.2, 1.5], log_l1=[1.0, 1.0, 1.0, 0.2]))
+    assert [v.outcome for v in V.table2_norms_lowered(s)] == [H, H]
+    s.loc[1, "log_linf"] = 1.1
+    assert [v.outcome for v in V.table2_norms_lowered(s)] == [F, H]
+    assert [v.outcome for v in V.table2_norms_lowered(s[s.regularizer != "none"])] == [U, U]
+
+
+def test_near_zero_robust():
+    f = pd.DataFrame(dict(robust=[0.0, 1.0], n_robust=[1000, 1000]))
+    assert V.near_zero_robust(f, "8/255").outcome == H
+    assert V.near_zero_robust(f.assign(robust=[0.0, 20.0]), "8/255").outcome == F
+    assert V.near_zero_robust(f.assign(n_robust=[20, 20]), "8/255").outcome == U
+    assert V.near_zero_robust(f.assign(robust=math.nan), "8/255").outcome == U
+
+
+# ---------------------------------------------------------------------------------------- Figure 2
+def _norms(robust_factors, plain=(1.0, 2.0, 4.0, 8.0, 16.0, 32.0)):
+    layers = [f"l{i}" for i in range(len(plain))]
+    rows = [dict(model="m", adv_mode="plain", layer=l, linf=v) for l, v in zip(layers, plain)]
+    for mode, fac in robust_factors.items():
+        rows += [dict(model="m", adv_mode=mode, layer=l, linf=v * f) for l, v, f in zip(layers, plain, fac)]
+    return pd.DataFrame(rows)
+
+
+def test_figure2_norms_outcomes():
+    larger = [1.5, 2, 1.1, 3, 1.2, 2]        # all six layers grew: sign test p = 1/64
+    comparable = [0.9, 1.1, 0.95, 1.05, 1.0, 0.98]
+    smaller = [0.3, 0.5, 0.4, 0.2, 0.5, 0.6]  # the smoke case: every norm clearly smaller
+    mixed = [0.3, 0.5, 0.4, 2.0, 0.5, 1.5]    # median 0.5 but two layers grew: p = 0.34
+    out = V.figure2_norms(_norms(dict(pgd=larger, alp=comparable, trades=smaller, x=mixed)))
+    assert [v.outcome for v in out] == [H, H, F, U, F]
+    assert out[0].reason.startswith("larger") and out[1].reason.startswith("comparable")
+    assert V.figure2_norms(_norms(dict(pgd=larger)))[-1].outcome == H
+
+
+def test_figure2_few_layers_cannot_show_smaller():
+    out = V.figure2_norms(_norms(dict(pgd=[0.3, 0.4, 0.5, 0.3]), plain=(1.0, 2.0, 3.0, 4.0)))
+    assert out[0].outcome == U and out[0].numbers["p_smaller"] == 1 / 16
+
+
+def test_figure2_layers_must_match():
+    bad = _norms(dict(pgd=[1.0] * 6))
+    bad.loc[bad.index[-1], "layer"] = "other"
+    with pytest.raises(ValueError, match="different layers"):
+        V.figure2_norms(bad)
+
+
+def _acc(plain, robust, n, lip_plain=10.0, lip=5.0):
+    return pd.DataFrame([dict(model="m", adv_mode="plain", robust_acc=plain, n_eval=n, lip_mean=lip_plain),
+                         dict(model="m", adv_mode="pgd", robust_acc=robust, n_eval=n, lip_mean=lip)])
+
+
+def test_figure2_more_robust_outcomes():
+    assert [v.outcome for v in V.figure2_more_robust(_acc(0.0, 0.5, 100))] == [H, H]
+    assert [v.outcome for v in V.figure2_more_robust(_acc(0.5, 0.0, 100))] == [F, F]
+    assert [v.outcome for v in V.figure2_more_robust(_acc(0.1, 0.25, 20))] == [U, U]
+    assert [v.outcome for v in V.figure2_more_robust(_acc(0.1, math.nan, 20))] == [U, U]  # not measured
+
+
+def test_figure2_local_lipschitz_outcomes():
+    assert V.figure2_local_lipschitz(_acc(0, 0, 1, lip=5.0))[0].outcome == H
+    assert V.figure2_local_lipschitz(_acc(0, 0, 1, lip=20.0))[0].outcome == F
+    assert V.figure2_local_lipschitz(_acc(0, 0, 1, lip=10.5))[0].outcome == U
+    assert V.figure2_local_lipschitz(_acc(0, 0, 1, lip=math.nan))[0].outcome == U
+
+
+# ------------------------------------------------------------------------------------- Propositions
+def _prop1(spread=0.0, growth=1.0):
+    rows = []
+    for s in (1.0, 100.0):
+        rows += [dict(scale=s, p="l1", layer=i, norm=s ** growth * (i + 1)) for i in range(3)]
+        rows += [dict(scale=s, p="output spread", layer=-1, norm=spread),
+                 dict(scale=s, p="empirical Lipschitz", layer=-1, norm=0.0)]
+    return pd.DataFrame(rows)
+
+
+def test_proposition1_outcomes():
+    assert V.proposition1(_prop1()).outcome == H
+    assert V.proposition1(_prop1(spread=1e-3)).outcome == F
+    assert V.proposition1(_prop1(growth=0.5)).outcome == F
+    assert V.proposition1(_prop1()[lambda d: d.scale == 1.0]).outcome == U
+
+
+def test_proposition2_outcomes():
+    p = pd.DataFrame(dict(xi=[10.0, 1000.0], grid_robust_acc=[1.0, 1.0], pgd_robust_acc=[1.0, 1.0],
+                          lipschitz_lower=[12.0, 1500.0]))
+    assert [v.outcome for v in V.proposition2(p, d_min=0.5, eps=0.1)] == [H, H]
+    assert [v.outcome for v in V.proposition2(p.assign(lipschitz_lower=[12.0, 10.0]), 0.5, 0.1)] == [H, F]
+    assert [v.outcome for v in V.proposition2(p.assign(pgd_robust_acc=[0.9, 1.0]), 0.5, 0.1)] == [F, F]
+    assert [v.outcome for v in V.proposition2(p, d_min=0.15, eps=0.1)] == [U, U]
