@@ -148,8 +148,9 @@ class NormDecay:
     def step(self) -> None:
         """Lines 3-5 of Algorithm 1: ``h <- gamma h + (1-gamma) p``, ``weight.grad += beta/N h``.
 
-        (``beta h`` with ``beta_scaling="total"``.)  ``p`` is non-zero on one row / column only (``sparse_subgradient``): ``h`` is scaled in place and the
-        block added, so a step costs one pass over ``|K|`` and two over ``h`` per layer."""
+        (``beta h`` with ``beta_scaling="total"``.)  ``p`` is non-zero on one row / column only
+        (``sparse_subgradient``): ``h`` is scaled in place and the block added, so a step costs one pass over
+        ``|K|`` and two over ``h`` per layer."""
         scale = self.scale
         for name, (m, size) in self.layers.items():
             w = m.weight

@@ -118,6 +118,8 @@ IGNORED_UNLESS = {
     "data_root": lambda c: c["dataset"] == "cifar10",
     "reg_gamma": lambda c: c["regularizer"] in ("nd_l1", "nd_linf"),
     "reg_clip_every": lambda c: c["regularizer"] == "svc",
+    "reg_beta_scaling": lambda c: c["regularizer"] in ("nd_l1", "nd_linf"),
+    "reg_svc_linear": lambda c: c["regularizer"] == "svc",
     "adv_preset": lambda c: c["adv_mode"] != "plain",
     "cudnn_deterministic": lambda c: c["device"] != "cpu",
     "lr_decay": lambda c: len(c["milestones"]) > 0,

@@ -104,7 +104,7 @@ def with_intervals(frame: pd.DataFrame, acc: str, n: str, percent: bool = True,
     scale = 100.0 if percent else 1.0
     lo, hi = [], []
     for a, k in zip(frame[acc], frame[n]):
-        if a is None or k is None or (isinstance(a, float) and math.isnan(a)) or (isinstance(k, float) and math.isnan(k)):
+        if any(v is None or (isinstance(v, float) and math.isnan(v)) for v in (a, k)):
             lo.append(math.nan), hi.append(math.nan)
             continue
         ci = rate_interval(a / scale, int(k), confidence)
@@ -352,7 +352,8 @@ def table2_norms_lowered(summary: pd.DataFrame, targets: Optional[dict] = None) 
     out = []
     for kind in [k for k in targets if k in set(summary.regularizer)]:
         col = targets[kind]
-        claim = f"the strongest {METHOD_LABELS.get(kind, kind)} lowers the mean {col[4:].replace('inf', '_inf')} layer norm"
+        norm = col[4:].replace("inf", "_inf")
+        claim = f"the strongest {METHOD_LABELS.get(kind, kind)} lowers the mean {norm} layer norm"
         diffs = {}
         for model, g in summary[summary.regularizer == kind].groupby("model"):
             g = g[g.reg_strength == strongest_strength(kind, g.reg_strength)]
@@ -492,7 +493,8 @@ def figure2_local_lipschitz(summary: pd.DataFrame, margin: float = 0.1) -> list[
         g = g.set_index("adv_mode")
         for mode in [m for m in g.index if m != "plain"]:
             claim = f"{model} {ADV_LABELS.get(mode, mode)} smaller local Lipschitz estimate than plain"
-            if _missing(g.loc[mode, "lip_mean"]) or _missing(g.loc["plain", "lip_mean"]) or not g.loc["plain", "lip_mean"] > 0:
+            plain_lip, lip = g.loc["plain", "lip_mean"], g.loc[mode, "lip_mean"]
+            if _missing(lip) or _missing(plain_lip) or not plain_lip > 0:
                 out.append(Verdict(claim, UNTESTABLE, "local Lipschitz estimate not measured"))
                 continue
             ratio = float(g.loc[mode, "lip_mean"] / g.loc["plain", "lip_mean"])

@@ -176,9 +176,9 @@ def test_near_zero_robust():
 # ---------------------------------------------------------------------------------------- Figure 2
 def _norms(robust_factors, plain=(1.0, 2.0, 4.0, 8.0, 16.0, 32.0)):
     layers = [f"l{i}" for i in range(len(plain))]
-    rows = [dict(model="m", adv_mode="plain", layer=l, linf=v) for l, v in zip(layers, plain)]
+    rows = [dict(model="m", adv_mode="plain", layer=name, linf=v) for name, v in zip(layers, plain)]
     for mode, fac in robust_factors.items():
-        rows += [dict(model="m", adv_mode=mode, layer=l, linf=v * f) for l, v, f in zip(layers, plain, fac)]
+        rows += [dict(model="m", adv_mode=mode, layer=name, linf=v * f) for name, v, f in zip(layers, plain, fac)]
     return pd.DataFrame(rows)
 
 
