@@ -1,6 +1,7 @@
 """Keep the committed notebooks free of run outputs.
 
     python -m nblib.nbclean notebooks/*.ipynb     # strip in place, then `jupytext --sync` is not needed
+    python -m nblib.nbclean --from outputs/smoke/executed notebooks/*.ipynb   # new verdict references
 
 A committed notebook carries no outputs and no execution counts, except the short verdict printed by the
 cells marked ``# NBVAL_CHECK_OUTPUT``: nbval compares a fresh run against exactly those (lax mode). Figures,
@@ -31,11 +32,28 @@ def strip_outputs(nb):
     return nb
 
 
+def adopt_checked_outputs(nb, executed):
+    """``nb`` with the outputs of its ``# NBVAL_CHECK_OUTPUT`` cells taken from ``executed`` (the same notebook
+    as papermill ran it: the cell with the same source), so nbval's references are those of the latest run."""
+    ran = {cell.source: cell.outputs for cell in executed.cells if cell.cell_type == "code"}
+    for cell in nb.cells:
+        if cell.cell_type == "code" and CHECKED in cell.source:
+            if cell.source not in ran:
+                raise ValueError("a checked cell of the notebook is not in its executed copy: rerun it first")
+            cell.outputs = ran[cell.source]
+    return nb
+
+
 def main(argv=None) -> int:
-    paths = [Path(p) for p in (sys.argv[1:] if argv is None else argv)]
-    for path in paths:
+    args = list(sys.argv[1:] if argv is None else argv)
+    source = None
+    if args[:1] == ["--from"]:
+        source, args = Path(args[1]), args[2:]
+    for path in map(Path, args):
         nb = nbformat.read(path, as_version=4)
-        before = nbformat.writes(nb)
+        if source is not None:
+            nb = adopt_checked_outputs(nb, nbformat.read(source / path.name, as_version=4))
+        before = path.read_text().rstrip("\n")
         after = nbformat.writes(strip_outputs(nb))
         if after != before:
             path.write_text(after + "\n")

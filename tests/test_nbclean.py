@@ -1,5 +1,6 @@
 """nblib.nbclean.strip_outputs keeps only nbval's reference verdicts."""
 import nbformat
+import pytest
 
 from nblib.nbclean import main, strip_outputs
 
@@ -34,3 +35,22 @@ def test_main_rewrites_only_notebooks_with_outputs(tmp_path, capsys):
     main([str(tmp_path / "a.ipynb")])
     assert capsys.readouterr().out == "" and (tmp_path / "a.ipynb").read_text() == before
     assert "/work/" not in before and "iVBOR" not in before
+
+
+def test_main_from_an_executed_copy_adopts_its_verdict(tmp_path):
+    """``--from outputs/<profile>/executed``: the committed notebook's reference verdict becomes the latest
+    run's; its other cells stay stripped."""
+    committed, executed = tmp_path / "nb", tmp_path / "executed"
+    committed.mkdir(), executed.mkdir()
+    nbformat.write(strip_outputs(executed_notebook()), committed / "a.ipynb")
+    ran = executed_notebook()
+    ran.cells[3].outputs[0].text = "False\n"
+    nbformat.write(ran, executed / "a.ipynb")
+    main(["--from", str(executed), str(committed / "a.ipynb")])
+    code = [c for c in nbformat.read(committed / "a.ipynb", as_version=4).cells if c.cell_type == "code"]
+    assert [(o.output_type, o.text) for o in code[2].outputs] == [("stream", "False\n")]
+    assert [c.outputs for c in code[:2]] == [[], []]
+    ran.cells[3].source += "\nprint(1)"  # the checked cell changed since that run: refuse
+    nbformat.write(ran, executed / "a.ipynb")
+    with pytest.raises(ValueError, match="rerun"):
+        main(["--from", str(executed), str(committed / "a.ipynb")])

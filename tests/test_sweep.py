@@ -31,12 +31,15 @@ OTHER_VALUE = {
     "weight_decay": 5e-4, "regularizer": "nd_l1", "reg_strength": 1e-3, "reg_gamma": 0.9,
     "reg_clip_every": 10, "adv_mode": "trades", "adv_preset": "authors", "seed": 1, "device": "cuda",
     "cudnn_deterministic": True, "amp": "bf16", "channels_last": True, "eval_eps": 8 / 255, "n_eval": 10,
-    "attack": "authors", "attack_budget": 0.5, "local_lipschitz": True,
+    "attack": "authors", "attack_budget": 0.5, "local_lipschitz": True, "reg_beta_scaling": "total",
+    "reg_svc_linear": False, "extra_eval_eps": [4 / 255],
 }
 # what a key needs beside it to have an effect (nblib.train.IGNORED_UNLESS)
 CONTEXT = {"reg_gamma": dict(regularizer="nd_l1", reg_strength=1e-3),
            "reg_clip_every": dict(regularizer="svc", reg_strength=1.0),
-           "adv_preset": dict(adv_mode="pgd"), "cudnn_deterministic": dict(device="cuda")}
+           "adv_preset": dict(adv_mode="pgd"), "cudnn_deterministic": dict(device="cuda"),
+           "reg_beta_scaling": dict(regularizer="nd_l1", reg_strength=1e-3),
+           "reg_svc_linear": dict(regularizer="svc", reg_strength=1.0)}
 TIME_KEYS = ("train_seconds", "epoch_seconds", "seconds_per_epoch", "train_seconds_per_epoch", "eval_seconds",
              "total_seconds", "session_seconds", "aa_seconds", "resumed_from_epoch", "aa_resumed", "device")
 REPO = Path(__file__).resolve().parents[1]
@@ -124,6 +127,8 @@ def test_hash_sensitive_to_every_key():
     (dict(cudnn_deterministic=True), "cpu"),
     (dict(attack="none", eval_eps=8 / 255, n_eval=10, attack_budget=0.1), "nothing evaluated at eps"),
     (dict(milestones=[], lr_decay=0.5), "no milestone"),
+    (dict(regularizer="svc", reg_strength=1.0, reg_beta_scaling="total"), "beta scaling is norm decay's"),
+    (dict(regularizer="nd_l1", reg_strength=1e-3, reg_svc_linear=False), "Linear clipping is SVC's"),
 ])
 def test_settings_without_effect_hash_alike(cfg, unused):
     """The issue's examples: editing svc_every or nd_gamma in a profile must not retrain the other runs."""
