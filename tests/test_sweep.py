@@ -20,6 +20,7 @@ from nblib.results import read_json, write_json_atomic
 from nblib.sweep import (RunLocked, check_metrics, config_hash, expand_grid, run_cached, run_dir_for, run_status,
                          run_sweep, slurm_kwargs)
 from nblib.train import DEFAULT_CFG, fill_cfg
+from run_results import TIME_KEYS, without_times
 
 TINY = dict(model="smallcnn", dataset="digits", train_subset=64, batch_size=32, epochs=2, lr=0.05,
             attack="none", n_eval=16)
@@ -40,8 +41,7 @@ CONTEXT = {"reg_gamma": dict(regularizer="nd_l1", reg_strength=1e-3),
            "adv_preset": dict(adv_mode="pgd"), "cudnn_deterministic": dict(device="cuda"),
            "reg_beta_scaling": dict(regularizer="nd_l1", reg_strength=1e-3),
            "reg_svc_linear": dict(regularizer="svc", reg_strength=1.0)}
-TIME_KEYS = ("train_seconds", "epoch_seconds", "seconds_per_epoch", "train_seconds_per_epoch", "eval_seconds",
-             "total_seconds", "session_seconds", "aa_seconds", "resumed_from_epoch", "aa_resumed", "device")
+TIME_KEYS = (*TIME_KEYS, "device")
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -49,11 +49,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _without_times(obj):
-    if isinstance(obj, dict):
-        return {k: _without_times(v) for k, v in obj.items() if k not in TIME_KEYS}
-    if isinstance(obj, list):
-        return [_without_times(v) for v in obj]
-    return obj
+    return without_times(obj, TIME_KEYS)
 
 
 def fake_metrics(cfg):

@@ -11,12 +11,11 @@ from nblib import train
 from nblib.models import build
 from nblib.norms import layer_norms
 from nblib.train import DEFAULT_CFG, CheckpointError, fill_cfg, run_one, scaled_milestones
+from run_results import without_times
 
 # 256 training images, 4 SGD steps of 64 per epoch; no AutoAttack unless a test asks for it
 TINY = dict(model="smallcnn", dataset="digits", train_subset=256, batch_size=64, epochs=2, lr=0.05,
             attack="none", n_eval=32)
-TIME_KEYS = ("train_seconds", "epoch_seconds", "seconds_per_epoch", "train_seconds_per_epoch", "eval_seconds",
-             "total_seconds", "session_seconds", "aa_seconds", "resumed_from_epoch", "aa_resumed")
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -26,12 +25,6 @@ def _checkpoint(run_dir):
     return torch.load(run_dir / train.CHECKPOINT, weights_only=True)
 
 
-def _without_times(obj):
-    if isinstance(obj, dict):
-        return {k: _without_times(v) for k, v in obj.items() if k not in TIME_KEYS}
-    if isinstance(obj, list):
-        return [_without_times(v) for v in obj]
-    return obj
 
 
 # --------------------------------------------------------------------------- config
@@ -200,7 +193,7 @@ def test_run_one_metrics_history_and_files(tmp_path):
 def test_same_cfg_same_result(tmp_path):
     a = run_one(dict(TINY, epochs=1), tmp_path / "a")
     b = run_one(dict(TINY, epochs=1), tmp_path / "b")
-    assert _without_times(a) == _without_times(b)
+    assert without_times(a) == without_times(b)
     c = run_one(dict(TINY, epochs=1, seed=1), tmp_path / "c")
     assert c["norms_linf"] != a["norms_linf"]
 
@@ -242,8 +235,8 @@ def test_resume_matches_uninterrupted_run(tmp_path):
         for pid, s in ref["optimizer"]["state"].items():
             assert torch.equal(ck["optimizer"]["state"][pid]["momentum_buffer"], s["momentum_buffer"])
         assert torch.equal(ck["rng"]["torch"], ref["rng"]["torch"])
-        assert _without_times(ck["history"]) == _without_times(ref["history"])
-    assert _without_times(stop) == _without_times(full) == _without_times(mid)
+        assert without_times(ck["history"]) == without_times(ref["history"])
+    assert without_times(stop) == without_times(full) == without_times(mid)
 
 
 def test_channels_last_run_matches_default_layout(tmp_path):
