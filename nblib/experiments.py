@@ -85,6 +85,12 @@ def figure2_run_configs(p: dict) -> list[dict]:
     return figure2_configs(p["models"], base, modes=p["modes"])
 
 
+def runs_root(p: dict) -> str:
+    """The sweep cache of a training notebook's parameters ``p``: ``runs_dir``, or ``<output_dir>/runs`` when it
+    is empty (the notebooks' default: each profile its own cache); relative to the notebooks' folder."""
+    return p["runs_dir"] or f"{p['output_dir']}/runs"
+
+
 #: The run configs of each notebook that trains, from its parameters.
 RUN_CONFIGS = {"03_table2": table2_run_configs, "04_adversarial_norms": figure2_run_configs}
 

@@ -157,9 +157,10 @@ def parameters_for(nb: Path, profile: str, config: dict, output_dir: Path, devic
 
 
 def runs_dir_of(params: dict) -> Path:
-    """The sweep cache of a notebook's parameters: ``runs_dir`` relative to the notebooks' folder, or
-    ``<output_dir>/runs`` when it is empty (the notebooks' default: each profile its own cache)."""
-    return (NOTEBOOKS / (params["runs_dir"] or f"{params['output_dir']}/runs")).resolve()
+    """The sweep cache of a notebook's parameters (:func:`nblib.experiments.runs_root`), as an absolute path."""
+    from nblib.experiments import runs_root
+
+    return (NOTEBOOKS / runs_root(params)).resolve()
 
 
 def check_data(profile: str, config: dict, todo) -> None:

@@ -98,9 +98,9 @@ slurm = sweep.slurm_kwargs(executor, slurm_partition, slurm_timeout_min)
 # %%
 reading = dict(nd_beta_scaling=nd_beta_scaling, svc_linear=svc_linear)  # recorded in every table and metrics file
 configs = experiments.table2_run_configs(globals())
-results = sweep.run_sweep(configs, runs_dir or f"{output_dir}/runs", executor=executor, gpus=gpus or None,
+results = sweep.run_sweep(configs, experiments.runs_root(globals()), executor=executor, gpus=gpus or None,
                             slurm_kwargs=slurm)
-print(f"{len(results)} runs in {runs_dir or output_dir + '/runs'}")
+print(f"{len(results)} runs in {experiments.runs_root(globals())}")
 
 # %% [markdown]
 # ## Table 2 (clean / robust accuracy, %; columns strongest first, as in the paper)

@@ -87,7 +87,7 @@ LABELS = verdicts.ADV_LABELS
 
 # %%
 configs = experiments.figure2_run_configs(globals())
-results = sweep.run_sweep(configs, runs_dir or f"{output_dir}/runs", executor=executor,
+results = sweep.run_sweep(configs, experiments.runs_root(globals()), executor=executor,
                           gpus=gpus or None, slurm_kwargs=slurm)
 summary = results[["model", "adv_mode", "clean_acc", "robust_acc", "lip_mean", "lip_max", "grad_margin_mean",
                    "log10_linf_norm_product"]].assign(n_eval=results.metric_n_eval)
