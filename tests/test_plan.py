@@ -63,9 +63,9 @@ def test_plan_without_data_uses_the_nominal_size(tmp_path):
     assert step > 0 and table.attack_s[0] == 0
 
 
-def test_reproduce_plan_prints_every_notebook(capsys, monkeypatch):
+def test_reproduce_plan_prints_every_notebook(capsys, monkeypatch, tmp_path):
     monkeypatch.setattr(plan, "project_run", lambda *a, **k: {"train_s": 3600.0, "attack_s": 0.0, "basis": "x"})
-    reproduce.main(["--profile", "smoke", "--plan"])
+    reproduce.main(["--profile", "smoke", "--plan", "--output-root", str(tmp_path)])  # an empty cache
     out = capsys.readouterr().out
     assert "01_theorem1: no training runs" in out
     assert "03_table2: 9 runs, 0 cached, 9 to train: about 9.00 h" in out
