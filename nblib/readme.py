@@ -21,8 +21,10 @@ START, END = "<!-- results:start -->", "<!-- results:end -->"
 OUTCOMES = ("holds", "does not hold", "not testable")
 SCREENSHOT = "docs/jupyterlab.png"
 KEY_FIGURES = (  # (figure name, caption)
+    ("01_figure1", "Figure 1 (a)-(d) on a small layer: kernel, operator matrix M and its norms"),
     ("01_closed_form_errors", "Theorem 1: error of the closed forms inside / outside Assumption 1; looseness of eq. 3"),
     ("02_table1", "Table 1: time of each l1 / l_inf / l2 method"),
+    ("03_tradeoff", "Table 2 trade-off: clean vs robust accuracy per regularizer and strength (95% intervals)"),
     ("03_norms_vs_strength", "Table 2: layer norms reached by each regularizer and strength"),
     ("04_figure2", "Figure 2: layer norms of plain and adversarially trained networks"),
     ("04_local_lipschitz", "Local Lipschitz estimate vs the product of layer norms"),
