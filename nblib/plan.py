@@ -33,7 +33,7 @@ __all__ = ["FINISHED", "NOMINAL_TRAIN_SIZE", "notebook_parameters", "run_counts"
 #: Cache statuses of runs that will not train again (a diverged run is stored, not retried).
 FINISHED = ("done", "diverged")
 #: Training images of each data set, for projections while the data is not there yet.
-NOMINAL_TRAIN_SIZE = {"cifar10": 50_000, "digits": 1437}
+NOMINAL_TRAIN_SIZE = {"cifar10": throughput.CIFAR_TRAIN, "digits": 1437}
 
 def notebook_parameters(nb: Path, section: dict, injected: dict) -> dict:
     """The parameters a notebook runs with: its ``parameters`` cell's defaults, overridden by the profile's
