@@ -63,8 +63,9 @@ def run_table1(device="cpu", runs: int = 100, budget_s: float = 10.0, method_bud
     ``budget_s`` bounds the timed calls of one entry (a slow method is timed on fewer than ``runs``
     calls; ``n_runs`` says how many).  ``method_budget_s`` bounds all entries of one method: once spent,
     later kernels of that method are recorded as not measured (NaN, ``measured=False``), never
-    extrapolated.  Columns: kernel, method, sec_per_100 (median seconds per call x 100), n_runs, measured,
-    value (the norm), paper_sec_per_100.
+    extrapolated.  An entry a method refuses at that size (Gram iteration over its memory cap raises
+    ValueError) is not measured either, with the method's message in ``note``.  Columns: kernel, method,
+    sec_per_100 (median seconds per call x 100), n_runs, measured, value (the norm), paper_sec_per_100, note.
     """
     from tqdm.auto import tqdm
 
@@ -78,16 +79,20 @@ def run_table1(device="cpu", runs: int = 100, budget_s: float = 10.0, method_bud
         conv = make_conv(spec, device)
         paper = PAPER_TABLE1.get(tuple(spec), {}).get(method, math.nan)
         row = dict(kernel=str(tuple(spec)), method=method, sec_per_100=math.nan, n_runs=0, measured=False,
-                   value=math.nan, paper_sec_per_100=paper)
+                   value=math.nan, paper_sec_per_100=paper, note="")
         if spent[method] < method_budget_s:
             t0 = time.perf_counter()
             fn = method_fn(conv, method, tol=tol)
-            with torch.no_grad():
-                sec, n = time_calls(fn, runs, budget_s, device)
-            with torch.no_grad():
-                value = float(fn())
+            try:
+                with torch.no_grad():
+                    value = float(fn())
+                    sec, n = time_calls(fn, runs, budget_s, device)
+                row.update(sec_per_100=100 * sec, n_runs=n, measured=True, value=value)
+            except ValueError as err:  # the method cannot run at this size
+                row.update(note=str(err))
             spent[method] += time.perf_counter() - t0
-            row.update(sec_per_100=100 * sec, n_runs=n, measured=True, value=value)
+        else:
+            row.update(note="method time budget spent")
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -27,3 +27,14 @@ def test_model_norm_cost_table():
     assert min(row.shapes_ms, row.linf_ms, row.l1_ms, row.floor_ms, row.nd_ms, row.sgd_ms) > 0
     assert math.isclose(row.linf_over_floor, row.linf_ms / row.floor_ms)
     assert math.isclose(row.nd_over_sgd, row.nd_ms / row.sgd_ms)
+
+
+def test_table1_records_a_method_that_refuses_the_size_as_not_measured():
+    """Gram iteration refuses Table 1's largest kernel (over its memory cap): not measured, with the reason,
+    and the next entries still run (the paper profile's notebook 02 reaches that kernel)."""
+    from nblib.benchmark import TABLE1_KERNELS, run_table1
+
+    t = run_table1(methods=("gram", "l1"), kernels=[TABLE1_KERNELS[-1]], runs=1, budget_s=0.1, progress=False)
+    gram, l1 = t.iloc[0], t.iloc[1]
+    assert not gram.measured and math.isnan(gram.sec_per_100) and "Gram iteration" in gram.note
+    assert l1.measured and l1.value > 0 and l1.note == ""
