@@ -11,6 +11,19 @@ import torch.nn as nn
 from nblib import norms
 
 
+def random_weights(layer: nn.Module, generator: torch.Generator, kind: str) -> nn.Module:
+    """Overwrite ``layer.weight`` (float64) in place and return ``layer``: ``"gauss"`` N(0, 1) entries,
+    ``"sparse"`` the same with about 70% zeros, ``"ties"`` integers in [-2, 2] (many equal row / column sums)."""
+    with torch.no_grad():
+        w = torch.randn(layer.weight.shape, generator=generator, dtype=torch.float64)
+        if kind == "sparse":
+            w = w * (torch.rand(w.shape, generator=generator, dtype=torch.float64) < 0.3)
+        elif kind == "ties":
+            w = torch.randint(-2, 3, w.shape, generator=generator).double()
+        layer.weight.copy_(w)
+    return layer
+
+
 def random_conv_layers(n: int, seed: int = 0, max_hw: int = 9, max_channels: int = 4) -> list[tuple[nn.Conv2d, tuple]]:
     """``n`` random float64 Conv2d layers with an input size each: strides 1-3, paddings 0..k-1,
     rectangular kernels up to 5, dilation 1-2, groups 1-2, inputs as small as the layer allows (so many
@@ -30,14 +43,7 @@ def random_conv_layers(n: int, seed: int = 0, max_hw: int = 9, max_channels: int
                          stride=(rng.randint(1, 3), rng.randint(1, 3)), padding=pad, dilation=dil,
                          groups=groups, bias=False).double()
         kind = rng.choice(["gauss", "sparse", "ties"])
-        with torch.no_grad():
-            w = torch.randn(conv.weight.shape, generator=gen, dtype=torch.float64)
-            if kind == "sparse":
-                w = w * (torch.rand(w.shape, generator=gen, dtype=torch.float64) < 0.3)
-            elif kind == "ties":
-                w = torch.randint(-2, 3, w.shape, generator=gen).double()
-            conv.weight.copy_(w)
-        layers.append((conv, hw))
+        layers.append((random_weights(conv, gen, kind), hw))
     return layers
 
 

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from nblib import norms
 from nblib.layer_shapes import clear_shape_cache
+from nblib.verify import random_weights
 from nblib.norms import conv2d_norm, conv_norm, l2_interval, layer_input_shapes, layer_norms, linear_norm, \
     operator_matrix
 
@@ -28,15 +29,7 @@ SETTINGS = settings(max_examples=80, deadline=None, suppress_health_check=[Healt
 
 
 def fill(layer, draw_seed: int, kind: str):
-    gen = torch.Generator().manual_seed(draw_seed)
-    with torch.no_grad():
-        w = torch.randn(layer.weight.shape, generator=gen, dtype=torch.float64)
-        if kind == "sparse":
-            w = w * (torch.rand(w.shape, generator=gen, dtype=torch.float64) < 0.3)
-        elif kind == "ties":
-            w = torch.randint(-2, 3, w.shape, generator=gen).double()
-        layer.weight.copy_(w)
-    return layer
+    return random_weights(layer, torch.Generator().manual_seed(draw_seed), kind)
 
 
 @st.composite
