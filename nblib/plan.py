@@ -1,7 +1,7 @@
 """The bill before paying it: the training runs of a profile, how many are cached, and their projected time.
 
 ``python -m nblib.reproduce --profile paper --plan`` prints, per notebook, the runs its parameters ask for
-(built by the same :data:`nblib.experiments.RUN_CONFIGS` the notebooks call), how many of them the sweep
+(built by the same :data:`nblib.run_configs.RUN_CONFIGS` the notebooks call), how many of them the sweep
 cache already holds, and the projected time of the rest, without training anything.  A run's projection is
 
     epochs x (training images / 128) x t_step(model, mode)  +  t_autoattack(model, n_eval)
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from nblib import experiments, sweep, throughput
+from nblib import run_configs, sweep, throughput
 from nblib.data import get_dataset
 from nblib.train import fill_cfg
 
@@ -51,12 +51,12 @@ def notebook_parameters(nb: Path, section: dict, injected: dict) -> dict:
 
 def run_counts(params_by_notebook: dict) -> dict:
     """How many runs each training notebook asks for, from its parameters (``{notebook: params}``, as
-    :func:`notebook_parameters` gives them): ``{notebook: {"models", "epochs", "n_eval", "modes": {training
+    :func:`notebook_parameters` gives them): ``{notebook: {"models", "epochs", "n_eval", "adv_modes": {training
     mode: runs per model}}}``, the input of :func:`nblib.throughput.project_hours`.  The runs are built by
-    :data:`nblib.experiments.RUN_CONFIGS`, as the notebooks build them."""
+    :data:`nblib.run_configs.RUN_CONFIGS`, as the notebooks build them."""
     out = {}
     for nb, params in params_by_notebook.items():
-        cfgs = [fill_cfg(c) for c in experiments.RUN_CONFIGS[nb](params)]
+        cfgs = [fill_cfg(c) for c in run_configs.RUN_CONFIGS[nb](params)]
         models = list(dict.fromkeys(c["model"] for c in cfgs))
         modes = {}
         for c in cfgs:
@@ -64,7 +64,7 @@ def run_counts(params_by_notebook: dict) -> dict:
                 modes[c["adv_mode"]] = modes.get(c["adv_mode"], 0) + 1
         if any(sum(c["model"] == m for c in cfgs) != sum(modes.values()) for m in models):
             raise ValueError(f"{nb}: the models have different numbers of runs")
-        out[nb] = dict(models=models, epochs=cfgs[0]["epochs"], n_eval=cfgs[0]["n_eval"], modes=modes)
+        out[nb] = dict(models=models, epochs=cfgs[0]["epochs"], n_eval=cfgs[0]["n_eval"], adv_modes=modes)
     return out
 
 
@@ -142,7 +142,7 @@ def plan_notebook(nb_name: str, params: dict, runs_dir, folder, probe_steps: int
     """One row per run of notebook ``nb_name`` (empty for notebooks that train nothing): model, regularizer,
     strength, mode, hash, cache status, projected training and attack seconds and their basis.  Relative
     ``data_root`` paths are read from ``folder`` (the notebooks' working folder)."""
-    make = experiments.RUN_CONFIGS.get(nb_name)
+    make = run_configs.RUN_CONFIGS.get(nb_name)
     if make is None:
         return pd.DataFrame()
     runs_dir = Path(runs_dir)

@@ -28,6 +28,13 @@ from nblib.norms import (CONV_TYPES, conv_norm, layer_input_shapes, linear_norm,
 KINDS = ("none", "wd", "svc", "nd_l1", "nd_linf")
 #: Readings of norm decay's beta: the paper's eq. (5) (beta/N) | the authors' code (beta).
 BETA_SCALINGS = ("per_layer", "total")
+#: Defaults of the regularisers' settings, held here once (``nblib.train.DEFAULT_CFG`` uses them): norm
+#: decay's momentum gamma (Algorithm 1; the authors' value), its beta reading (eq. 5: beta / N), the number
+#: of optimizer steps between two singular value clippings (the authors' value), SVC of Linear layers.
+GAMMA = 0.5
+BETA_SCALING = "per_layer"
+CLIP_EVERY = 100
+SVC_LINEAR = True
 BEFORE_OPTIMIZER_STEP = "before_optimizer_step"
 AFTER_OPTIMIZER_STEP = "after_optimizer_step"
 
@@ -101,8 +108,8 @@ class NormDecay:
 
     hook = BEFORE_OPTIMIZER_STEP
 
-    def __init__(self, model: nn.Module, input_shape, p, beta: float, gamma: float = 0.5,
-                 beta_scaling: str = "per_layer"):
+    def __init__(self, model: nn.Module, input_shape, p, beta: float, gamma: float = GAMMA,
+                 beta_scaling: str = BETA_SCALING):
         if beta_scaling not in BETA_SCALINGS:
             raise ValueError(f"beta_scaling must be one of {BETA_SCALINGS} (paper text beta/N | authors' code "
                              f"beta), got {beta_scaling!r}")
@@ -306,8 +313,8 @@ class SingularValueClipping:
 
     hook = AFTER_OPTIMIZER_STEP
 
-    def __init__(self, model: nn.Module, input_shape, c: float, clip_every: int = 100,
-                 include_linear: bool = True, padded: bool = False):
+    def __init__(self, model: nn.Module, input_shape, c: float, clip_every: int = CLIP_EVERY,
+                 include_linear: bool = SVC_LINEAR, padded: bool = False):
         c = float(c)
         if not (math.isfinite(c) and c > 0):
             raise ValueError(f"the clipping threshold c must be a finite number > 0, got {c}")
@@ -347,8 +354,8 @@ class SingularValueClipping:
 
 
 # ---------------------------------------------------------------------------- factory
-def build_regularizer(kind: str, model: nn.Module, input_shape, strength: float, gamma: float = 0.5,
-                      clip_every: int = 100, beta_scaling: str = "per_layer", svc_linear: bool = True):
+def build_regularizer(kind: str, model: nn.Module, input_shape, strength: float, gamma: float = GAMMA,
+                      clip_every: int = CLIP_EVERY, beta_scaling: str = BETA_SCALING, svc_linear: bool = SVC_LINEAR):
     """The regulariser object of one column group of Table 2, or None.
 
     ``"none"`` and ``"wd"`` return None: weight decay is the optimizer's ``weight_decay`` (pass ``strength``

@@ -157,8 +157,8 @@ def parameters_for(nb: Path, profile: str, config: dict, output_dir: Path, devic
 
 
 def runs_dir_of(params: dict) -> Path:
-    """The sweep cache of a notebook's parameters (:func:`nblib.experiments.runs_root`), as an absolute path."""
-    from nblib.experiments import runs_root
+    """The sweep cache of a notebook's parameters (:func:`nblib.run_configs.runs_root`), as an absolute path."""
+    from nblib.run_configs import runs_root
 
     return (NOTEBOOKS / runs_root(params)).resolve()
 
@@ -186,7 +186,7 @@ def plan(profile: str, only=None, device: str | None = None, output_root: Path =
          probe_steps: int = 2) -> dict:
     """Print, per notebook of ``profile``, its training runs, how many are cached and the projected time
     (:mod:`nblib.plan`), without training anything; returns ``{notebook: table}``."""
-    from nblib.experiments import RUN_CONFIGS
+    from nblib.run_configs import RUN_CONFIGS
     from nblib.plan import FINISHED, notebook_parameters, plan_notebook
 
     config = load_profile(profile)

@@ -5,10 +5,13 @@ import math
 import random
 import warnings
 
+import pandas as pd
 import torch
 import torch.nn as nn
 
 from nblib import norms
+from nblib.layer_shapes import layer_input_shapes
+from nblib.models import build
 
 
 def random_weights(layer: nn.Module, generator: torch.Generator, kind: str) -> nn.Module:
@@ -107,6 +110,29 @@ def check_model_layer(conv: nn.Conv2d, hw) -> dict:
                     err_l1=_rel(norms.conv2d_norm(conv, hw, 1).item(), general_l1),
                     err_linf=_rel(norms.conv2d_norm(conv, hw, math.inf).item(), general_linf),
                     err_eq2=_rel(eq2, general_linf))
+
+
+def model_conv_rows(names, device="cpu", input_shape=(3, 32, 32)) -> pd.DataFrame:
+    """:func:`check_model_layer` on every Conv2d of each model of ``nblib.models`` (float64, at the input size
+    each conv sees for a ``input_shape`` image): one row per conv with ``model``, ``layer``, ``input``,
+    ``kernel``, ``stride``, ``groups``, and ``convs_in_model``, the number of Conv2d modules of the model
+    (a model with fewer rows than that had a conv skipped)."""
+    rows = []
+    for name in names:
+        net = build(name).double().to(device)
+        n_convs = sum(isinstance(m, nn.Conv2d) for m in net.modules())
+        for layer, (module, shape) in layer_input_shapes(net, input_shape).items():
+            if isinstance(module, nn.Conv2d):
+                rows.append(dict(model=name, layer=layer, input=str(shape), kernel=str(module.kernel_size),
+                                 stride=str(module.stride), groups=module.groups, convs_in_model=n_convs,
+                                 **check_model_layer(module, shape[-2:])))
+    return pd.DataFrame(rows)
+
+
+def all_convs_checked(model_rows: pd.DataFrame) -> bool:
+    """Every model of :func:`model_conv_rows` has one row per Conv2d module (no layer skipped)."""
+    per_model = model_rows.groupby("model")
+    return bool((per_model.size() == per_model.convs_in_model.first()).all())
 
 
 def tap_matrix(kernel_size, stride, padding, input_size) -> tuple[torch.Tensor, torch.Tensor]:

@@ -32,7 +32,6 @@ models = ["vgg11", "resnet18", "senet18", "regnetx_200mf"]  # CIFAR models whose
 tolerance = 1e-9  # largest relative error accepted as float rounding (float64)
 
 # %%
-import math
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -40,7 +39,6 @@ import pandas as pd
 import seaborn as sns
 import torch
 
-from nblib import models as nbmodels
 from nblib import norms, verdicts, verify
 from nblib.results import save_figure, save_metrics, save_table
 
@@ -61,16 +59,8 @@ random_rows.groupby("assumption1")[["err_l1", "err_linf", "err_eq1", "err_eq2", 
 # ## Every Conv2d of the four CIFAR models at 32x32
 
 # %%
-model_rows = []
-for name in models:
-    net = nbmodels.build(name).double().to(device)
-    for layer, (module, shape) in norms.layer_input_shapes(net, (3, 32, 32)).items():
-        if isinstance(module, torch.nn.Conv2d):
-            model_rows.append(dict(model=name, layer=layer, input=str(shape), kernel=str(module.kernel_size),
-                                   stride=str(module.stride), groups=module.groups,
-                                   **verify.check_model_layer(module, shape[-2:])))
-model_rows = pd.DataFrame(model_rows)
-save_table(model_rows, output_dir, "01_model_layers")
+model_rows = verify.model_conv_rows(models, device)
+save_table(model_rows.drop(columns="convs_in_model"), output_dir, "01_model_layers")
 model_rows.groupby("model").agg(convs=("layer", "size"), outside_assumption1=("assumption1", lambda s: int((~s).sum())),
                                 max_err_l1=("err_l1", "max"), max_err_linf=("err_linf", "max"))
 
@@ -95,7 +85,7 @@ claims = [*verdicts.theorem1(random_rows, tolerance), verdicts.exact_model_norms
 metrics["verdicts"] = verdicts.records(claims)
 save_metrics(output_dir, "01_theorem1", metrics)
 for v in claims:
-    print(v.line() + ("" if v.outcome == verdicts.UNTESTABLE else f" ({v.reason})"))
+    print(v.explained())
 print(f"outside Assumption 1 the closed forms are wrong for {100 * metrics['frac_closed_form_wrong_outside']:.0f}% "
       f"of random layers")
 
@@ -103,8 +93,7 @@ print(f"outside Assumption 1 the closed forms are wrong for {100 * metrics['frac
 # NBVAL_CHECK_OUTPUT
 for v in claims:
     print(v.line())
-print("every model conv checked, none skipped:", len(model_rows) == sum(
-    isinstance(m, torch.nn.Conv2d) for n in models for m in nbmodels.build(n).modules()))
+print("every model conv checked, none skipped:", verify.all_convs_checked(model_rows))
 print("Gram iteration is an upper bound on every random layer:", metrics["gram_is_upper_bound"])
 
 # %% [markdown]
@@ -140,7 +129,8 @@ for (r, c), t in zip(torch.nonzero(taps >= 0).tolist(), taps[taps >= 0].tolist()
 ax.set_xlabel("input pixel (column of M)")
 ax.set_ylabel("output pixel (row of M)")
 ax.set_title("M of a 3x3 conv, stride 2, padding 1, 5x5 input: entry = kernel tap (k, t); blank = 0")
-ax.legend(handles=[Patch(color=colors[i], label=f"Lemma 1 class: (k-1, t-1) = ({i // stride[1]}, {i % stride[1]}) mod 2")
+ax.legend(handles=[Patch(color=colors[i],
+                         label=f"Lemma 1 class: (k-1, t-1) = ({i // stride[1]}, {i % stride[1]}) mod 2")
                    for i in range(n_cls)], loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
 save_figure(fig, output_dir, "01_operator_matrix");
 
@@ -191,7 +181,8 @@ for (r, c), v in np.ndenumerate(Mn):
         ax.text(c, r, f"{v:g}", ha="center", va="center", fontsize=8)
 ax.set_xlabel("column n of M = input pixel (a)")
 ax.set_ylabel("row = output pixel (channel i, position)")
-ax.set_title(f"(d) M ({Mn.shape[0]} x {Mn.shape[1]}, blank = 0): largest column sum {np.abs(Mn).sum(0).max():g} = eq. 1 "
+ax.set_title(f"(d) M ({Mn.shape[0]} x {Mn.shape[1]}, blank = 0): "
+             f"largest column sum {np.abs(Mn).sum(0).max():g} = eq. 1 "
              f"({norms.theorem1_l1(small, (3, 3)).item():g}); largest row sum {np.abs(Mn).sum(1).max():g} = eq. 2 "
              f"({norms.theorem1_linf(small, (3, 3)).item():g})", fontsize=9)
 fig.tight_layout()

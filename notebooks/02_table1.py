@@ -16,8 +16,9 @@
 # **Check.** The six kernels, stride 1, padding 0: our l1 and l_inf, power iteration on the true operator to
 # a relative tolerance, Sedghi FFT (all singular values), Gram iteration (an upper bound), and the memory
 # floor, one `K.abs().sum()` pass over the kernel that no method reading every weight can beat. Seconds per
-# 100 runs after a warm-up (100 x the median call); a slow method is timed on fewer runs (`n_runs` says how many) and, once its
-# time budget is spent, its remaining kernels are shown as *not measured*, never extrapolated. The paper
+# 100 runs after a warm-up (100 x the median call); a slow method is timed on fewer runs (`n_runs` says how
+# many) and, once its time budget is spent, its remaining kernels are shown as *not measured*, never
+# extrapolated. The paper
 # measured on a GTX 1080 Ti GPU; its numbers are shown beside ours, which come from `device` below.
 #
 # **Verdicts** (`nblib.verdicts`): the speed claim holds when eq. 1-2 (the slower of the two) are faster than
@@ -38,7 +39,6 @@ power_tol = 1e-6  # relative tolerance at which power iteration stops
 floor_factor = 3.0  # eq. 1-2 must cost at most this many times one pass over the kernel (memory floor)
 
 # %%
-import math
 
 import matplotlib.pyplot as plt
 import pandas as pd

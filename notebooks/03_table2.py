@@ -36,21 +36,21 @@
 # paper's own Table 2 (10,000 test images, 1,024 attacked points) as a reference.
 #
 # **Readings where the paper's text and the authors' code differ** (each a parameter; the tables record it):
-# * `nd_beta_scaling`: eq. 5 and Algorithm 1 add `beta/N` times the norm gradient (`per_layer`, the
+# * `reg_beta_scaling`: eq. 5 and Algorithm 1 add `beta/N` times the norm gradient (`per_layer`, the
 #   default); the authors' code adds `beta` (`total`), so their `beta = 1e-2` is our `1e-2 N` (N = 9 to 45
 #   layers for the four CIFAR models). We default to the text: it is the method the paper defines and
 #   that a reader reimplements; `total` reproduces the authors' runs.
-# * `svc_linear`: our singular value clipping also clips the Linear layers (`True`, the default: the paper
+# * `reg_svc_linear`: our singular value clipping also clips the Linear layers (`True`, the default: the paper
 #   regularizes "the norms of layers", and the norm decay it compares with acts on Linear layers too);
 #   Sedghi et al. and the authors' code clip convolutions only (`False`).
-# * `extra_eps_255`: the paper reports that every regularized model has about 0% robust accuracy at 4/255
+# * `extra_eval_eps_255`: the paper reports that every regularized model has about 0% robust accuracy at 4/255
 #   and 8/255; these radii are attacked on the same points (a verdict for each radius that was measured).
 
 # %% tags=["parameters"]
 profile = "smoke"  # name of the params/ profile that ran this notebook
 output_dir = "../outputs/smoke"  # folder for figures/, tables/, metrics/
 device = "cpu"  # torch device of every training run
-runs_dir = ""  # sweep cache, one folder per config hash: empty for output_dir/runs (this profile only), or a folder shared by profiles
+runs_dir = ""  # sweep cache (a folder per config hash): empty for output_dir/runs, or a folder shared by profiles
 executor = "local"  # nblib.sweep executor: local | slurm
 gpus = []  # local executor: one worker process per listed GPU; [] runs sequentially in this kernel
 slurm_partition = ""  # slurm executor: partition, empty for the cluster default; one GPU per job
@@ -61,77 +61,59 @@ data_root = "../data"  # folder holding cifar-10-batches-py (cifar10 only)
 train_subset = 0  # training images used (a fixed, seeded subset); 0: all of them
 epochs = 6  # training epochs (the schedule scales with it)
 lr = 0.05  # initial learning rate (paper: 0.01)
-batch_size = 128  # SGD batch size
 wd = [0.01, 0.001]  # weight decay strengths
 svc = [0.5, 1.0]  # singular value clipping thresholds c
 nd_l1 = [0.1, 0.01]  # l1 norm decay strengths beta
 nd_linf = [0.1, 0.01]  # l_inf norm decay strengths beta
-nd_gamma = 0.5  # norm decay momentum gamma (Algorithm 1)
-nd_beta_scaling = "per_layer"  # norm decay: per_layer (beta/N, paper eq. 5) | total (beta, authors' code)
-svc_linear = True  # singular value clipping also clips Linear layers (False: convs only, as the authors)
-svc_every = 10  # optimizer steps between two singular value clippings
-eps_255 = 8  # AutoAttack l_inf radius in units of 1/255 (paper: 1)
-extra_eps_255 = [4]  # more AutoAttack radii in units of 1/255 on the same points (paper: 4 and 8)
+reg_gamma = 0.5  # norm decay momentum gamma (Algorithm 1)
+reg_beta_scaling = "per_layer"  # norm decay: per_layer (beta/N, paper eq. 5) | total (beta, authors' code)
+reg_svc_linear = True  # singular value clipping also clips Linear layers (False: convs only, as the authors)
+reg_clip_every = 10  # optimizer steps between two singular value clippings
+eval_eps_255 = 8  # AutoAttack l_inf radius in units of 1/255 (paper: 1)
+extra_eval_eps_255 = [4]  # more AutoAttack radii in units of 1/255 on the same points (paper: 4 and 8)
 attack = "authors"  # standard AutoAttack | authors (APGD-CE + APGD-T only, what the authors' code ran)
 attack_budget = 1.0  # fraction of AutoAttack's iterations/queries: 1 as published, < 1 rehearses only
 n_eval = 100  # attacked test points (fixed, seeded subset)
 seed = 0  # seed of every run
 
-# %%
-import math
+# %% [markdown]
+# Parameters are named as the run config's keys (`nblib.train.DEFAULT_CFG`; `eval_eps_255` is `eval_eps` in
+# units of 1/255, `nblib.run_configs`); a setting not listed here (batch size 128, momentum 0.9, ...) is the
+# config's default. `nblib.experiments.table2` runs the sweep (cached: finished runs are read back, killed
+# runs resume) and computes every table and verdict below.
 
+# %%
 import matplotlib.pyplot as plt
-import numpy as np
-import pandas as pd
 import seaborn as sns
 import torch
 
-from nblib import experiments, sweep, verdicts
-from nblib.results import save_figure, save_metrics, save_table
+from nblib import experiments
+from nblib.results import save_figure
+from nblib.run_configs import METHOD_LABELS
+from nblib.table2_verdicts import strongest_strength
 
 torch.manual_seed(seed)
-slurm = sweep.slurm_kwargs(executor, slurm_partition, slurm_timeout_min)
-
-# %% [markdown]
-# ## The sweep (cached: finished runs are read back, killed runs resume)
-
-# %%
-reading = dict(nd_beta_scaling=nd_beta_scaling, svc_linear=svc_linear)  # recorded in every table and metrics file
-configs = experiments.table2_run_configs(globals())
-results = sweep.run_sweep(configs, experiments.runs_root(globals()), executor=executor, gpus=gpus or None,
-                            slurm_kwargs=slurm)
-print(f"{len(results)} runs in {experiments.runs_root(globals())}")
+result = experiments.table2(globals())
+result.save(output_dir)
+print(f"{len(result.runs)} runs in {experiments.runs_root(globals())}")
 
 # %% [markdown]
 # ## Table 2 (clean / robust accuracy, %; columns strongest first, as in the paper)
 #
-# The long table also holds the 95% Wilson interval of every robust accuracy (`robust_lo`, `robust_hi`)
-# and the readings that produced it.
+# The long table (`tables/03_table2_long`) also holds the 95% Wilson interval of every accuracy and the
+# readings that produced it.
 
 # %%
-frame = experiments.table2_frame(results)
-with_paper = dataset == "cifar10" and eps_255 == 1
-wide = experiments.table2_wide(frame, with_paper=with_paper)
-long = verdicts.with_intervals(verdicts.with_intervals(frame, "robust", "n_robust"), "clean", "n_clean")
-save_table(long.assign(**reading), output_dir, "03_table2_long")
-save_table(experiments.flat_columns(wide).reset_index().assign(**reading), output_dir, "03_table2", latex=True)
-ci = long.assign(ci=[f"{a:.1f} [{lo:.1f}, {hi:.1f}]" for a, lo, hi in zip(long.robust, long.robust_lo, long.robust_hi)])
-ci_wide = ci.pivot_table(index="model", columns=["regularizer", "strength"], values="ci", aggfunc="first")
-ci_wide = ci_wide[[c for c in wide.columns if c in ci_wide.columns]]  # the paper's column order
-save_table(experiments.flat_columns(ci_wide).reset_index().assign(**reading), output_dir, "03_table2_robust_ci")
-wide.round(1)
+result.wide.round(1)
 
 # %%
-ci_wide  # robust accuracy (%) [95% Wilson interval over the attacked points]
+result.robust_ci  # robust accuracy (%) [95% Wilson interval over the attacked points]
 
 # %% [markdown]
 # ## Layer norms against regularization strength
 
 # %%
-norms = experiments.layer_norm_frame(results)
-summary = (norms.assign(log_linf=np.log10(norms.linf), log_l1=np.log10(norms.l1))
-           .groupby(["model", "regularizer", "reg_strength"], as_index=False)[["log_linf", "log_l1"]].mean())
-save_table(summary, output_dir, "03_mean_log10_norms")
+summary = result.norm_summary
 COEF = ["wd", "nd_l1", "nd_linf"]  # coefficient-type strengths (larger = stronger); SVC's c gets its own axis
 fig, axes = plt.subplots(len(models), 3, figsize=(15, 3.6 * len(models)), squeeze=False)
 for row, model in zip(axes, models):
@@ -141,7 +123,7 @@ for row, model in zip(axes, models):
         for kind in COEF:
             k = part[part.regularizer == kind].sort_values("reg_strength")
             if len(k):
-                ax.plot(k.reg_strength, k[col], marker="o", label=experiments.METHOD_LABELS[kind])
+                ax.plot(k.reg_strength, k[col], marker="o", label=METHOD_LABELS[kind])
         ax.axhline(float(plain[col].iloc[0]), color="k", ls="--", label="plain")
         ax.set_xscale("log")
         ax.set_xlabel("strength: weight decay or beta (log; larger = stronger)")
@@ -154,7 +136,7 @@ for row, model in zip(axes, models):
         ax.axhline(float(plain[col].iloc[0]), color=line.get_color(), ls="--", label=f"plain, {label}")
     ax.set_xlabel("SVC clip value c (smaller = stronger)")
     ax.set_ylabel("mean log10 layer norm")
-    ax.set_title(f"{model}: singular value clipping" + ("" if svc_linear else " (convs only)"))
+    ax.set_title(f"{model}: singular value clipping" + ("" if reg_svc_linear else " (convs only)"))
     for a in row:
         a.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
 fig.tight_layout()
@@ -164,8 +146,8 @@ save_figure(fig, output_dir, "03_norms_vs_strength");
 # ## Norms of every layer during training (the appendix's curves), plain and each method at its strongest
 
 # %%
-layer_hist = experiments.layer_history_frame(results)
-kinds_present = [k for k in ["none", "wd", "svc", "nd_l1", "nd_linf"] if k in set(frame.regularizer)]
+layer_hist = result.layer_history
+kinds_present = [k for k in METHOD_LABELS if k in set(result.table.regularizer)]
 fig, axes = plt.subplots(len(models), len(kinds_present), figsize=(3.6 * len(kinds_present), 3.3 * len(models)),
                          squeeze=False, sharey="row")
 for row, model in zip(axes, models):
@@ -173,13 +155,13 @@ for row, model in zip(axes, models):
     depth_max = max(int(part.depth.max()), 1)
     for ax, kind in zip(row, kinds_present):
         k = part[part.regularizer == kind]
-        s = verdicts.strongest_strength(kind, k.reg_strength) if kind != "none" else 0.0
+        s = strongest_strength(kind, k.reg_strength) if kind != "none" else 0.0
         k = k[k.reg_strength == s]
         for depth, g in k.groupby("depth"):
             ax.plot(g.epoch, g.linf, color=plt.cm.viridis(depth / depth_max), lw=1, marker="o", ms=2)
         ax.set_yscale("log")
         ax.set_xlabel("epoch")
-        ax.set_title(f"{experiments.METHOD_LABELS[kind]}" + (f" {s:g}" if kind != "none" else ""), fontsize=9)
+        ax.set_title(f"{METHOD_LABELS[kind]}" + (f" {s:g}" if kind != "none" else ""), fontsize=9)
     row[0].set_ylabel(f"{model}: l_inf norm of a layer")
     fig.colorbar(plt.cm.ScalarMappable(cmap="viridis", norm=plt.Normalize(0, depth_max)), ax=list(row),
                  label="layer depth (0 = input side)")
@@ -189,6 +171,7 @@ save_figure(fig, output_dir, "03_norms_during_training");
 # ## Trade-off: clean against robust accuracy per method and strength (bars: 95% Wilson intervals)
 
 # %%
+long = result.long
 fig, axes = plt.subplots(1, len(models), figsize=(6.5 * len(models), 4.5), squeeze=False)
 markers = {"none": "*", "wd": "o", "svc": "s", "nd_l1": "^", "nd_linf": "v"}
 for ax, model in zip(axes[0], models):
@@ -196,13 +179,13 @@ for ax, model in zip(axes[0], models):
     for i, kind in enumerate(kinds_present):
         k = part[part.regularizer == kind]
         ax.errorbar(k.clean, k.robust, xerr=[k.clean - k.clean_lo, k.clean_hi - k.clean],
-                    yerr=[k.robust - k.robust_lo, k.robust_hi - k.robust], fmt=markers[kind], ms=9 if kind == "none" else 6,
-                    color="k" if kind == "none" else sns.color_palette()[i], capsize=2, lw=0.8,
-                    label=experiments.METHOD_LABELS[kind])
+                    yerr=[k.robust - k.robust_lo, k.robust_hi - k.robust], fmt=markers[kind],
+                    ms=9 if kind == "none" else 6, color="k" if kind == "none" else sns.color_palette()[i],
+                    capsize=2, lw=0.8, label=METHOD_LABELS[kind])
         for r in k[k.regularizer != "none"].itertuples():
             ax.annotate(f"{r.strength:g}", (r.clean, r.robust), textcoords="offset points", xytext=(4, 3), fontsize=7)
     ax.set_xlabel("clean accuracy (%)")
-    ax.set_ylabel(f"robust accuracy (%), AutoAttack {attack}, eps {eps_255}/255")
+    ax.set_ylabel(f"robust accuracy (%), AutoAttack {attack}, eps {eval_eps_255}/255")
     ax.set_title(f"{model}: labels = strength (wd, beta; c for SVC)")
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
 save_figure(fig, output_dir, "03_tradeoff");
@@ -211,43 +194,20 @@ save_figure(fig, output_dir, "03_tradeoff");
 # ## Robust accuracy of the regularized models at larger radii (the paper: about 0% at 4/255 and 8/255)
 
 # %%
-radii = pd.concat([frame.assign(eps=eps_255 / 255)[["model", "regularizer", "strength", "eps", "robust", "n_robust"]],
-                   experiments.extra_robust_frame(results)], ignore_index=True)
-radii["eps_255"] = (radii.eps * 255).round(3)
-radii = verdicts.with_intervals(radii, "robust", "n_robust")
-save_table(radii.assign(**reading), output_dir, "03_robust_by_radius")
-radii.pivot_table(index=["model", "regularizer", "strength"], columns="eps_255", values="robust").round(1)
+result.radii.pivot_table(index=["model", "regularizer", "strength"], columns="eps_255", values="robust").round(1)
 
 # %% [markdown]
 # ## Verdict
 
 # %%
-regularized_radii = radii[radii.regularizer != "none"]
-claims = [*verdicts.table2_clean(frame), *verdicts.table2_robust(frame), *verdicts.table2_norms_lowered(summary)]
-for e in (4, 8):
-    claims.append(verdicts.near_zero_robust(regularized_radii[regularized_radii.eps_255 == e], f"{e}/255"))
-paper_claims = [*verdicts.table2_clean(experiments.paper_table2_frame()),
-                *verdicts.table2_robust(experiments.paper_table2_frame())]
-plain_rows = frame[frame.regularizer == "none"].set_index("model")
-metrics = dict(
-    models=models, dataset=dataset, eps=eps_255 / 255, extra_eps=[e / 255 for e in extra_eps_255], attack=attack,
-    attack_budget=attack_budget, n_eval=n_eval, epochs=epochs, n_runs=len(frame), reading=reading,
-    plain_clean=plain_rows.clean.to_dict(), plain_robust=plain_rows.robust.to_dict(),
-    verdicts=verdicts.records(claims), paper_table2_verdicts=verdicts.records(paper_claims),
-)
-if with_paper:
-    both = frame.dropna(subset=["paper_clean", "paper_robust"])
-    metrics.update(mean_abs_diff_clean_vs_paper=float((both.clean - both.paper_clean).abs().mean()),
-                   mean_abs_diff_robust_vs_paper=float((both.robust - both.paper_robust).abs().mean()))
-save_metrics(output_dir, "03_table2", metrics)
-for v in claims:
-    print(v.line() + ("" if v.outcome == verdicts.UNTESTABLE else f" ({v.reason})"))
+for v in result.verdicts:
+    print(v.explained())
 print()
 print("the same verdicts on the paper's own Table 2 (n = 10,000 clean, 1,024 attacked):")
-for v in paper_claims:
-    print("  " + v.line() + ("" if v.outcome == verdicts.UNTESTABLE else f" ({v.reason})"))
+for v in result.paper_verdicts:
+    print("  " + v.explained())
 
 # %%
 # NBVAL_CHECK_OUTPUT
-for v in claims:
+for v in result.verdicts:
     print(v.line())

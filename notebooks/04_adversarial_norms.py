@@ -45,54 +45,46 @@
 profile = "smoke"  # name of the params/ profile that ran this notebook
 output_dir = "../outputs/smoke"  # folder for figures/, tables/, metrics/
 device = "cpu"  # torch device of every training run
-runs_dir = ""  # sweep cache, one folder per config hash: empty for output_dir/runs (this profile only), or a folder shared by profiles
+runs_dir = ""  # sweep cache (a folder per config hash): empty for output_dir/runs, or a folder shared by profiles
 executor = "local"  # nblib.sweep executor: local | slurm
 gpus = []  # local executor: one worker process per listed GPU; [] runs sequentially in this kernel
 slurm_partition = ""  # slurm executor: partition, empty for the cluster default; one GPU per job
 slurm_timeout_min = 1440  # slurm executor: time limit of one run (killed runs resume on the next call)
 models = ["smallcnn"]  # nblib.models names
-modes = ["plain", "pgd", "alp", "trades"]  # training modes (nblib.adversarial)
+adv_modes = ["plain", "pgd", "alp", "trades"]  # training modes (nblib.adversarial)
 adv_preset = "standard"  # standard (8/255, 2/255, 10 steps, TRADES beta 6) | authors (0.031, 0.007, beta 1)
 dataset = "digits"  # digits (embedded, offline) | cifar10
 data_root = "../data"  # folder holding cifar-10-batches-py (cifar10 only)
 train_subset = 0  # training images used (a fixed, seeded subset); 0: all of them
 epochs = 6  # training epochs (the schedule scales with it)
 lr = 0.05  # initial learning rate (paper: 0.1)
-batch_size = 128  # SGD batch size
-eps_255 = 8  # evaluation l_inf radius in units of 1/255 (AutoAttack and local Lipschitz)
+eval_eps_255 = 8  # evaluation l_inf radius in units of 1/255 (AutoAttack and local Lipschitz)
 attack = "standard"  # standard AutoAttack | authors (APGD-CE + APGD-T only)
 attack_budget = 1.0  # fraction of AutoAttack's iterations/queries: 1 as published, < 1 rehearses only
 n_eval = 20  # attacked test points (fixed, seeded subset)
 seed = 0  # seed of every run
 kde_min_layers = 10  # draw a KDE of a run's layer norms only with at least this many layers (else a strip plot)
 
-# %%
-import math
+# %% [markdown]
+# Parameters are named as the run config's keys (`nblib.train.DEFAULT_CFG`; `eval_eps_255` is `eval_eps` in
+# units of 1/255, `nblib.run_configs`); a setting not listed here (batch size 128, momentum 0.9, ...) is the
+# config's default. `nblib.experiments.figure2` runs the sweep (cached: finished runs are read back, killed
+# runs resume) and computes every table and verdict below.
 
+# %%
 import matplotlib.pyplot as plt
 import numpy as np
-import pandas as pd
 import seaborn as sns
 import torch
 
-from nblib import experiments, sweep, verdicts
-from nblib.results import save_figure, save_metrics, save_table
+from nblib import experiments
+from nblib.results import save_figure
+from nblib.run_configs import ADV_LABELS as LABELS
 
 torch.manual_seed(seed)
-slurm = sweep.slurm_kwargs(executor, slurm_partition, slurm_timeout_min)
-LABELS = verdicts.ADV_LABELS
-
-# %% [markdown]
-# ## The runs (cached: finished runs are read back, killed runs resume)
-
-# %%
-configs = experiments.figure2_run_configs(globals())
-results = sweep.run_sweep(configs, experiments.runs_root(globals()), executor=executor,
-                          gpus=gpus or None, slurm_kwargs=slurm)
-summary = results[["model", "adv_mode", "clean_acc", "robust_acc", "lip_mean", "lip_max", "grad_margin_mean",
-                   "log10_linf_norm_product"]].assign(n_eval=results.metric_n_eval)
-summary = verdicts.with_intervals(summary, "robust_acc", "n_eval", percent=False)
-save_table(summary, output_dir, "04_accuracy_lipschitz")
+result = experiments.figure2(globals())
+result.save(output_dir)
+summary, norms, authors = result.summary, result.norms, result.norms_with_batchnorm
 summary.round(4)
 
 # %% [markdown]
@@ -102,23 +94,15 @@ summary.round(4)
 # strip plot that shows every layer. Legend: clean accuracy, robust accuracy [95% Wilson interval].
 
 # %%
-norms = experiments.layer_norm_frame(results)
-norms["method"] = norms.adv_mode.map(LABELS)
-norms["log10_linf"] = np.log10(norms.linf)
-save_table(norms, output_dir, "04_layer_norms")
-authors = experiments.l1_with_batchnorm_frame(results)
-save_table(authors, output_dir, "04_layer_norms_l1_with_batchnorm")
-
-
 def figure2(table, column, xlabel, name):
     fig, axes = plt.subplots(1, len(models), figsize=(7.5 * len(models), 4), squeeze=False)
     for ax, model in zip(axes[0], models):
         part = table[table.model == model].assign(log10=np.log10(table[table.model == model][column]))
         acc = summary[summary.model == model].set_index("adv_mode")
         labels = {m: (f"{LABELS[m]} (clean {100 * acc.clean_acc[m]:.1f}%, robust {100 * acc.robust_acc[m]:.0f}% "
-                      f"[{100 * acc.robust_acc_lo[m]:.0f}, {100 * acc.robust_acc_hi[m]:.0f}])") for m in modes}
+                      f"[{100 * acc.robust_acc_lo[m]:.0f}, {100 * acc.robust_acc_hi[m]:.0f}])") for m in adv_modes}
         kde = part.groupby("adv_mode").size().min() >= kde_min_layers
-        for i, mode in enumerate(modes):
+        for i, mode in enumerate(adv_modes):
             vals = part[part.adv_mode == mode].log10
             if kde:
                 sns.kdeplot(x=vals, ax=ax, color=sns.color_palette()[i], label=labels[mode], warn_singular=False)
@@ -127,10 +111,10 @@ def figure2(table, column, xlabel, name):
             ax.set_ylabel("density (Gaussian KDE)")
         else:
             sns.stripplot(data=part.assign(run=part.adv_mode.map(labels)), x="log10", y="run", hue="run",
-                          order=[labels[m] for m in modes], ax=ax, size=6, jitter=0.15, legend=False)
+                          order=[labels[m] for m in adv_modes], ax=ax, size=6, jitter=0.15, legend=False)
             ax.set_ylabel("training: clean, robust [95% interval]")
         ax.set_xlabel(xlabel)
-        ax.set_title(f"{model}: {'KDE' if kde else 'every layer'}; robust: AutoAttack {attack}, eps {eps_255}/255",
+        ax.set_title(f"{model}: {'KDE' if kde else 'every layer'}; robust: AutoAttack {attack}, eps {eval_eps_255}/255",
                      fontsize=9)
         if kde:
             ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
@@ -145,7 +129,7 @@ figure2(authors, "norm", "log10 l1 norm of a Conv2d / Linear / BatchNorm layer (
 fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 3.8), squeeze=False)
 for ax, model in zip(axes[0], models):
     part = norms[norms.model == model]
-    for mode in modes:
+    for mode in adv_modes:
         g = part[part.adv_mode == mode]
         ax.plot(g.depth, g.linf, marker="o", ms=3, label=LABELS[mode])
     ax.set_yscale("log")
@@ -168,7 +152,7 @@ axes[1].set_ylabel("log10 product of layer l_inf norms")
 for ax in axes:
     ax.tick_params(axis="x", rotation=45)
     ax.set_xlabel("network (model, training)")
-axes[0].set_title(f"around {n_eval} test points, eps {eps_255}/255")
+axes[0].set_title(f"around {n_eval} test points, eps {eval_eps_255}/255")
 axes[1].set_title("global bound of the composed linear maps")
 save_figure(fig, output_dir, "04_local_lipschitz")
 
@@ -176,24 +160,10 @@ save_figure(fig, output_dir, "04_local_lipschitz")
 # ## Verdict
 
 # %%
-claims = [*verdicts.figure2_norms(norms, "linf", "l_inf"),
-          *verdicts.figure2_norms(authors, "norm", "l1-with-BatchNorm"),
-          *verdicts.figure2_more_robust(summary), *verdicts.figure2_local_lipschitz(summary)]
-metrics = dict(
-    models=models, modes=modes, dataset=dataset, eps=eps_255 / 255, attack=attack, attack_budget=attack_budget, n_eval=n_eval, epochs=epochs,
-    clean_acc={f"{r.model}/{r.adv_mode}": r.clean_acc for r in summary.itertuples()},
-    robust_acc={f"{r.model}/{r.adv_mode}": r.robust_acc for r in summary.itertuples()},
-    lip_mean={f"{r.model}/{r.adv_mode}": r.lip_mean for r in summary.itertuples()},
-    log10_linf_norm_product={f"{r.model}/{r.adv_mode}": r.log10_linf_norm_product for r in summary.itertuples()},
-    n_layers=int(norms.groupby(["model", "adv_mode"]).size().min()),
-    n_layers_with_batchnorm=int(authors.groupby(["model", "adv_mode"]).size().min()),
-    verdicts=verdicts.records(claims),
-)
-save_metrics(output_dir, "04_adversarial_norms", metrics)
-for v in claims:
-    print(v.line() + ("" if v.outcome == verdicts.UNTESTABLE else f" ({v.reason})"))
+for v in result.verdicts:
+    print(v.explained())
 
 # %%
 # NBVAL_CHECK_OUTPUT
-for v in claims:
+for v in result.verdicts:
     print(v.line())

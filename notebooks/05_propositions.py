@@ -77,7 +77,8 @@ for xi in xis:
     net, delta = toys.prop2_network(X, y, eps, xi)
     nets[xi] = (net, delta)
     _, pgd_acc = toys.pgd_linf(net, X, y, eps, steps=pgd_steps, restarts=pgd_restarts, seed=seed)
-    prop2.append(dict(xi=xi, delta=delta, grid_robust_acc=toys.robust_accuracy_grid(net, X, y, eps, grid_points_per_dim),
+    prop2.append(dict(xi=xi, delta=delta,
+                      grid_robust_acc=toys.robust_accuracy_grid(net, X, y, eps, grid_points_per_dim),
                       pgd_robust_acc=pgd_acc, lipschitz_lower=toys.lipschitz_lower_bound(net, X, seed=seed),
                       lipschitz_upper_product=toys.lipschitz_upper_bound_product(net)))
 prop2 = pd.DataFrame(prop2)

@@ -1,30 +1,33 @@
-"""nblib.experiments: Table 2 / Figure 2 grids, the paper's numbers, and the per-run norm tables."""
+"""nblib.run_configs, nblib.paper_table2, nblib.run_tables and nblib.experiments: the runs of Table 2 and
+Figure 2 from a notebook's parameters, the paper's numbers, the per-run tables, and each experiment's tables
+and verdicts from made-up runs."""
 import json
 import math
 
 import pandas as pd
 import pytest
 
-from nblib import experiments
+from nblib import experiments, run_configs, run_tables
+from nblib.paper_table2 import PAPER_TABLE2
 from nblib.sweep import config_hash
 from nblib.train import fill_cfg
 
 
 def test_table2_grid_is_the_papers():
     base = dict(dataset="cifar10", epochs=120, lr=0.01)
-    cfgs = experiments.table2_configs(list(experiments.PAPER_TABLE2), base, wd=[1e-2, 1e-3, 1e-4, 1e-5],
+    cfgs = run_configs.table2_configs(list(PAPER_TABLE2), base, wd=[1e-2, 1e-3, 1e-4, 1e-5],
                                       svc=[0.5, 1.0, 1.5, 2.0], nd_l1=[1e-2, 1e-3, 1e-4, 1e-5],
                                       nd_linf=[1e-2, 1e-3, 1e-4, 1e-5])
     assert len(cfgs) == 4 * 17
     fake = pd.DataFrame([dict(c, reg_strength=c["reg_strength"], clean_acc=0.9, robust_acc=0.5) for c in cfgs])
     cols = list(experiments.table2_wide(experiments.table2_frame(fake)).columns)
-    assert cols == [(k, s) for k, s in experiments.PAPER_TABLE2["vgg11"]]  # the paper's column order
+    assert cols == [(k, s) for k, s in PAPER_TABLE2["vgg11"]]  # the paper's column order
     assert len({config_hash(c) for c in cfgs}) == 4 * 17  # every config its own run folder
     for c in cfgs:
         fill_cfg(c)  # valid configs
-        assert (c["regularizer"], c["reg_strength"]) in experiments.PAPER_TABLE2[c["model"]]
+        assert (c["regularizer"], c["reg_strength"]) in PAPER_TABLE2[c["model"]]
     # every published cell is covered by the grid, and published accuracies are percentages
-    for model, cells in experiments.PAPER_TABLE2.items():
+    for model, cells in PAPER_TABLE2.items():
         assert len(cells) == 17
         for clean, robust in cells.values():
             assert 80 < clean < 100 and (robust is None or 0 < robust < clean)
@@ -53,7 +56,7 @@ def test_table2_frame_and_wide_layout():
 
 
 def test_figure2_configs():
-    cfgs = experiments.figure2_configs(["resnet18", "vgg11"], dict(lr=0.1, eval_eps=8 / 255))
+    cfgs = run_configs.figure2_configs(["resnet18", "vgg11"], dict(lr=0.1, eval_eps=8 / 255))
     assert [(c["model"], c["adv_mode"]) for c in cfgs] == [
         (m, a) for m in ["resnet18", "vgg11"] for a in ["plain", "pgd", "alp", "trades"]]
 
@@ -70,21 +73,17 @@ def _fake_run(tmp_path, h, names, linf, l1, hist=True):
     return dict(model="smallcnn", regularizer="none", reg_strength=0.0, adv_mode="plain", hash=h, run_dir=str(d))
 
 
-def test_layer_norm_and_history_frames(tmp_path):
+def test_layer_norm_frame(tmp_path):
     results = pd.DataFrame([_fake_run(tmp_path, "a", ["conv1", "fc"], [10.0, 100.0], [1.0, 2.0])])
-    norms = experiments.layer_norm_frame(results)
+    norms = run_tables.layer_norm_frame(results)
     assert list(norms.layer) == ["conv1", "fc"] and list(norms.depth) == [0, 1]
     assert list(norms.linf) == [10.0, 100.0] and list(norms.l1) == [1.0, 2.0]
-    hist = experiments.history_frame(results)
-    assert list(hist.epoch) == [1, 2]
-    assert hist.mean_log10_linf.tolist() == pytest.approx([1.5, 1.5 + math.log10(2)])
-    assert hist.mean_log10_l1.iloc[0] == pytest.approx(math.log10(2) / 2)
 
 
 def test_missing_run_files_name_the_run(tmp_path):
     results = pd.DataFrame([_fake_run(tmp_path, "b", ["fc"], [1.0], [1.0], hist=False)])
     with pytest.raises(FileNotFoundError, match="history.json.*b"):
-        experiments.history_frame(results)
+        run_tables.layer_history_frame(results)
 
 
 def test_extra_robust_frame(tmp_path):
@@ -92,7 +91,7 @@ def test_extra_robust_frame(tmp_path):
     metrics = json.loads((tmp_path / "c" / "metrics.json").read_text())
     (tmp_path / "c" / "metrics.json").write_text(json.dumps(dict(metrics, n_eval=50,
                                                                  robust_acc_extra={"0.015686275": 0.02})))
-    frame = experiments.extra_robust_frame(pd.DataFrame([run]))
+    frame = run_tables.extra_robust_frame(pd.DataFrame([run]))
     assert frame.to_dict("records") == [dict(model="smallcnn", regularizer="none", strength=0.0, eps=0.015686275,
                                              robust=2.0, n_robust=50)]
 
@@ -110,7 +109,7 @@ def test_l1_with_batchnorm_frame(tmp_path):
         net.bn1.weight.normal_(), net.bn1.running_var.uniform_(0.1, 3.0)
     run = _fake_run(tmp_path, "d", ["conv1"], [1.0], [1.0], hist=False)
     torch.save({"model": net.state_dict()}, tmp_path / "d" / "checkpoint.pt")
-    frame = experiments.l1_with_batchnorm_frame(pd.DataFrame([run]))
+    frame = run_tables.l1_with_batchnorm_frame(pd.DataFrame([run]))
     assert list(frame.kind).count("BatchNorm2d") == 4 and len(frame) == 10 and list(frame.depth) == list(range(10))
     net.eval()
     bn = net.bn1
@@ -124,6 +123,118 @@ def test_l1_with_batchnorm_frame(tmp_path):
 
 def test_layer_history_frame(tmp_path):
     results = pd.DataFrame([_fake_run(tmp_path, "e", ["conv1", "fc"], [10.0, 100.0], [1.0, 2.0])])
-    h = experiments.layer_history_frame(results)
+    h = run_tables.layer_history_frame(results)
     assert list(zip(h.epoch, h.layer, h.depth)) == [(1, "conv1", 0), (1, "fc", 1), (2, "conv1", 0), (2, "fc", 1)]
     assert list(h.linf) == [10.0, 100.0, 20.0, 200.0] and list(h.l1) == [1.0, 2.0, 1.0, 2.0]
+
+
+# ------------------------------------------------------------------ settings -> runs (one name per setting)
+SMOKE_T2 = dict(models=["smallcnn"], dataset="digits", data_root="../data", train_subset=0, epochs=6, lr=0.05,
+                wd=[0.01], svc=[0.5], nd_l1=[], nd_linf=[0.1], reg_gamma=0.5, reg_beta_scaling="per_layer",
+                reg_svc_linear=True, reg_clip_every=10, eval_eps_255=8, extra_eval_eps_255=[4], attack="authors",
+                attack_budget=1.0, n_eval=100, seed=0, device="cpu")
+
+
+def test_config_values_map_only_the_255_units():
+    got = run_configs.config_values(SMOKE_T2, run_configs.TABLE2_KEYS)
+    assert got["eval_eps"] == 8 / 255 and got["extra_eval_eps"] == [4 / 255]
+    assert {k: v for k, v in got.items() if k not in run_configs.UNITS_255} == {
+        k: SMOKE_T2[k] for k in run_configs.TABLE2_KEYS if k not in run_configs.UNITS_255}
+    with pytest.raises(KeyError, match="eval_eps_255"):
+        run_configs.config_values({k: v for k, v in SMOKE_T2.items() if k != "eval_eps_255"}, ["eval_eps"])
+
+
+def test_table2_run_configs_are_valid_and_distinct():
+    cfgs = run_configs.table2_run_configs(SMOKE_T2)
+    assert [(c["regularizer"], c["reg_strength"]) for c in cfgs] == [
+        ("none", 0.0), ("wd", 0.01), ("svc", 0.5), ("nd_linf", 0.1)]
+    filled = [fill_cfg(c) for c in cfgs]
+    assert all(f["reg_clip_every"] == (10 if f["regularizer"] == "svc" else 100) for f in filled)  # default elsewhere
+    assert len({config_hash(c) for c in filled}) == 4
+    no_attack = run_configs.table2_run_configs(dict(SMOKE_T2, attack="none"))
+    assert all(c["extra_eval_eps"] == [] for c in no_attack)
+
+
+# ---------------------------------------------------------------------- experiments on made-up runs
+def _made_up_run(tmp_path, h, model="smallcnn", regularizer="none", strength=0.0, adv_mode="plain", clean=0.9,
+                 robust=0.5, n_eval=400, scale=1.0, extra=None, lip=1.0):
+    names = ["conv1", "conv2", "conv3", "conv4", "fc1", "fc2"]
+    linf = [scale * (i + 2.0) for i in range(len(names))]
+    d = tmp_path / h
+    d.mkdir(parents=True)
+    (d / "metrics.json").write_text(json.dumps(dict(layer_names=names, norms_linf=linf, norms_l1=linf, n_eval=n_eval,
+                                                    robust_acc_extra=extra or {})))
+    (d / "history.json").write_text(json.dumps([dict(epoch=1, norms_linf=dict(zip(names, linf)),
+                                                     norms_l1=dict(zip(names, linf)))]))
+    return dict(model=model, regularizer=regularizer, reg_strength=strength, adv_mode=adv_mode, hash=h,
+                run_dir=str(d), clean_acc=clean, robust_acc=robust, n_test=10_000, metric_n_eval=n_eval,
+                lip_mean=lip, lip_max=2 * lip, grad_margin_mean=0.1, log10_linf_norm_product=float(sum(linf)))
+
+
+def _table2_runs(tmp_path, svc_robust):
+    runs = [_made_up_run(tmp_path, "p", robust=0.5, extra={str(4 / 255): 0.1}),
+            _made_up_run(tmp_path, "w", regularizer="wd", strength=0.01, clean=0.95, robust=0.3, scale=0.5,
+                         extra={str(4 / 255): 0.0}),
+            _made_up_run(tmp_path, "s", regularizer="svc", strength=0.5, robust=svc_robust, scale=0.5,
+                         extra={str(4 / 255): 0.0})]
+    return pd.DataFrame(runs)
+
+
+def test_table2_result_holds_on_runs_that_lose_robustness(tmp_path):
+    settings = dict(SMOKE_T2, extra_eval_eps_255=[4], eval_eps_255=1)
+    r = experiments.table2_result(_table2_runs(tmp_path, svc_robust=0.2), settings)
+    outcome = {v.claim: v.outcome for v in r.verdicts}
+    assert outcome["norm regularization at its strongest does not improve robust accuracy"] == "holds"
+    assert outcome["weight decay improves clean accuracy at some strength"] == "holds"  # 95 % vs 90 % of 10,000
+    assert outcome["the strongest weight decay lowers the mean l_inf layer norm"] == "holds"
+    assert outcome["regularized models have about 0% robust accuracy at 4/255 (below 5%)"] == "holds"
+    assert outcome["regularized models have about 0% robust accuracy at 8/255 (below 5%)"] == "not testable"
+    assert list(r.wide.columns) == [("none", 0.0), ("wd", 0.01), ("svc", 0.5)]
+    assert set(r.radii.eps_255) == {1.0, 4.0} and (r.long.robust_lo < r.long.robust).all()
+    assert r.metrics["n_runs"] == 3 and r.metrics["reading"] == {"reg_beta_scaling": "per_layer",
+                                                                 "reg_svc_linear": True}
+    assert r.metrics["plain_robust"] == {"smallcnn": pytest.approx(50.0)}
+    assert len(r.paper_verdicts) == 10
+    r.save(tmp_path / "out")
+    assert (tmp_path / "out" / "metrics" / "03_table2.json").exists()
+    assert (tmp_path / "out" / "tables" / "03_table2.tex").exists()
+
+
+def test_table2_result_says_does_not_hold_when_a_regularizer_is_more_robust(tmp_path):
+    r = experiments.table2_result(_table2_runs(tmp_path, svc_robust=0.8), SMOKE_T2)
+    outcome = {v.claim: v.outcome for v in r.verdicts}
+    assert outcome["the strongest singular value clipping does not improve robust accuracy"] == "does not hold"
+    assert outcome["norm regularization at its strongest does not improve robust accuracy"] == "does not hold"
+
+
+def _figure2_runs(tmp_path, pgd_scale):
+    import torch
+
+    from nblib.models import build
+
+    rows = []
+    for mode, scale, robust in (("plain", 1.0, 0.1), ("pgd", pgd_scale, 0.6)):
+        rows.append(_made_up_run(tmp_path, mode, adv_mode=mode, robust=robust, scale=scale,
+                                 lip=10.0 if mode == "plain" else 2.0))
+        torch.manual_seed(0)
+        net = build("smallcnn", num_classes=10)
+        with torch.no_grad():
+            for p in net.parameters():
+                p.mul_(scale)
+        torch.save({"model": net.state_dict()}, tmp_path / mode / "checkpoint.pt")
+    return pd.DataFrame(rows)
+
+
+def test_figure2_result_holds_with_larger_norms_and_fails_with_smaller(tmp_path):
+    settings = dict(models=["smallcnn"], adv_modes=["plain", "pgd"], dataset="digits", eval_eps_255=8,
+                    attack="standard", attack_budget=1.0, n_eval=400, epochs=6)
+    r = experiments.figure2_result(_figure2_runs(tmp_path / "a", pgd_scale=2.0), settings)
+    outcome = {v.claim: v.outcome for v in r.verdicts}
+    assert outcome["smallcnn PGD-AT: l_inf layer norms comparable to or larger than plain"] == "holds"
+    assert outcome["smallcnn PGD-AT more robust than plain"] == "holds"
+    assert outcome["smallcnn PGD-AT smaller local Lipschitz estimate than plain"] == "holds"
+    assert r.metrics["n_layers"] == 6 and r.metrics["n_layers_with_batchnorm"] == 10
+    assert r.metrics["adv_modes"] == ["plain", "pgd"] and r.metrics["eps"] == 8 / 255
+    shrunk = experiments.figure2_result(_figure2_runs(tmp_path / "b", pgd_scale=0.5), settings)
+    outcome = {v.claim: v.outcome for v in shrunk.verdicts}
+    assert outcome["smallcnn PGD-AT: l_inf layer norms comparable to or larger than plain"] == "does not hold"

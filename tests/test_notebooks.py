@@ -14,7 +14,7 @@ import papermill
 import pytest
 import yaml
 
-from nblib import benchmark, reproduce, verdicts
+from nblib import benchmark, figure2_verdicts, reproduce, table2_verdicts, verdicts
 from nblib.results import load_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -168,32 +168,33 @@ def test_smoke_table2(smoke):
     assert m["n_runs"] == 1 + 2 * 4  # plain + two strengths of WD, SVC, l1 ND, l_inf ND
     assert m["plain_clean"]["smallcnn"] >= 90  # the small model learns the digits (issue: >= 90 %)
     assert m["eps"] == pytest.approx(8 / 255) and m["extra_eps"] == pytest.approx([4 / 255])
-    assert m["reading"] == {"nd_beta_scaling": "per_layer", "svc_linear": True}
+    assert m["reading"] == {"reg_beta_scaling": "per_layer", "reg_svc_linear": True}
     frame = _table(smoke, "03_table2_long")
-    assert set(frame.n_robust) == {100} and set(frame.nd_beta_scaling) == {"per_layer"}
+    assert set(frame.n_robust) == {100} and set(frame.reg_beta_scaling) == {"per_layer"}
     assert (frame.robust_lo <= frame.robust).all() and (frame.robust <= frame.robust_hi).all()
     summary = _table(smoke, "03_mean_log10_norms")
     radii = _table(smoke, "03_robust_by_radius")
     radii = radii[radii.regularizer != "none"]
     assert set(radii.eps_255) == {4.0, 8.0}
-    check_verdicts(m, [*verdicts.table2_clean(frame), *verdicts.table2_robust(frame),
-                       *verdicts.table2_norms_lowered(summary),
-                       *(verdicts.near_zero_robust(radii[radii.eps_255 == e], f"{e}/255") for e in (4, 8))])
+    check_verdicts(m, [*table2_verdicts.table2_clean(frame), *table2_verdicts.table2_robust(frame),
+                       *table2_verdicts.table2_norms_lowered(summary),
+                       *(table2_verdicts.near_zero_robust(radii[radii.eps_255 == e], f"{e}/255") for e in (4, 8))])
 
 
 def test_smoke_adversarial_norms(smoke):
     m = load_metrics(smoke, "04_adversarial_norms")
-    assert m["modes"] == ["plain", "pgd", "alp", "trades"] and m["attack"] == "standard"
+    assert m["adv_modes"] == ["plain", "pgd", "alp", "trades"] and m["attack"] == "standard"
     assert m["n_layers"] == 6  # smallcnn: 4 convs, 2 linear layers; none skipped
     assert m["n_layers_with_batchnorm"] == 10  # and its 4 BatchNorm layers in the authors' view
     assert m["clean_acc"]["smallcnn/plain"] >= 0.9
-    assert set(m["lip_mean"]) == set(m["log10_linf_norm_product"]) == {f"smallcnn/{a}" for a in m["modes"]}
+    assert set(m["lip_mean"]) == set(m["log10_linf_norm_product"]) == {f"smallcnn/{a}" for a in m["adv_modes"]}
     assert all(0 < lip < math.inf for lip in m["lip_mean"].values())
     summary = _table(smoke, "04_accuracy_lipschitz")
-    check_verdicts(m, [*verdicts.figure2_norms(_table(smoke, "04_layer_norms"), "linf", "l_inf"),
-                       *verdicts.figure2_norms(_table(smoke, "04_layer_norms_l1_with_batchnorm"), "norm",
-                                               "l1-with-BatchNorm"),
-                       *verdicts.figure2_more_robust(summary), *verdicts.figure2_local_lipschitz(summary)])
+    check_verdicts(m, [*figure2_verdicts.figure2_norms(_table(smoke, "04_layer_norms"), "linf", "l_inf"),
+                       *figure2_verdicts.figure2_norms(_table(smoke, "04_layer_norms_l1_with_batchnorm"), "norm",
+                                                       "l1-with-BatchNorm"),
+                       *figure2_verdicts.figure2_more_robust(summary),
+                       *figure2_verdicts.figure2_local_lipschitz(summary)])
 
 
 KERNEL_DISPLAY_NAME = "Python 3 (norm-robustness)"  # what tasks.py installs (tasks.ensure_env)

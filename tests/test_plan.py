@@ -22,22 +22,22 @@ def params_of(profile, nb_prefix):
 def test_run_counts_of_the_paper_profile():
     four = ["vgg11", "resnet18", "senet18", "regnetx_200mf"]
     counts = plan.run_counts({nb.stem: p for nb, p in (params_of("paper", "03"), params_of("paper", "04"))})
-    assert counts["03_table2"] == dict(models=four, epochs=120, n_eval=1024, modes={"plain": 17})
+    assert counts["03_table2"] == dict(models=four, epochs=120, n_eval=1024, adv_modes={"plain": 17})
     assert counts["04_adversarial_norms"] == dict(models=four, epochs=120, n_eval=1024,
-                                                  modes={"plain": 1, "pgd": 1, "alp": 1, "trades": 1})
+                                                  adv_modes={"plain": 1, "pgd": 1, "alp": 1, "trades": 1})
 
 
 def test_notebook_parameters_are_defaults_then_profile_then_injected():
     nb, p = params_of("smoke", "03")
     assert p["models"] == ["smallcnn"] and p["epochs"] == 6  # from params/smoke.yaml
-    assert p["seed"] == 0 and p["batch_size"] == 128  # the notebook's defaults
+    assert p["seed"] == 0 and p["train_subset"] == 0  # the notebook's defaults
     assert p["profile"] == "smoke" and p["device"] == "cpu"  # injected
 
 
 def test_plan_counts_cached_runs_and_projects_the_rest(tmp_path):
     _, p = params_of("smoke", "04")
-    p = dict(p, epochs=2, n_eval=10, models=["smallcnn"], modes=["plain", "pgd"])
-    cfgs = [fill_cfg(c) for c in plan.experiments.RUN_CONFIGS["04_adversarial_norms"](p)]
+    p = dict(p, epochs=2, n_eval=10, models=["smallcnn"], adv_modes=["plain", "pgd"])
+    cfgs = [fill_cfg(c) for c in plan.run_configs.RUN_CONFIGS["04_adversarial_norms"](p)]
     done = sweep.run_dir_for(tmp_path, cfgs[0])  # a finished run, as the cache stores it
     done.mkdir(parents=True)
     (done / "cfg.json").write_text(json.dumps(cfgs[0]))

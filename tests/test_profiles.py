@@ -7,7 +7,7 @@ import yaml
 PARAMS = Path(__file__).resolve().parents[1] / "params"
 #: Settings that are sizes (how much is computed), free to differ between the paper profile and its rehearsal.
 SIZES = {"device", "n_random_layers", "max_input_size", "runs", "entry_budget_s", "method_budget_s", "data_root",
-         "train_subset", "epochs", "svc_every", "attack_budget", "n_eval", "scales", "xis", "grid_points_per_dim",
+         "train_subset", "epochs", "reg_clip_every", "attack_budget", "n_eval", "scales", "xis", "grid_points_per_dim",
          "pgd_steps"}
 #: Lists of the paper's strengths: the rehearsal takes a subset of them.
 STRENGTHS = {"wd", "svc", "nd_l1", "nd_linf"}
@@ -58,3 +58,29 @@ def test_rehearsal_covers_every_model_regularizer_and_mode():
     assert all(r["03_table2"][k] for k in STRENGTHS)
     assert r["03_table2"]["dataset"] == r["04_adversarial_norms"]["dataset"] == "cifar10"
     assert r["03_table2"]["attack"] == r["04_adversarial_norms"]["attack"] == "standard"
+
+
+def test_paper_profile_strengths_are_those_of_the_papers_table2():
+    from nblib.paper_table2 import PAPER_CLIP_VALUES, PAPER_COEFFICIENTS, PAPER_TABLE2
+
+    t2 = load("paper")["03_table2"]
+    assert tuple(t2["svc"]) == PAPER_CLIP_VALUES
+    assert tuple(t2["wd"]) == tuple(t2["nd_l1"]) == tuple(t2["nd_linf"]) == PAPER_COEFFICIENTS
+    published = {(kind, s) for cells in PAPER_TABLE2.values() for kind, s in cells if kind != "none"}
+    assert published == {(kind, s) for kind in ("wd", "svc", "nd_l1", "nd_linf") for s in t2[kind]}
+
+
+def test_profile_keys_that_set_a_run_are_run_config_keys():
+    """One name per setting: a training notebook's key is a run-config key, or ``<key>_255`` of one."""
+    from nblib.run_configs import FIGURE2_KEYS, TABLE2_KEYS, UNITS_255
+
+    def names(keys):
+        return {f"{k}_255" if k in UNITS_255 else k for k in keys}
+
+    grids = {"models", "adv_modes", "wd", "svc", "nd_l1", "nd_linf"}
+    sweep_settings = {"executor", "gpus", "runs_dir", "slurm_partition", "slurm_timeout_min"}
+    for profile in ("smoke", "rehearsal", "paper"):
+        p = load(profile)
+        for nb, keys in (("03_table2", TABLE2_KEYS), ("04_adversarial_norms", FIGURE2_KEYS)):
+            unknown = set(p[nb]) - names(keys) - grids - sweep_settings
+            assert not unknown, f"{profile}.yaml {nb}: {unknown} are not run-config names"

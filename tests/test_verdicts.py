@@ -8,9 +8,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
+from nblib import figure2_verdicts as F2
+from nblib import stats as S
+from nblib import table2_verdicts as T2
 from nblib import verdicts as V
 from nblib.benchmark import PAPER_TABLE1
-from nblib.experiments import paper_table2_frame
+from nblib.paper_table2 import paper_table2_frame
 
 H, F, U = V.HOLDS, V.FAILS, V.UNTESTABLE
 
@@ -22,7 +25,7 @@ H, F, U = V.HOLDS, V.FAILS, V.UNTESTABLE
 def test_wilson_interval_matches_scipy(kn, conf):
     k, n = kn
     ci = stats.binomtest(k, n).proportion_ci(conf, method="wilson")
-    assert V.wilson_interval(k, n, conf) == pytest.approx((ci.low, ci.high), abs=1e-12)
+    assert S.wilson_interval(k, n, conf) == pytest.approx((ci.low, ci.high), abs=1e-12)
 
 
 @settings(max_examples=100, deadline=None)
@@ -30,20 +33,20 @@ def test_wilson_interval_matches_scipy(kn, conf):
 def test_sign_test_matches_scipy(kn):
     k, n = kn
     expected = stats.binomtest(k, n, 0.5, alternative="greater").pvalue if n else 1.0
-    assert V.sign_test_p(k, n) == pytest.approx(expected, rel=1e-9)
+    assert S.sign_test_p(k, n) == pytest.approx(expected, rel=1e-9)
 
 
 def test_compare_rates_needs_disjoint_intervals():
-    assert V.compare_rates(0.60, 1000, 0.50, 1000) == "higher"
-    assert V.compare_rates(0.50, 1000, 0.60, 1000) == "lower"
-    assert V.compare_rates(0.60, 50, 0.50, 50) == "overlap"  # same gap, too few points
+    assert S.compare_rates(0.60, 1000, 0.50, 1000) == "higher"
+    assert S.compare_rates(0.50, 1000, 0.60, 1000) == "lower"
+    assert S.compare_rates(0.60, 50, 0.50, 50) == "overlap"  # same gap, too few points
     with pytest.raises(ValueError, match="percentages"):
-        V.compare_rates(60, 100, 50, 100)
+        S.compare_rates(60, 100, 50, 100)
 
 
 def test_with_intervals():
-    f = V.with_intervals(pd.DataFrame(dict(robust=[50.0, math.nan], n=[100, 100])), "robust", "n")
-    lo, hi = V.wilson_interval(50, 100)
+    f = S.with_intervals(pd.DataFrame(dict(robust=[50.0, math.nan], n=[100, 100])), "robust", "n")
+    lo, hi = S.wilson_interval(50, 100)
     assert (f.robust_lo[0], f.robust_hi[0]) == pytest.approx((100 * lo, 100 * hi)) and math.isnan(f.robust_lo[1])
 
 
@@ -120,11 +123,11 @@ def test_table2_paper_like_holds():
     # clean up by 3 points at a weak setting, robust down 10 points at the strongest
     f = _t2((90, 50), {("wd", 1e-2): (90, 40), ("wd", 1e-4): (93, 50), ("svc", 0.5): (89, 40),
                        ("svc", 2.0): (90, 50)})
-    clean = {v.claim: v.outcome for v in V.table2_clean(f)}
+    clean = {v.claim: v.outcome for v in T2.table2_clean(f)}
     assert clean == {"weight decay improves clean accuracy at some strength": H,
                      "singular value clipping improves clean accuracy at some strength": U,
                      "norm regularization can improve clean accuracy": H}
-    robust = V.table2_robust(f)
+    robust = T2.table2_robust(f)
     assert [v.outcome for v in robust] == [H, H, H]
     assert all(c["strength"] in (1e-2, 0.5) for c in robust[-1].numbers["cases"])  # strongest: max wd, min c
 
@@ -132,45 +135,45 @@ def test_table2_paper_like_holds():
 def test_table2_contradicting_data_does_not_hold():
     # the smoke case of the issue: strongest l1 norm decay raises robust by 21 points, lowers clean
     f = _t2((95, 30), {("nd_l1", 0.1): (85, 51), ("nd_l1", 0.01): (80, 30)}, n_robust=100)
-    assert [v.outcome for v in V.table2_clean(f)] == [F, F]
-    assert [v.outcome for v in V.table2_robust(f)] == [F, F]
+    assert [v.outcome for v in T2.table2_clean(f)] == [F, F]
+    assert [v.outcome for v in T2.table2_robust(f)] == [F, F]
 
 
 def test_table2_too_few_points_not_testable():
     f = _t2((95, 30), {("nd_l1", 0.1): (96, 38)}, n_clean=200, n_robust=50)
-    assert [v.outcome for v in V.table2_clean(f)] == [U, U]
-    robust = V.table2_robust(f)
+    assert [v.outcome for v in T2.table2_clean(f)] == [U, U]
+    robust = T2.table2_robust(f)
     assert [v.outcome for v in robust] == [U, U] and "50 attacked points" in robust[0].reason
 
 
 def test_table2_needs_plain_run():
     with pytest.raises(ValueError, match="no plain"):
-        V.table2_clean(_t2((90, 50), {("wd", 1e-2): (90, 40)}).iloc[1:])
+        T2.table2_clean(_t2((90, 50), {("wd", 1e-2): (90, 40)}).iloc[1:])
 
 
 def test_table2_verdicts_on_the_papers_own_numbers():
     """The paper's Table 2 at 10,000 test images and 1024 attacked points: both halves hold."""
     f = paper_table2_frame()
-    assert V.table2_clean(f)[-1].outcome == H
-    robust = {v.claim: v.outcome for v in V.table2_robust(f)}
+    assert T2.table2_clean(f)[-1].outcome == H
+    robust = {v.claim: v.outcome for v in T2.table2_robust(f)}
     assert robust["norm regularization at its strongest does not improve robust accuracy"] == H
 
 
 def test_table2_norms_lowered():
     s = pd.DataFrame(dict(model="m", regularizer=["none", "svc", "svc", "nd_l1"], reg_strength=[0, 0.5, 2.0, 0.1],
                           log_linf=[1.0, 0.5, 1.2, 1.5], log_l1=[1.0, 1.0, 1.0, 0.2]))
-    assert [v.outcome for v in V.table2_norms_lowered(s)] == [H, H]
+    assert [v.outcome for v in T2.table2_norms_lowered(s)] == [H, H]
     s.loc[1, "log_linf"] = 1.1
-    assert [v.outcome for v in V.table2_norms_lowered(s)] == [F, H]
-    assert [v.outcome for v in V.table2_norms_lowered(s[s.regularizer != "none"])] == [U, U]
+    assert [v.outcome for v in T2.table2_norms_lowered(s)] == [F, H]
+    assert [v.outcome for v in T2.table2_norms_lowered(s[s.regularizer != "none"])] == [U, U]
 
 
 def test_near_zero_robust():
     f = pd.DataFrame(dict(robust=[0.0, 1.0], n_robust=[1000, 1000]))
-    assert V.near_zero_robust(f, "8/255").outcome == H
-    assert V.near_zero_robust(f.assign(robust=[0.0, 20.0]), "8/255").outcome == F
-    assert V.near_zero_robust(f.assign(n_robust=[20, 20]), "8/255").outcome == U
-    assert V.near_zero_robust(f.assign(robust=math.nan), "8/255").outcome == U
+    assert T2.near_zero_robust(f, "8/255").outcome == H
+    assert T2.near_zero_robust(f.assign(robust=[0.0, 20.0]), "8/255").outcome == F
+    assert T2.near_zero_robust(f.assign(n_robust=[20, 20]), "8/255").outcome == U
+    assert T2.near_zero_robust(f.assign(robust=math.nan), "8/255").outcome == U
 
 
 # ---------------------------------------------------------------------------------------- Figure 2
@@ -187,14 +190,14 @@ def test_figure2_norms_outcomes():
     comparable = [0.9, 1.1, 0.95, 1.05, 1.0, 0.98]
     smaller = [0.3, 0.5, 0.4, 0.2, 0.5, 0.6]  # the smoke case: every norm clearly smaller
     mixed = [0.3, 0.5, 0.4, 2.0, 0.5, 1.5]    # median 0.5 but two layers grew: p = 0.34
-    out = V.figure2_norms(_norms(dict(pgd=larger, alp=comparable, trades=smaller, x=mixed)))
+    out = F2.figure2_norms(_norms(dict(pgd=larger, alp=comparable, trades=smaller, x=mixed)))
     assert [v.outcome for v in out] == [H, H, F, U, F]
     assert out[0].reason.startswith("larger") and out[1].reason.startswith("comparable")
-    assert V.figure2_norms(_norms(dict(pgd=larger)))[-1].outcome == H
+    assert F2.figure2_norms(_norms(dict(pgd=larger)))[-1].outcome == H
 
 
 def test_figure2_few_layers_cannot_show_smaller():
-    out = V.figure2_norms(_norms(dict(pgd=[0.3, 0.4, 0.5, 0.3]), plain=(1.0, 2.0, 3.0, 4.0)))
+    out = F2.figure2_norms(_norms(dict(pgd=[0.3, 0.4, 0.5, 0.3]), plain=(1.0, 2.0, 3.0, 4.0)))
     assert out[0].outcome == U and out[0].numbers["p_smaller"] == 1 / 16
 
 
@@ -202,7 +205,7 @@ def test_figure2_layers_must_match():
     bad = _norms(dict(pgd=[1.0] * 6))
     bad.loc[bad.index[-1], "layer"] = "other"
     with pytest.raises(ValueError, match="different layers"):
-        V.figure2_norms(bad)
+        F2.figure2_norms(bad)
 
 
 def _acc(plain, robust, n, lip_plain=10.0, lip=5.0):
@@ -211,17 +214,17 @@ def _acc(plain, robust, n, lip_plain=10.0, lip=5.0):
 
 
 def test_figure2_more_robust_outcomes():
-    assert [v.outcome for v in V.figure2_more_robust(_acc(0.0, 0.5, 100))] == [H, H]
-    assert [v.outcome for v in V.figure2_more_robust(_acc(0.5, 0.0, 100))] == [F, F]
-    assert [v.outcome for v in V.figure2_more_robust(_acc(0.1, 0.25, 20))] == [U, U]
-    assert [v.outcome for v in V.figure2_more_robust(_acc(0.1, math.nan, 20))] == [U, U]  # not measured
+    assert [v.outcome for v in F2.figure2_more_robust(_acc(0.0, 0.5, 100))] == [H, H]
+    assert [v.outcome for v in F2.figure2_more_robust(_acc(0.5, 0.0, 100))] == [F, F]
+    assert [v.outcome for v in F2.figure2_more_robust(_acc(0.1, 0.25, 20))] == [U, U]
+    assert [v.outcome for v in F2.figure2_more_robust(_acc(0.1, math.nan, 20))] == [U, U]  # not measured
 
 
 def test_figure2_local_lipschitz_outcomes():
-    assert V.figure2_local_lipschitz(_acc(0, 0, 1, lip=5.0))[0].outcome == H
-    assert V.figure2_local_lipschitz(_acc(0, 0, 1, lip=20.0))[0].outcome == F
-    assert V.figure2_local_lipschitz(_acc(0, 0, 1, lip=10.5))[0].outcome == U
-    assert V.figure2_local_lipschitz(_acc(0, 0, 1, lip=math.nan))[0].outcome == U
+    assert F2.figure2_local_lipschitz(_acc(0, 0, 1, lip=5.0))[0].outcome == H
+    assert F2.figure2_local_lipschitz(_acc(0, 0, 1, lip=20.0))[0].outcome == F
+    assert F2.figure2_local_lipschitz(_acc(0, 0, 1, lip=10.5))[0].outcome == U
+    assert F2.figure2_local_lipschitz(_acc(0, 0, 1, lip=math.nan))[0].outcome == U
 
 
 # ------------------------------------------------------------------------------------- Propositions
