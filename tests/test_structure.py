@@ -240,3 +240,62 @@ def test_ruff_config_checks_e_f_w_at_120_columns():
     ruff = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["ruff"]
     assert ruff["line-length"] == 120
     assert {"E", "F", "W"} <= set(ruff["lint"]["select"])
+
+
+#: Size limits of issue 10: a module reads in one sitting, a function on one screen.
+MAX_MODULE_LINES = 400
+MAX_FUNCTION_LINES = 60
+
+
+def test_every_module_is_under_the_line_limit():
+    long = {name: n for name, path in MODULES.items()
+            if (n := len(path.read_text().splitlines())) > MAX_MODULE_LINES}
+    assert not long, f"modules over {MAX_MODULE_LINES} lines (split them by concern): {long}"
+
+
+def test_every_function_is_under_the_line_limit():
+    long = {}
+    for name, path in MODULES.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                first = min([node.lineno] + [d.lineno for d in node.decorator_list])
+                if node.end_lineno - first + 1 > MAX_FUNCTION_LINES:
+                    long[f"{name}.{node.name}"] = node.end_lineno - first + 1
+    assert not long, f"functions over {MAX_FUNCTION_LINES} lines (break them into named steps): {long}"
+
+
+def _code_lines(path: Path) -> list[tuple[int, str]]:
+    """(line number, text with white space folded) of the lines that carry code: no blank, comment, import,
+    lone-punctuation or docstring-only line."""
+    tree = ast.parse(path.read_text())
+    docstrings = set()
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(body, list) and body and isinstance(body[0], ast.Expr) and \
+                isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str):
+            docstrings.update(range(body[0].lineno, body[0].end_lineno + 1))
+    out = []
+    for i, line in enumerate(path.read_text().splitlines(), 1):
+        text = " ".join(line.split())
+        if (i in docstrings or not text or text.startswith(("#", "import ", "from ")) or
+                not any(c.isalnum() for c in text)):
+            continue
+        out.append((i, text))
+    return out
+
+
+def test_no_block_of_six_code_lines_repeats_in_nblib():
+    """The same six consecutive code lines in two places of nblib (the reference model definitions of
+    nblib/models/ excepted) are one helper written twice."""
+    seen, repeats = {}, []
+    for name, path in MODULES.items():
+        if name.startswith("nblib.models"):
+            continue
+        lines = _code_lines(path)
+        for k in range(len(lines) - 5):
+            block = tuple(text for _, text in lines[k:k + 6])
+            where = f"{path.relative_to(ROOT)}:{lines[k][0]}"
+            if block in seen and not seen[block].startswith(f"{path.relative_to(ROOT)}:"):
+                repeats.append(f"{where} repeats {seen[block]}")
+            seen.setdefault(block, where)
+    assert not repeats, "blocks of six code lines written twice:\n" + "\n".join(repeats[:20])
