@@ -8,16 +8,15 @@ import pandas as pd
 import pytest
 
 from nblib import experiments, run_configs, run_tables
-from nblib.paper_table2 import PAPER_TABLE2
+from nblib.paper_table2 import PAPER_CLIP_VALUES, PAPER_COEFFICIENTS, PAPER_TABLE2
 from nblib.sweep import config_hash
 from nblib.train import fill_cfg
 
 
 def test_table2_grid_is_the_papers():
     base = dict(dataset="cifar10", epochs=120, lr=0.01)
-    cfgs = run_configs.table2_configs(list(PAPER_TABLE2), base, wd=[1e-2, 1e-3, 1e-4, 1e-5],
-                                      svc=[0.5, 1.0, 1.5, 2.0], nd_l1=[1e-2, 1e-3, 1e-4, 1e-5],
-                                      nd_linf=[1e-2, 1e-3, 1e-4, 1e-5])
+    cfgs = run_configs.table2_configs(list(PAPER_TABLE2), base, wd=PAPER_COEFFICIENTS, svc=PAPER_CLIP_VALUES,
+                                      nd_l1=PAPER_COEFFICIENTS, nd_linf=PAPER_COEFFICIENTS)
     assert len(cfgs) == 4 * 17
     fake = pd.DataFrame([dict(c, reg_strength=c["reg_strength"], clean_acc=0.9, robust_acc=0.5) for c in cfgs])
     cols = list(experiments.table2_wide(experiments.table2_frame(fake)).columns)
