@@ -281,65 +281,22 @@ def _fork_devices(device: torch.device) -> list:
     return [device.index if device.index is not None else torch.cuda.current_device()]
 
 
-def autoattack_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-                        eps: float, norm: str = "Linf", version: str = "standard",
-                        seed: int = 0, batch_size: int = 250, device=None,
-                        state_path=None, *, budget: float = 1.0, return_adv: bool = False) -> dict:
-    """Robust accuracy under AutoAttack (pyautoattack 0.2.0).
+def _run_or_resume(adversary, state_path, resumed: bool, attacks, x, y, pred, batch_size: int):
+    """A fresh run of every attack (pyautoattack saving its progress to ``state_path``) or, if ``resumed``,
+    :func:`_resume`.  Returns ``(x_adv, y_adv, flags, n_broken_before)`` on ``x``'s device; ``flags`` is
+    None and ``n_broken_before`` 0 for a fresh run."""
+    if resumed:
+        return _resume(adversary, state_path, attacks, x, y, pred, batch_size)
+    x_adv, y_adv = adversary.run_standard_evaluation(x, y, batch_size=batch_size, state_path=state_path)
+    return x_adv.to(x.device), y_adv.to(x.device), None, 0
 
-    Args:
-        model: classifier returning logits for inputs in ``[0, 1]``; run in
-            eval mode (previous modes restored afterwards).
-        x, y: evaluation points (``x`` in ``[0, 1]``) and labels, e.g. from
-            :func:`nblib.data.eval_subset`.
-        eps: radius of the ``norm`` ball (``"Linf"``, ``"L2"`` or ``"L1"``).
-        version: ``"standard"`` -- APGD-CE, APGD-T (9 targets), FAB-T
-            (9 targets), Square (5000 queries); ``"authors"`` -- APGD-CE +
-            APGD-T with the same standard settings, the reduced set that
-            Liang & Huang's code actually ran.  With fewer than 10 classes the
-            number of targets is capped at ``n_classes - 1``.
-        seed: AutoAttack's seed.  pyautoattack re-seeds the *global* torch
-            RNGs with it; this function restores the caller's RNG state.
-        batch_size: AutoAttack batch size.
-        device: where the attack runs (default: the model's device); ``x``
-            may stay on the CPU.
-        state_path: optional JSON file for pyautoattack's progress state
-            (written atomically whenever pyautoattack saves progress).  An unreadable file raises
-            :class:`AttackStateError` naming it.  If the file already exists the run
-            resumes from it: finished attacks are skipped and the points they
-            broke count as non-robust (their adversarial examples are not
-            available, see ``n_broken_before_resume``).  pyautoattack's own
-            resume is broken in 0.2.0, so resuming is done here.
-        budget: fraction of the standard iterations and queries of every
-            attack (APGD, APGD-T, FAB-T iterations, Square queries; at least
-            1 each).  1 is AutoAttack as published; smaller values rehearse
-            the same code path cheaply and do NOT measure robustness.
-        return_adv: also return the adversarial examples under ``"x_adv"``.
 
-    Returns:
-        dict with ``clean_acc``, ``robust_acc`` (model re-evaluated on the
-        returned adversarial examples; a point counts as robust iff it is
-        classified correctly both clean and adversarially), ``n_eval``,
-        ``eps``, ``norm``, ``version``, ``attacks``, ``seconds``, ``seed``,
-        ``robust_acc_autoattack`` (pyautoattack's own bookkeeping),
-        ``robust_mask`` (list of bools), ``max_perturbation``,
-        ``n_target_classes``, ``resumed``, ``n_broken_before_resume`` and
-        ``warnings`` (pyautoattack's warnings, e.g. zero gradients or a
-        randomized model -- read them).
-
-    Raises:
-        RuntimeError: an adversarial example leaves the eps-ball or
-            ``[0, 1]`` by more than 1e-6 (1e-5 relative for L1/L2), or is NaN.
-    """
-    _check_inputs(x, y, norm, version)
-    budget = _check_budget(budget)
-    device = model_device(model, device)
+def _attack(model, x, y, eps, norm, version, seed, batch_size, device, state_path, budget) -> dict:
+    """The attack itself, in eval mode, on a fork of the caller's RNG state, with pyautoattack's output
+    captured and its state file written atomically: the clean predictions, the adversarial examples
+    (checked by :func:`_check_adversarial`), their re-evaluation and the robust masks.  Returns the pieces
+    of the result; ``messages`` is complete only here, after the capture has closed."""
     attacks = list(AA_VERSIONS[version])
-    x = x.detach().float()
-    y = y.detach().long().to(x.device)
-    state_path = Path(state_path) if state_path is not None else None
-    t0 = time.time()
-
     with eval_mode(model), torch.random.fork_rng(devices=_fork_devices(device)), \
             _quiet_autoattack() as aa_messages, _atomic_autoattack_state():
         pred, n_cls = predict(model, x, batch_size, device)
@@ -350,40 +307,80 @@ def autoattack_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
         adversary, n_targets = _make_adversary(model, eps, norm, version, seed,
                                                device, n_cls, budget)
         resumed = state_path is not None and state_path.exists()
-        flags, n_broken_before = None, 0
-        if resumed:
-            x_adv, y_adv, flags, n_broken_before = _resume(adversary, state_path, attacks, x, y, pred,
-                                                           batch_size)
-        else:
-            x_adv, y_adv = adversary.run_standard_evaluation(
-                x, y, batch_size=batch_size, state_path=state_path)
-            x_adv = x_adv.to(x.device)
-            y_adv = y_adv.to(x.device)
+        x_adv, y_adv, flags, n_broken_before = _run_or_resume(adversary, state_path, resumed, attacks,
+                                                              x, y, pred, batch_size)
         pert = _check_adversarial(x_adv, x, eps, norm)
         adv_pred, _ = predict(model, x_adv, batch_size, device)
         robust, robust_aa = _robust_masks(clean_correct, adv_pred, y_adv, y, flags, aa_messages)
+    return {"clean_correct": clean_correct, "robust": robust, "robust_aa": robust_aa, "pert": pert,
+            "n_targets": n_targets, "resumed": resumed, "n_broken_before": n_broken_before,
+            "x_adv": x_adv, "messages": aa_messages}
 
-    result = {
-        "clean_acc": clean_correct.float().mean().item(),
-        "robust_acc": robust.float().mean().item(),
-        "n_eval": int(x.shape[0]),
-        "eps": float(eps),
-        "norm": norm,
-        "version": version,
-        "attacks": attacks,
-        "budget": budget,
-        "seconds": time.time() - t0,
-        "seed": int(seed),
-        "robust_acc_autoattack": robust_aa.float().mean().item(),
-        "robust_mask": robust.cpu().tolist(),
-        "max_perturbation": pert.max().item(),
-        "n_target_classes": int(n_targets),
-        "resumed": bool(resumed),
-        "n_broken_before_resume": int(n_broken_before),
-        "warnings": list(aa_messages),
-    }
-    for msg in aa_messages:
+
+def _result(found: dict, n_eval: int, eps, norm: str, version: str, budget: float, seed, t0: float) -> dict:
+    """The result dict of :func:`autoattack_accuracy` (keys in the order it documents) from the pieces
+    :func:`_attack` found; ``seconds`` counts from ``t0``."""
+    robust = found["robust"]
+    return {"clean_acc": found["clean_correct"].float().mean().item(), "robust_acc": robust.float().mean().item(),
+            "n_eval": int(n_eval), "eps": float(eps), "norm": norm, "version": version,
+            "attacks": list(AA_VERSIONS[version]), "budget": budget, "seconds": time.time() - t0,
+            "seed": int(seed), "robust_acc_autoattack": found["robust_aa"].float().mean().item(),
+            "robust_mask": robust.cpu().tolist(), "max_perturbation": found["pert"].max().item(),
+            "n_target_classes": int(found["n_targets"]), "resumed": bool(found["resumed"]),
+            "n_broken_before_resume": int(found["n_broken_before"]), "warnings": list(found["messages"])}
+
+
+def autoattack_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                        eps: float, norm: str = "Linf", version: str = "standard",
+                        seed: int = 0, batch_size: int = 250, device=None,
+                        state_path=None, *, budget: float = 1.0, return_adv: bool = False) -> dict:
+    """Robust accuracy under AutoAttack (pyautoattack 0.2.0).
+
+    Args:
+        model: classifier returning logits for inputs in ``[0, 1]``; run in eval mode (previous modes
+            restored afterwards).
+        x, y: evaluation points (``x`` in ``[0, 1]``; may stay on the CPU) and labels, e.g. from
+            :func:`nblib.data.eval_subset`.
+        eps: radius of the ``norm`` ball (``"Linf"``, ``"L2"`` or ``"L1"``).
+        version: ``"standard"`` -- APGD-CE, APGD-T (9 targets), FAB-T (9 targets), Square (5000
+            queries); ``"authors"`` -- APGD-CE + APGD-T with the same standard settings, the reduced set
+            Liang & Huang's code actually ran.  With fewer than 10 classes the number of targets is
+            capped at ``n_classes - 1``.
+        seed: AutoAttack's seed.  pyautoattack re-seeds the *global* torch RNGs with it; this function
+            restores the caller's RNG state.
+        batch_size, device: AutoAttack's batch size; where it runs (default: the model's device).
+        state_path: optional JSON progress file (written atomically).  An unreadable one raises
+            :class:`AttackStateError`.  If it exists the run resumes from it: finished attacks are
+            skipped and the points they broke count as non-robust (their adversarial examples are not
+            available, see ``n_broken_before_resume``); pyautoattack's own resume is broken in 0.2.0.
+        budget: fraction of the standard iterations and queries of every attack (APGD, APGD-T, FAB-T
+            iterations, Square queries; at least 1 each).  1 is AutoAttack as published; smaller values
+            rehearse the same code path cheaply and do NOT measure robustness.
+        return_adv: also return the adversarial examples under ``"x_adv"``.
+
+    Returns:
+        dict with ``clean_acc``, ``robust_acc`` (robust iff classified correctly both clean and on the
+        returned adversarial example, re-evaluated), ``n_eval``, ``eps``, ``norm``, ``version``,
+        ``attacks``, ``budget``, ``seconds``, ``seed``, ``robust_acc_autoattack`` (pyautoattack's own
+        bookkeeping), ``robust_mask`` (list of bools), ``max_perturbation``, ``n_target_classes``,
+        ``resumed``, ``n_broken_before_resume`` and ``warnings`` (pyautoattack's warnings, e.g. zero
+        gradients or a randomized model -- read them).
+
+    Raises:
+        RuntimeError: an adversarial example leaves the eps-ball or ``[0, 1]`` by more than 1e-6
+            (1e-5 relative for L1/L2), or is NaN.
+    """
+    _check_inputs(x, y, norm, version)
+    budget = _check_budget(budget)
+    device = model_device(model, device)
+    x = x.detach().float()
+    y = y.detach().long().to(x.device)
+    state_path = Path(state_path) if state_path is not None else None
+    t0 = time.time()
+    found = _attack(model, x, y, eps, norm, version, seed, batch_size, device, state_path, budget)
+    result = _result(found, x.shape[0], eps, norm, version, budget, seed, t0)
+    for msg in found["messages"]:
         logger.info("AutoAttack: %s", msg)
     if return_adv:
-        result["x_adv"] = x_adv
+        result["x_adv"] = found["x_adv"]
     return result

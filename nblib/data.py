@@ -1,4 +1,4 @@
-"""Data sets by name, fixed evaluation subsets and loaders.
+"""Data sets by name and fixed evaluation subsets (the training batches are :mod:`nblib.loader`'s).
 
 Both data sets give ``(image, label)`` pairs with ``image`` a float32 ``3 x 32 x 32`` tensor in ``[0, 1]``
 and ``label`` an int in ``0..9``, and expose the whole split as ``.images`` / ``.targets`` tensors:

@@ -81,6 +81,27 @@ def _loss_fn(loss: LossArg):
     raise TypeError("loss must be 'ce' or a callable(logits, y) -> scalar")
 
 
+def _start_kind(random_start: Union[bool, str]):
+    """:func:`pgd_linf`'s ``random_start``, checked: ``"uniform"``, ``"normal"``, or falsy (start at ``x``)."""
+    if random_start is True:
+        random_start = "uniform"
+    if random_start not in (False, None, "uniform", "normal"):
+        raise ValueError(f"random_start must be a bool, 'uniform' or 'normal', "
+                         f"got {random_start!r}")
+    return random_start
+
+
+def _start(x: torch.Tensor, eps: float, kind, init_std: float, generator, clip) -> torch.Tensor:
+    """The projected starting point of :func:`pgd_linf` (``kind`` from :func:`_start_kind`)."""
+    if kind == "uniform":
+        x_adv = x + (2.0 * uniform_like(x, generator) - 1.0) * eps
+    elif kind == "normal":
+        x_adv = x + init_std * normal_like(x, generator)
+    else:
+        x_adv = x.clone()
+    return project_linf(x_adv, x, eps, clip)
+
+
 def pgd_linf(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float,
              step_size: float, steps: int, random_start: Union[bool, str] = True,
              loss: LossArg = "ce", generator: Optional[torch.Generator] = None,
@@ -88,33 +109,27 @@ def pgd_linf(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float,
              on_iterate: Optional[Callable[[torch.Tensor, torch.Tensor], None]] = None) -> torch.Tensor:
     """Projected gradient ascent in the l_inf ball (Madry et al., 2018).
 
-    Each step is ``x' <- Proj(x' + step_size * sign(grad_x' L))`` where
-    ``Proj`` projects onto ``{x' : ||x' - x||_inf <= eps}`` and then onto
-    the box ``clip`` (:func:`project_linf`).
+    Each step is ``x' <- Proj(x' + step_size * sign(grad_x' L))`` where ``Proj`` projects onto
+    ``{x' : ||x' - x||_inf <= eps}`` and then onto the box ``clip`` (:func:`project_linf`).
 
     Args:
-        model: classifier returning logits.  It is set to eval mode during
-            the attack and every module's previous train/eval flag is
-            restored afterwards; parameter ``.grad`` fields are not touched.
-        x, y: clean inputs (in ``clip``) and labels.  Computation happens on
-            the model's device; the result is returned on ``x``'s device.
+        model: classifier returning logits.  It is set to eval mode during the attack and every module's
+            previous train/eval flag is restored afterwards; parameter ``.grad`` fields are not touched.
+        x, y: clean inputs (in ``clip``) and labels.  Computation happens on the model's device; the
+            result is returned on ``x``'s device.
         eps, step_size, steps: radius, step length, number of steps.
-        random_start: ``True``/``"uniform"``: start uniformly in the eps-ball
-            (Madry); ``False``: start at ``x``; ``"normal"``: start at
-            ``x + init_std * N(0, 1)`` (the TRADES initialisation -- the KL
-            loss has zero gradient at ``x`` itself).  The start is projected.
-        loss: ``"ce"`` (mean cross-entropy) or a callable
-            ``loss(logits, y) -> scalar`` to maximise (e.g. a TRADES closure
-            ``lambda z, _: F.kl_div(F.log_softmax(z, 1), p_clean,
-            reduction="sum")``).  Only the sign of the gradient is used, so
-            sum vs. mean reductions give the same steps.
-        generator: optional ``torch.Generator`` for the random start (may
-            live on the CPU while the model is on CUDA).
-        clip: the input box ``(lo, hi)``, ``[0, 1]`` (images) by default;
-            ``None`` for inputs that are not images (no box).
-        on_iterate: optional ``on_iterate(x_t, logits_t)`` called (detached)
-            for every iterate t = 0 .. steps - 1 whose logits the attack
-            computes; the returned point is the iterate ``steps``.
+        random_start: ``True``/``"uniform"``: start uniformly in the eps-ball (Madry); ``False``: start
+            at ``x``; ``"normal"``: start at ``x + init_std * N(0, 1)`` (the TRADES initialisation -- the
+            KL loss has zero gradient at ``x`` itself).  The start is projected.
+        loss: ``"ce"`` (mean cross-entropy) or a callable ``loss(logits, y) -> scalar`` to maximise (e.g.
+            a TRADES closure ``lambda z, _: F.kl_div(F.log_softmax(z, 1), p_clean, reduction="sum")``).
+            Only the sign of the gradient is used, so sum vs. mean reductions give the same steps.
+        generator: optional ``torch.Generator`` for the random start (may live on the CPU while the model
+            is on CUDA).
+        clip: the input box ``(lo, hi)``, ``[0, 1]`` (images) by default; ``None`` for inputs that are
+            not images (no box).
+        on_iterate: optional ``on_iterate(x_t, logits_t)`` called (detached) for every iterate
+            t = 0 .. steps - 1 whose logits the attack computes; the returned point is the iterate ``steps``.
 
     Returns:
         Detached adversarial examples, same shape/dtype/device as ``x``.
@@ -122,24 +137,13 @@ def pgd_linf(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float,
     if eps < 0 or step_size < 0 or steps < 0:
         raise ValueError("eps, step_size and steps must be non-negative")
     loss_fn = _loss_fn(loss)
-    if random_start is True:
-        random_start = "uniform"
-    if random_start not in (False, None, "uniform", "normal"):
-        raise ValueError(f"random_start must be a bool, 'uniform' or 'normal', "
-                         f"got {random_start!r}")
-
+    kind = _start_kind(random_start)
     out_device = x.device
     device = model_device(model)
     x = x.detach().to(device)
     y = y.detach().to(device)
     with eval_mode(model):
-        if random_start == "uniform":
-            x_adv = x + (2.0 * uniform_like(x, generator) - 1.0) * eps
-        elif random_start == "normal":
-            x_adv = x + init_std * normal_like(x, generator)
-        else:
-            x_adv = x.clone()
-        x_adv = project_linf(x_adv, x, eps, clip)
+        x_adv = _start(x, eps, kind, init_std, generator, clip)
         for _ in range(int(steps)):
             x_adv.requires_grad_(True)
             with torch.enable_grad():

@@ -29,7 +29,6 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
 PARAMS = ROOT / "params"
-INJECTED = ("profile", "output_dir", "device")
 OUTPUT_KINDS = ("figures", "tables", "metrics")
 PROFILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 

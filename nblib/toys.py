@@ -46,9 +46,7 @@ def _linear(W: torch.Tensor, b: torch.Tensor, dtype: torch.dtype) -> nn.Linear:
     return lin
 
 
-# ----------------------------------------------------------------------------------------------
-# Proposition 1
-# ----------------------------------------------------------------------------------------------
+# ---- Proposition 1 -------------------------------------------------------------------------------
 def prop1_network(scale: float, in_dim: int = 2, width: int = 8, depth: int = 3, out_dim: int = 1,
                   seed: int = 0, dtype: torch.dtype | None = None) -> nn.Sequential:
     """Proposition 1: arbitrarily large layer norms, Lipschitz constant 0.
@@ -152,9 +150,7 @@ def output_spread(net: nn.Module, x: torch.Tensor) -> float:
     return (out.max(0).values - out.min(0).values).max().item()
 
 
-# ----------------------------------------------------------------------------------------------
-# Assumption 2 data
-# ----------------------------------------------------------------------------------------------
+# ---- Assumption 2 data ---------------------------------------------------------------------------
 def min_interclass_distance(X: torch.Tensor, y: torch.Tensor, p=INF) -> float:
     """inf { ||x_i - x_j||_p : y_i != y_j } (brute force); inf when there is a single class."""
     p, X = _p(p), X.double()
@@ -193,9 +189,7 @@ def separable_blobs(n_per_class: int = 5, n_classes: int = 3, eps: float = 0.1, 
     return X, y
 
 
-# ----------------------------------------------------------------------------------------------
-# Theorem 2 / Proposition 2: plateau network
-# ----------------------------------------------------------------------------------------------
+# ---- Theorem 2 / Proposition 2: plateau network --------------------------------------------------
 class _Builder:
     """Stacks h <- ReLU(B v + b) stages; the pending affine map v = A h + a is fused into the next Linear."""
 
@@ -289,9 +283,7 @@ def prop2_network(X: torch.Tensor, y: torch.Tensor, eps: float, xi: float, n_cla
     return robust_network(X, y, eps, delta, n_classes, dtype), delta
 
 
-# ----------------------------------------------------------------------------------------------
-# Evaluation: robust accuracy, attacks, Lipschitz bounds, decision regions
-# ----------------------------------------------------------------------------------------------
+# ---- Evaluation: robust accuracy, attacks, Lipschitz bounds, decision regions --------------------
 def robust_accuracy_grid(net: nn.Module, X: torch.Tensor, y: torch.Tensor, eps: float,
                          points_per_dim: int = 11, margin: float = 0.0) -> float:
     """Fraction of points x_i whose whole regular grid on B(x_i, eps) (points_per_dim^n points, corners

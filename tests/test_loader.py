@@ -27,7 +27,7 @@ def uint8_images(n, c=3, h=32, w=32, seed=0):
 
 
 class Split:
-    """A data set exposing the contract of nblib.data.get_dataset(..., augment=False)."""
+    """A data set exposing the contract of nblib.data.get_dataset (the split as .images / .targets)."""
 
     def __init__(self, images, targets):
         self.images, self.targets = images, targets
