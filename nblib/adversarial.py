@@ -32,27 +32,22 @@ Settings are named presets (:data:`ADV_PRESETS`) that keyword overrides can chan
 """
 from __future__ import annotations
 
-import contextlib
 from typing import Callable, NamedTuple, Optional
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from nblib.inference import eval_mode
 from nblib.pgd import pgd_linf
 
 __all__ = [
     "ADV_MODES",
     "ADV_PRESETS",
-    "LOSS_FNS",
     "AdvLoss",
     "adv_settings",
     "adversarial_examples",
     "adversarial_loss",
-    "plain_loss",
-    "pgd_at_loss",
-    "alp_loss",
-    "trades_loss",
 ]
 
 #: Training modes accepted by :func:`adversarial_loss`.
@@ -108,17 +103,6 @@ def _check_cfg(cfg: dict) -> dict:
     return cfg
 
 
-@contextlib.contextmanager
-def _eval_mode(model: nn.Module):
-    flags = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for m, f in flags:
-            m.training = f
-
-
 def _trades_kl_sum(p_clean: torch.Tensor) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """``z -> sum_batch KL(p_clean || softmax(z))``, the TRADES attack objective (only its sign-gradient
     is used, so sum vs. mean is immaterial)."""
@@ -141,7 +125,7 @@ def adversarial_examples(mode: str, model: nn.Module, x: torch.Tensor, y: torch.
                   generator=generator)
     if mode in ("pgd", "alp"):
         return pgd_linf(model, x, y, random_start=cfg["start"], loss="ce", **common)
-    with _eval_mode(model), torch.no_grad():
+    with eval_mode(model), torch.no_grad():
         p_clean = F.softmax(model(x), dim=1)
     return pgd_linf(model, x, y, random_start="normal", loss=_trades_kl_sum(p_clean), **common)
 
@@ -194,38 +178,3 @@ def adversarial_loss(mode: str, model: nn.Module, x: torch.Tensor, y: torch.Tens
         x_adv = adversarial_examples(mode, model, x, y, cfg, generator)
     out = _loss_given_adv(mode, model, x, y, x_adv, cfg)
     return out if return_details else out.loss
-
-
-def _run(mode, model, x, y, cfg, generator) -> torch.Tensor:
-    cfg = _check_cfg(cfg)
-    return _loss_given_adv(mode, model, x, y, adversarial_examples(mode, model, x, y, cfg, generator), cfg).loss
-
-
-def plain_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: dict,
-               generator: Optional[torch.Generator] = None) -> torch.Tensor:
-    """``CE(f(x), y)``; ``cfg`` (settings of :func:`adv_settings`) is not used."""
-    return _run("plain", model, x, y, cfg, generator)
-
-
-def pgd_at_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: dict,
-                generator: Optional[torch.Generator] = None) -> torch.Tensor:
-    """PGD-AT (Madry et al. 2018): ``CE(f(x_adv), y)``; ``cfg`` from :func:`adv_settings`."""
-    return _run("pgd", model, x, y, cfg, generator)
-
-
-def alp_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: dict,
-             generator: Optional[torch.Generator] = None) -> torch.Tensor:
-    """ALP (Kannan et al. 2018): ``0.5 CE(f(x), y) + 0.5 CE(f(x_adv), y) + alp_weight D(f(x), f(x_adv))``;
-    ``cfg`` from :func:`adv_settings`."""
-    return _run("alp", model, x, y, cfg, generator)
-
-
-def trades_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: dict,
-                generator: Optional[torch.Generator] = None) -> torch.Tensor:
-    """TRADES (Zhang et al. 2019): ``CE(f(x), y) + trades_beta KL(p(x) || p(x_adv))``; ``cfg`` from
-    :func:`adv_settings`."""
-    return _run("trades", model, x, y, cfg, generator)
-
-
-#: ``mode -> loss_fn(model, x, y, cfg, generator=None) -> scalar loss``.
-LOSS_FNS = {"plain": plain_loss, "pgd": pgd_at_loss, "alp": alp_loss, "trades": trades_loss}

@@ -22,6 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from nblib import pgd
+from nblib.norms import linear_norm
 from nblib.pgd import margin_loss
 
 INF = float("inf")
@@ -85,21 +86,10 @@ def prop1_network(scale: float, in_dim: int = 2, width: int = 8, depth: int = 3,
 
 
 def layer_operator_norms(net: nn.Module, p=2) -> list[float]:
-    """Operator norms ||W||_p of the nn.Linear layers of ``net`` in module order.
-
-    p = 1: max abs column sum; p = 2: largest singular value; p = inf: max abs row sum."""
+    """Operator norms ||W||_p of the nn.Linear layers of ``net`` in module order (:func:`nblib.norms.linear_norm`:
+    p = 1 max abs column sum, p = 2 largest singular value, p = inf max abs row sum)."""
     p = _p(p)
-    out = []
-    for m in net.modules():
-        if isinstance(m, nn.Linear):
-            W = m.weight.detach().double()
-            if p == 1:
-                out.append(W.abs().sum(0).max().item())
-            elif p == INF:
-                out.append(W.abs().sum(1).max().item())
-            else:
-                out.append(torch.linalg.matrix_norm(W, ord=2).item())
-    return out
+    return [linear_norm(m, p).item() for m in net.modules() if isinstance(m, nn.Linear)]
 
 
 def lipschitz_upper_bound_product(net: nn.Module, p=INF) -> float:
