@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from nblib import experiments
-from nblib.sweep import config_hash
+from nblib.run_folder import config_hash
 from nblib.train import fill_cfg
 
 
