@@ -30,10 +30,12 @@ from nblib.run_cache import RunLocked, run_cached
 from nblib.run_folder import config_hash, inspect_run, old_hash_folders
 from nblib.train import fill_cfg
 
-__all__ = ["EXECUTORS", "run_sweep", "expand_grid", "slurm_kwargs"]
+__all__ = ["EXECUTORS", "SLURM_TIMEOUT_MIN", "run_sweep", "expand_grid", "slurm_kwargs"]
 
 #: Values of ``run_sweep(executor=...)``.
 EXECUTORS = ("local", "slurm")
+#: Default Slurm time limit of one run (minutes) of :func:`slurm_kwargs`; a killed run resumes on the next sweep.
+SLURM_TIMEOUT_MIN = 1440
 
 
 def expand_grid(base: Optional[dict] = None, **lists) -> list[dict]:
@@ -216,9 +218,11 @@ def _report_old_folders(root: Path, pending: list[dict], reuse_stale: bool) -> d
     return reused
 
 
-def slurm_kwargs(executor: str, partition: str = "", timeout_min: int = 1440, cpus_per_task: int = 8) -> Optional[dict]:
+def slurm_kwargs(executor: str, partition: str = "", timeout_min: int = SLURM_TIMEOUT_MIN,
+                 cpus_per_task: int = 8) -> Optional[dict]:
     """The ``slurm_kwargs`` of :func:`run_sweep` for one GPU per run (None unless ``executor == "slurm"``):
-    ``timeout_min``, ``gpus_per_node=1``, ``cpus_per_task`` and ``slurm_partition`` when one is named."""
+    ``timeout_min`` (default :data:`SLURM_TIMEOUT_MIN`), ``gpus_per_node=1``, ``cpus_per_task`` and
+    ``slurm_partition`` when one is named."""
     if executor != "slurm":
         return None
     out = dict(timeout_min=int(timeout_min), gpus_per_node=1, cpus_per_task=int(cpus_per_task))

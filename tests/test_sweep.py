@@ -19,7 +19,7 @@ from nblib import adversarial, autoattack, run_folder, train
 from nblib.results import read_json, write_json_atomic
 from nblib.run_cache import RunLocked, run_cached
 from nblib.run_folder import check_metrics, config_hash, run_dir_for, run_status
-from nblib.sweep import expand_grid, run_sweep, slurm_kwargs
+from nblib.sweep import SLURM_TIMEOUT_MIN, expand_grid, run_sweep, slurm_kwargs
 from nblib.train import DEFAULT_CFG, fill_cfg
 from run_results import TIME_KEYS, without_times
 
@@ -551,5 +551,5 @@ def test_versions_tolerates_missing_git(monkeypatch):
 
 def test_slurm_kwargs():
     assert slurm_kwargs("local", "gpu") is None
-    assert slurm_kwargs("slurm") == dict(timeout_min=1440, gpus_per_node=1, cpus_per_task=8)
+    assert slurm_kwargs("slurm") == dict(timeout_min=SLURM_TIMEOUT_MIN, gpus_per_node=1, cpus_per_task=8)
     assert slurm_kwargs("slurm", "gpu", 60)["slurm_partition"] == "gpu"
