@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from nblib import run_configs, sweep, throughput
+from nblib import run_configs, run_folder, throughput
 from nblib.data import get_dataset
 from nblib.train import fill_cfg
 
@@ -146,10 +146,10 @@ def plan_notebook(nb_name: str, params: dict, runs_dir, folder, probe_steps: int
     if make is None:
         return pd.DataFrame()
     runs_dir = Path(runs_dir)
-    cfgs = {sweep.config_hash(c): fill_cfg(c) for c in make(params)}
+    cfgs = {run_folder.config_hash(c): fill_cfg(c) for c in make(params)}
     sizes, probes, rows = {}, {}, []
     for h, cfg in cfgs.items():
-        status, _ = sweep.run_status(runs_dir / h, cfg)
+        status, _ = run_folder.run_status(runs_dir / h, cfg)
         row = dict(model=cfg["model"], regularizer=cfg["regularizer"], strength=cfg["reg_strength"],
                    mode=cfg["adv_mode"], hash=h, status=status, train_s=0.0, attack_s=0.0, basis="cached")
         if status not in FINISHED:

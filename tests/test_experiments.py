@@ -9,7 +9,7 @@ import pytest
 
 from nblib import experiments, run_configs, run_tables
 from nblib.paper_table2 import PAPER_CLIP_VALUES, PAPER_COEFFICIENTS, PAPER_TABLE2
-from nblib.sweep import config_hash
+from nblib.run_folder import config_hash
 from nblib.train import fill_cfg
 
 

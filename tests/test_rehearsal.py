@@ -12,7 +12,7 @@ import pytest
 import torch
 import yaml
 
-from nblib import reproduce, run_configs, sweep
+from nblib import reproduce, run_configs, run_folder
 from nblib.cifar10 import write_cifar10_fixture
 from nblib.plan import notebook_parameters
 from nblib.results import load_metrics
@@ -37,7 +37,7 @@ def runs_of(rehearsal, nb_stem):
     params = notebook_parameters(nb, {}, reproduce.parameters_for(nb, "rehearsal", config, output_dir, None))
     out = []
     for cfg in run_configs.RUN_CONFIGS[nb_stem](params):
-        folder = sweep.run_dir_for(reproduce.runs_dir_of(params), cfg)
+        folder = run_folder.run_dir_for(reproduce.runs_dir_of(params), cfg)
         out.append((cfg, json.loads((folder / "metrics.json").read_text()), folder))
     return out
 

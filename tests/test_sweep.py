@@ -1,5 +1,5 @@
-"""Tests for nblib.sweep: config hashing, the run-folder cache (finished / killed / corrupt / stale /
-diverged), locking between worker processes, and sweeps."""
+"""Tests for nblib.run_folder, nblib.run_cache and nblib.sweep: config hashing, the run-folder cache
+(finished / killed / corrupt / stale / diverged), locking between worker processes, and sweeps."""
 import fcntl
 import json
 import math
@@ -15,10 +15,11 @@ import pandas as pd
 import pytest
 import torch
 
-from nblib import adversarial, autoattack, sweep, train
+from nblib import adversarial, autoattack, run_folder, train
 from nblib.results import read_json, write_json_atomic
-from nblib.sweep import (RunLocked, check_metrics, config_hash, expand_grid, run_cached, run_dir_for, run_status,
-                         run_sweep, slurm_kwargs)
+from nblib.run_cache import RunLocked, run_cached
+from nblib.run_folder import check_metrics, config_hash, run_dir_for, run_status
+from nblib.sweep import SLURM_TIMEOUT_MIN, expand_grid, run_sweep, slurm_kwargs
 from nblib.train import DEFAULT_CFG, fill_cfg
 from run_results import TIME_KEYS, without_times
 
@@ -90,7 +91,7 @@ def test_hash_is_stable():
     assert config_hash(dict(TINY, lr=0.05, momentum=0.9)) == h
     assert config_hash({}) == config_hash(DEFAULT_CFG)
     assert config_hash(dict(TINY, eval_eps=1)) == config_hash(dict(TINY, eval_eps=1.0))
-    code = f"from nblib.sweep import config_hash; print(config_hash({TINY!r}))"
+    code = f"from nblib.run_folder import config_hash; print(config_hash({TINY!r}))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={"PYTHONHASHSEED": "123", "PATH": ""}, cwd=Path(__file__).parents[1])
     assert out.stdout.strip() == h  # another interpreter, another str-hash seed
@@ -149,7 +150,7 @@ def test_cache_hit_skips_training(tmp_path, fake_run_one):
     v = read_json(d / "versions.json")
     assert v["torch"] == torch.__version__ and {"cuda", "git_sha", "device_name", "python"} <= set(v)
     prov = read_json(d / "provenance.json")
-    assert prov == sweep.provenance(TINY) and prov["code"] == sweep.code_fingerprint()
+    assert prov == run_folder.provenance(TINY) and prov["code"] == run_folder.code_fingerprint()
     done = read_json(d / "DONE")
     assert done["status"] == "done" and done["checkpoint_bytes"] == (d / train.CHECKPOINT).stat().st_size
     assert run_status(d, TINY) == ("done", "finished")
@@ -232,7 +233,7 @@ def test_unreadable_checkpoint_is_moved_aside_and_rerun(tmp_path):
     d = run_dir_for(tmp_path, TINY)
     d.mkdir(parents=True)
     (d / train.CHECKPOINT).write_bytes(b"\x00 truncated")
-    write_json_atomic(d / "provenance.json", sweep.provenance(TINY))
+    write_json_atomic(d / "provenance.json", run_folder.provenance(TINY))
     with pytest.warns(UserWarning, match="checkpoint unusable"):
         m = run_cached(TINY, tmp_path)
     assert m["resumed_from_epoch"] == 0 and m["epochs_trained"] == 2
@@ -305,7 +306,7 @@ def test_changed_preset_is_not_reused(tmp_path, fake_run_one, monkeypatch):
 def test_changed_code_is_not_reused(tmp_path, fake_run_one, monkeypatch):
     run_cached(TINY, tmp_path)
     d = run_dir_for(tmp_path, TINY)
-    monkeypatch.setattr(sweep, "code_fingerprint", lambda: "another-code")
+    monkeypatch.setattr(run_folder, "code_fingerprint", lambda: "another-code")
     assert run_status(d, TINY)[0] == "stale"
     assert run_cached(TINY, tmp_path, reuse_stale=True)["stale_reason"].startswith("result of other code")
     assert len(fake_run_one) == 1
@@ -333,31 +334,31 @@ def test_folder_of_older_code_is_stale(tmp_path, fake_run_one):
 
 
 def test_code_fingerprint_covers_result_code(tmp_path, monkeypatch):
-    fp = sweep.code_fingerprint()
-    assert len(fp) == 16 and fp == sweep.code_fingerprint()
-    names = {p.relative_to(REPO / "nblib").as_posix() for p in sweep.fingerprinted_sources()}
+    fp = run_folder.code_fingerprint()
+    assert len(fp) == 16 and fp == run_folder.code_fingerprint()
+    names = {p.relative_to(REPO / "nblib").as_posix() for p in run_folder.fingerprinted_sources()}
     assert {"train.py", "attacks.py", "norms.py", "regularizers.py", "data.py", "adversarial.py",
             "models/__init__.py"} <= names
-    assert not names & {"sweep.py", "results.py", "experiments.py"}
-    assert all((REPO / "nblib" / n).exists() for n in sweep.NOT_FINGERPRINTED)  # no stale names
+    assert not names & {"sweep.py", "run_folder.py", "run_cache.py", "results.py", "experiments.py"}
+    assert all((REPO / "nblib" / n).exists() for n in run_folder.NOT_FINGERPRINTED)  # no stale names
     # copies of the sources (read once per process and folder): the same bytes give the same fingerprint,
     # one more byte in one source another
-    sources = sweep.fingerprinted_sources()
+    sources = run_folder.fingerprinted_sources()
     for name, extra in (("same", b""), ("edited", b"\n")):
         copy = tmp_path / name / "nblib"
         for f in sources:
             (copy / f.relative_to(REPO / "nblib")).parent.mkdir(parents=True, exist_ok=True)
             tail = extra if f.name == "norms.py" else b""
             (copy / f.relative_to(REPO / "nblib")).write_bytes(f.read_bytes() + tail)
-        monkeypatch.setattr(sweep, "_REPO", tmp_path / name)
-        assert (sweep.code_fingerprint() == fp) == (name == "same"), name
+        monkeypatch.setattr(run_folder, "_REPO", tmp_path / name)
+        assert (run_folder.code_fingerprint() == fp) == (name == "same"), name
 
 
 def test_folder_of_an_old_hash_is_reported(tmp_path, fake_run_one):
     run_cached(TINY, tmp_path)
     d = run_dir_for(tmp_path, TINY)
     old = d.rename(tmp_path / "0123456789ab")  # as if hashed by an older rule
-    assert sweep.old_hash_folders(tmp_path) == {d.name: [old]}
+    assert run_folder.old_hash_folders(tmp_path) == {d.name: [old]}
     with pytest.warns(UserWarning, match="older config hash.*0123456789ab.*reused"):
         kept = run_sweep([TINY], tmp_path, reuse_stale=True)
     assert kept["stale"].tolist() == [True] and len(fake_run_one) == 1
@@ -386,17 +387,17 @@ def test_locked_run_is_put_off_then_waited_for(tmp_path, fake_run_one, capfd):
 
 WORKER = """
 import json, os, sys
-from nblib import sweep, train
+from nblib import run_cache, run_folder, sweep, train
 root, log, out = sys.argv[1], sys.argv[2], sys.argv[3]
 cfgs = json.loads(sys.argv[4])
 real = train.run_one
 def counted(cfg, run_dir, **kw):  # one line per training (O_APPEND: whole lines)
     with open(log, "a") as f:
-        f.write(sweep.config_hash(cfg) + "\\n")
+        f.write(run_folder.config_hash(cfg) + "\\n")
     return real(cfg, run_dir, **kw)
 train.run_one = counted
 df = sweep.run_sweep(cfgs, root)
-json.dump({h: sweep.run_cached(c, root) for h, c in zip(df["hash"], cfgs)}, open(out, "w"))
+json.dump({h: run_cache.run_cached(c, root) for h, c in zip(df["hash"], cfgs)}, open(out, "w"))
 """
 
 
@@ -429,19 +430,19 @@ def test_four_workers_train_each_config_once(tmp_path):
 
 KILLED = """
 import sys, time, pathlib
-from nblib import sweep
+from nblib import run_cache
 root, marker, cfg = sys.argv[1], pathlib.Path(sys.argv[2]), eval(sys.argv[3])
 def hang(epoch, batch):  # in the middle of the second epoch: tell the test, then hang until killed
     if epoch == 1 and batch == 2:
         marker.write_text("mid-epoch")
         time.sleep(600)
-sweep.run_cached(cfg, root, step_callback=hang)
+run_cache.run_cached(cfg, root, step_callback=hang)
 """
 WAITER = """
 import json, sys
-from nblib import sweep
+from nblib import run_cache
 root, out, cfg = sys.argv[1], sys.argv[2], eval(sys.argv[3])
-json.dump(sweep.run_cached(cfg, root), open(out, "w"))
+json.dump(run_cache.run_cached(cfg, root), open(out, "w"))
 """
 
 
@@ -543,12 +544,12 @@ def test_missing_submitit_names_the_install(tmp_path, monkeypatch, fake_run_one)
 def test_versions_tolerates_missing_git(monkeypatch):
     def no_git(*a, **k):
         raise FileNotFoundError("git")
-    monkeypatch.setattr(sweep.subprocess, "run", no_git)
-    v = sweep.versions("cpu")
+    monkeypatch.setattr(run_folder.subprocess, "run", no_git)
+    v = run_folder.versions("cpu")
     assert v["git_sha"] is None and v["torch"] == torch.__version__
 
 
 def test_slurm_kwargs():
     assert slurm_kwargs("local", "gpu") is None
-    assert slurm_kwargs("slurm") == dict(timeout_min=1440, gpus_per_node=1, cpus_per_task=8)
+    assert slurm_kwargs("slurm") == dict(timeout_min=SLURM_TIMEOUT_MIN, gpus_per_node=1, cpus_per_task=8)
     assert slurm_kwargs("slurm", "gpu", 60)["slurm_partition"] == "gpu"
