@@ -55,7 +55,8 @@ from tqdm.auto import tqdm
 from nblib import train
 from nblib.attacks import AttackStateError
 from nblib.results import read_json, write_atomic, write_json_atomic
-from nblib.train import CheckpointError, fill_cfg
+from nblib.checkpoint import CheckpointError
+from nblib.run_config import fill_cfg
 
 __all__ = ["EXECUTORS", "NOT_FINGERPRINTED", "fingerprinted_sources", "RunLocked", "config_hash", "run_dir_for",
            "code_fingerprint", "provenance", "check_metrics", "run_status", "run_cached", "old_hash_folders",

@@ -7,7 +7,7 @@ import pytest
 
 from nblib import experiments
 from nblib.sweep import config_hash
-from nblib.train import fill_cfg
+from nblib.run_config import fill_cfg
 
 
 def test_table2_grid_is_the_papers():
