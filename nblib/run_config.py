@@ -36,7 +36,7 @@ DEFAULT_CFG = {
     "data_root": "data",          # folder holding cifar-10-batches-py (ignored by digits)
     "augment": True,              # random crop 32 pad 4 (+ horizontal flip on cifar10) on training images,
                                   # on the device per batch, drawn from (seed, epoch) (nblib.loader)
-    "train_subset": None,         # int: train on this many training images (a seeded subset); None: all
+    "train_subset": 0,            # int: train on this many training images (a seeded subset); 0: all
     # ---- optimisation (the paper: SGD, momentum 0.9, batch 128, 120 epochs, lr /10 at 75, 90, 100)
     "epochs": 120,                # passes over the training set
     "batch_size": 128,            # images per SGD step
@@ -98,7 +98,9 @@ IGNORED_UNLESS = {
     "attack_budget": lambda c: c["attack"] != "none",
     "n_eval": lambda c: c["attack"] != "none" or c["local_lipschitz"],
 }
-_NULLABLE = {"train_subset": int, "n_eval": int, "data_root": str}
+_NULLABLE = {"n_eval": int, "data_root": str}
+#: Keys that once accepted None and no longer do, with the value to use instead.
+_NONE_REPLACED = {"train_subset": "use 0 for all training images"}
 _CHOICES = {"model": MODEL_NAMES, "dataset": DATASETS, "regularizer": KINDS, "adv_mode": ADV_MODES,
             "adv_preset": tuple(ADV_PRESETS), "attack": ATTACKS, "amp": AMP_MODES,
             "reg_beta_scaling": BETA_SCALINGS}
@@ -122,6 +124,8 @@ def _check_type(key, value):
     default = DEFAULT_CFG[key]
     if key in _NULLABLE:
         return _check_nullable(key, value)
+    if value is None and key in _NONE_REPLACED:
+        raise ValueError(f"cfg[{key!r}] = None is not accepted; {_NONE_REPLACED[key]}")
     if isinstance(default, bool):
         if not isinstance(value, bool):
             raise ValueError(f"cfg[{key!r}] must be True or False, got {value!r}")
@@ -154,9 +158,10 @@ def _check_ranges(out: dict) -> None:
     for key in ("epochs", "batch_size", "reg_clip_every"):
         if out[key] < 1:
             raise ValueError(f"cfg[{key!r}] must be >= 1, got {out[key]}")
-    for key in ("train_subset", "n_eval"):
-        if out[key] is not None and out[key] < 1:
-            raise ValueError(f"cfg[{key!r}] must be >= 1 or None, got {out[key]}")
+    if out["train_subset"] < 0:
+        raise ValueError(f"cfg['train_subset'] must be >= 0 (0: all training images), got {out['train_subset']}")
+    if out["n_eval"] is not None and out["n_eval"] < 1:
+        raise ValueError(f"cfg['n_eval'] must be >= 1 or None, got {out['n_eval']}")
     for key in ("lr", "eval_eps"):
         if out[key] <= 0:
             raise ValueError(f"cfg[{key!r}] must be > 0, got {out[key]}")
@@ -259,9 +264,9 @@ def check_runnable(cfg: dict) -> dict:
         _SIZES[key] = {split: len(get_dataset(cfg["dataset"], split, cfg["data_root"]))
                        for split in ("train", "test")}
     n_train, n_test = _SIZES[key]["train"], _SIZES[key]["test"]
-    if cfg["train_subset"] is not None and cfg["train_subset"] > n_train:
+    if cfg["train_subset"] > n_train:
         raise ValueError(f"cfg['train_subset'] = {cfg['train_subset']} exceeds the {n_train} training images of "
-                         f"{cfg['dataset']}; lower it or set None")
+                         f"{cfg['dataset']}; lower it or set 0 (all training images)")
     if (cfg["attack"] != "none" or cfg["local_lipschitz"]) and cfg["n_eval"] is not None \
             and cfg["n_eval"] > n_test:
         raise ValueError(f"cfg['n_eval'] = {cfg['n_eval']} exceeds the {n_test} test images of {cfg['dataset']}; "

@@ -79,10 +79,11 @@ class _Run:
 
 # --------------------------------------------------------------------------- data, evaluation, norms
 def _datasets(cfg: dict, device: torch.device):
-    """The test data set (for ``eval_subset``), the training batches and the test tensors on ``device``."""
+    """The test data set (for ``eval_subset``), the training batches and the test tensors on ``device``
+    (``train_subset`` 0: every training image)."""
     train_set = get_dataset(cfg["dataset"], "train", cfg["data_root"])
     test_set = get_dataset(cfg["dataset"], "test", cfg["data_root"])
-    subset = subset_indices(len(train_set), cfg["train_subset"], cfg["seed"])
+    subset = subset_indices(len(train_set), cfg["train_subset"] or None, cfg["seed"])
     batches = TrainBatches(*device_tensors(train_set, device, subset), cfg["batch_size"], seed=cfg["seed"],
                            augment=cfg["augment"], flip=flips(cfg["dataset"]), channels_last=cfg["channels_last"])
     return test_set, batches, device_tensors(test_set, device)

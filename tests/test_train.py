@@ -94,6 +94,17 @@ def test_checked_before_training(tmp_path, bad, match):
         run_config.check_runnable(dict(TINY, **bad))
 
 
+def test_train_subset_zero_means_all_and_none_is_refused():
+    """One name, one default from profile to run: ``train_subset`` 0 trains on every image; None (the old
+    spelling of "all") is refused with the fix."""
+    assert DEFAULT_CFG["train_subset"] == 0 and fill_cfg({})["train_subset"] == 0
+    with pytest.raises(ValueError, match="use 0 for all training images"):
+        fill_cfg(dict(train_subset=None))
+    with pytest.raises(ValueError, match="train_subset"):
+        fill_cfg(dict(train_subset=-1))
+    assert run_config.check_runnable(dict(TINY, train_subset=0)) == {"n_train": 1437, "n_test": 360}
+
+
 def test_missing_data_is_found_before_training(tmp_path):
     with pytest.raises(FileNotFoundError, match="CIFAR-10 not found"):
         run_config.check_runnable(dict(TINY, dataset="cifar10", data_root=str(tmp_path / "nothing")))
