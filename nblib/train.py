@@ -350,11 +350,12 @@ def _timings(history: list, t_eval: float, t_start: float) -> dict:
 # --------------------------------------------------------------------------- one run
 def run_one(cfg: dict, run_dir, *, stop_after_epochs: Optional[int] = None,
             step_callback: Optional[Callable[[int, int], None]] = None) -> Optional[dict]:
-    """Train and evaluate one model as described by ``cfg`` (see :data:`DEFAULT_CFG`) in ``run_dir``.
+    """Train and evaluate one model as described by ``cfg`` (see ``nblib.run_config.DEFAULT_CFG``) in
+    ``run_dir``.
 
     Resumes from ``run_dir/checkpoint.pt`` when present (it must have been written for the same filled
-    config, else :class:`nblib.checkpoint.CheckpointError`).  Per epoch (0-based ``e``): SGD steps on the loss of
-    ``nblib.adversarial`` for ``adv_mode`` (the regulariser's ``step`` before or after ``optimizer.step``
+    config, else ``nblib.checkpoint.CheckpointError``).  Per epoch (0-based ``e``): SGD steps on the loss
+    of ``nblib.adversarial`` for ``adv_mode`` (the regulariser's ``step`` before or after ``optimizer.step``
     as its ``hook`` says), then clean test loss/accuracy, the exact l_inf and l1 norms of every Conv2d /
     Linear layer at its input size (Theorem 1, ``nblib.norms``), the lr step and the checkpoint.  At the
     end: clean accuracy on the whole test set, AutoAttack robust accuracy at ``eval_eps`` on
