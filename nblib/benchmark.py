@@ -15,7 +15,9 @@ import pandas as pd
 import torch
 import torch.nn as nn
 
+from nblib.models import PAPER_MODELS
 from nblib.norms import conv2d_norm
+from nblib.run_config import DEFAULT_CFG
 from nblib.timing import time_calls
 
 # (kernel height, kernel width, input channels, output channels), as printed in Table 1.
@@ -113,9 +115,9 @@ def speedups(table: pd.DataFrame) -> pd.DataFrame:
 
 
 # --------------------------------------------------------------------------- norm decay cost
-def norm_decay_cost(model_names=("vgg11", "resnet18", "senet18", "regnetx_200mf"), device="cpu",
-                    batch_size: int = 128, p=math.inf, sgd_runs: int = 3, nd_runs: int = 20,
-                    n_train: int = 50_000, seed: int = 0) -> pd.DataFrame:
+def norm_decay_cost(model_names=PAPER_MODELS, device="cpu", batch_size: int = DEFAULT_CFG["batch_size"],
+                    p=math.inf, sgd_runs: int = 3, nd_runs: int = 20, n_train: int = 50_000,
+                    seed: int = 0) -> pd.DataFrame:
     """Cost of one norm-decay step (Algorithm 1, lines 3-5: the exact l_p subgradient of every Conv2d /
     Linear layer at its input size, the momentum average and the gradient update) next to one plain SGD
     step (forward, cross-entropy, backward, ``optimizer.step``) on a random CIFAR-shaped batch.

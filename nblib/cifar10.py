@@ -7,6 +7,12 @@ manifest and is marked as a fixture wherever it is read (:func:`cifar10_checksum
 """
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import pickle
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -41,8 +47,6 @@ CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog
 
 
 def _md5(path: Path) -> str:
-    import hashlib
-
     h = hashlib.md5()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -73,8 +77,6 @@ def cifar10_checksums(root) -> tuple[dict, bool]:
     manifest = folder / FIXTURE_MANIFEST
     if not manifest.exists():
         return dict(CIFAR10_MD5), False
-    import json
-
     try:
         md5 = json.loads(manifest.read_text())["md5"]
     except (OSError, ValueError, KeyError, TypeError) as err:
@@ -123,8 +125,6 @@ class CIFAR10Arrays(Dataset):
     classes = CIFAR10_CLASSES
 
     def __init__(self, root, split: str = "train") -> None:
-        import pickle
-
         check_split(split)
         root = Path(root).expanduser()
         files = CIFAR10_TRAIN_FILES if split == "train" else CIFAR10_TEST_FILES
@@ -193,6 +193,81 @@ def load_cifar10(root, train: bool, download: bool = False) -> CIFAR10Arrays:
     return CIFAR10Arrays(root, "train" if train else "test")
 
 
+def _kept_fixture(root: Path, spec: dict) -> bool:
+    """Whether ``<root>/cifar-10-batches-py`` is a fixture written with the settings ``spec`` (then verified
+    and kept); False when there is no such folder or a fixture with other settings; FileExistsError when the
+    folder is not a fixture (it is never touched)."""
+    folder = root / CIFAR10_FOLDER
+    manifest = folder / FIXTURE_MANIFEST
+    if manifest.exists():
+        try:
+            old = json.loads(manifest.read_text())
+        except ValueError:
+            old = {}
+        if {k: old.get(k) for k in spec} == spec:
+            verify_cifar10(root)
+            return True
+    elif folder.exists():
+        raise FileExistsError(f"{folder} exists and is not an nblib fixture (real CIFAR-10?); "
+                              "choose another root")
+    return False
+
+
+def _tinted_digits(split: str, n: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` digits of ``split`` (a seeded subset, in order) as uint8 ``n x 3 x 32 x 32`` images, each the
+    digit in a random colour (``fg`` in [0.5, 1]) on a random dark background (``bg`` in [0, 0.3]), and
+    their labels."""
+    digits = DigitsCIFARLike(split)
+    idx = torch.randperm(len(digits), generator=g)[:n].sort().values
+    x = digits.images[idx, :1]  # n x 1 x 32 x 32 in [0, 1]
+    fg = 0.5 + 0.5 * torch.rand(n, 3, 1, 1, generator=g)
+    bg = 0.3 * torch.rand(n, 3, 1, 1, generator=g)
+    rgb = (bg + (fg - bg) * x).clamp(0, 1)
+    return (rgb * 255).round().to(torch.uint8), digits.targets[idx]
+
+
+def _dump_fixture(folder: Path, spec: dict, train: tuple, test: tuple) -> None:
+    """The CIFAR-10 files of the fixture in ``folder``: ``train`` (images, labels) split over
+    ``data_batch_1..5``, ``test`` in ``test_batch``, ``batches.meta``, and the manifest with ``spec`` and the
+    files' MD5 sums."""
+    def dump(name, obj):
+        with open(folder / name, "wb") as f:
+            pickle.dump(obj, f, protocol=2)
+
+    (x_train, y_train), (x_test, y_test) = train, test
+    n_train, n_test = spec["n_train"], spec["n_test"]
+    for i, part in enumerate(torch.arange(n_train).chunk(5), 1):
+        dump(f"data_batch_{i}", {"batch_label": f"training batch {i} of 5",
+                                 "labels": y_train[part].tolist(),
+                                 "data": x_train[part].reshape(len(part), -1).numpy(),
+                                 "filenames": [f"fixture_train_{j}.png" for j in part.tolist()]})
+    dump("test_batch", {"batch_label": "testing batch 1 of 1", "labels": y_test.tolist(),
+                        "data": x_test.reshape(n_test, -1).numpy(),
+                        "filenames": [f"fixture_test_{j}.png" for j in range(n_test)]})
+    dump("batches.meta", {"num_cases_per_batch": -(-n_train // 5), "label_names": list(CIFAR10_CLASSES),
+                          "num_vis": 3072})
+    md5 = {name: _md5(folder / name) for name in CIFAR10_MD5}
+    (folder / FIXTURE_MANIFEST).write_text(json.dumps({**spec, "md5": md5}, indent=1, sort_keys=True) + "\n")
+
+
+def _move_into_place(tmp: Path, root: Path) -> None:
+    """The written folder ``tmp`` renamed to ``<root>/cifar-10-batches-py``; a fixture with other settings
+    there is moved aside and deleted first; if another process renamed its (identical) fixture into place
+    meanwhile, that one is kept."""
+    folder = root / CIFAR10_FOLDER
+    manifest = folder / FIXTURE_MANIFEST
+    os.chmod(tmp, 0o755)
+    if manifest.exists():  # a fixture with other settings: ours to replace
+        old = Path(tempfile.mkdtemp(prefix=f".old-{CIFAR10_FOLDER}.", dir=root))
+        os.replace(folder, old / CIFAR10_FOLDER)
+        shutil.rmtree(old)
+    try:
+        os.rename(tmp, folder)
+    except OSError:  # another process won the race: keep its (identical) fixture
+        if not manifest.exists():
+            raise
+
+
 def write_cifar10_fixture(root, n_train: int = 256, n_test: int = 100, seed: int = 0) -> Path:
     """Write a small data set in the exact ``cifar-10-batches-py`` format to
     ``<root>/cifar-10-batches-py`` and return that folder.
@@ -208,77 +283,26 @@ def write_cifar10_fixture(root, n_train: int = 256, n_test: int = 100, seed: int
     settings is replaced, a folder that is not a fixture is never touched;
     the folder is written under a temporary name and renamed into place.
     """
-    import json
-    import os
-    import pickle
-    import shutil
-    import tempfile
-
     root = Path(root).expanduser()
-    folder = root / CIFAR10_FOLDER
     spec = {"kind": "nblib CIFAR-format fixture (digits)", "n_train": int(n_train), "n_test": int(n_test),
             "seed": int(seed)}
-    manifest = folder / FIXTURE_MANIFEST
-    if manifest.exists():
-        try:
-            old = json.loads(manifest.read_text())
-        except ValueError:
-            old = {}
-        if {k: old.get(k) for k in spec} == spec:
-            verify_cifar10(root)
-            return folder
-    elif folder.exists():
-        raise FileExistsError(f"{folder} exists and is not an nblib fixture (real CIFAR-10?); "
-                              "choose another root")
+    if _kept_fixture(root, spec):
+        return root / CIFAR10_FOLDER
     if not (10 <= n_train <= 1437 and 10 <= n_test <= 360):
         raise ValueError(f"n_train must be in [10, 1437] and n_test in [10, 360], got {n_train}, {n_test}")
     g = torch.Generator().manual_seed(int(seed))
-
-    def images(split: str, n: int):
-        digits = DigitsCIFARLike(split)
-        idx = torch.randperm(len(digits), generator=g)[:n].sort().values
-        x = digits.images[idx, :1]  # n x 1 x 32 x 32 in [0, 1]
-        fg = 0.5 + 0.5 * torch.rand(n, 3, 1, 1, generator=g)
-        bg = 0.3 * torch.rand(n, 3, 1, 1, generator=g)
-        rgb = (bg + (fg - bg) * x).clamp(0, 1)
-        return (rgb * 255).round().to(torch.uint8), digits.targets[idx]
-
-    x_train, y_train = images("train", n_train)
-    x_test, y_test = images("test", n_test)
+    train = _tinted_digits("train", n_train, g)
+    test = _tinted_digits("test", n_test, g)
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{CIFAR10_FOLDER}.", dir=root))
     try:
-        def dump(name, obj):
-            with open(tmp / name, "wb") as f:
-                pickle.dump(obj, f, protocol=2)
-
-        for i, part in enumerate(torch.arange(n_train).chunk(5), 1):
-            dump(f"data_batch_{i}", {"batch_label": f"training batch {i} of 5",
-                                     "labels": y_train[part].tolist(),
-                                     "data": x_train[part].reshape(len(part), -1).numpy(),
-                                     "filenames": [f"fixture_train_{j}.png" for j in part.tolist()]})
-        dump("test_batch", {"batch_label": "testing batch 1 of 1", "labels": y_test.tolist(),
-                            "data": x_test.reshape(n_test, -1).numpy(),
-                            "filenames": [f"fixture_test_{j}.png" for j in range(n_test)]})
-        dump("batches.meta", {"num_cases_per_batch": -(-n_train // 5), "label_names": list(CIFAR10_CLASSES),
-                              "num_vis": 3072})
-        md5 = {name: _md5(tmp / name) for name in CIFAR10_MD5}
-        (tmp / FIXTURE_MANIFEST).write_text(json.dumps({**spec, "md5": md5}, indent=1, sort_keys=True) + "\n")
-        os.chmod(tmp, 0o755)
-        if manifest.exists():  # a fixture with other settings: ours to replace
-            old = Path(tempfile.mkdtemp(prefix=f".old-{CIFAR10_FOLDER}.", dir=root))
-            os.replace(folder, old / CIFAR10_FOLDER)
-            shutil.rmtree(old)
-        try:
-            os.rename(tmp, folder)
-        except OSError:  # another process won the race: keep its (identical) fixture
-            if not manifest.exists():
-                raise
+        _dump_fixture(tmp, spec, train, test)
+        _move_into_place(tmp, root)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
     verify_cifar10(root)
-    return folder
+    return root / CIFAR10_FOLDER
 
 
 def main(argv=None) -> int:

@@ -26,7 +26,7 @@ import pandas as pd
 
 from nblib import run_configs, run_folder, throughput
 from nblib.data import get_dataset
-from nblib.train import fill_cfg
+from nblib.run_config import fill_cfg
 
 __all__ = ["FINISHED", "NOMINAL_TRAIN_SIZE", "notebook_parameters", "run_counts", "project_run", "plan_notebook"]
 

@@ -28,7 +28,7 @@ from nblib.norms import (CONV_TYPES, conv_norm, layer_input_shapes, linear_norm,
 KINDS = ("none", "wd", "svc", "nd_l1", "nd_linf")
 #: Readings of norm decay's beta: the paper's eq. (5) (beta/N) | the authors' code (beta).
 BETA_SCALINGS = ("per_layer", "total")
-#: Defaults of the regularisers' settings, held here once (``nblib.train.DEFAULT_CFG`` uses them): norm
+#: Defaults of the regularisers' settings, held here once (``nblib.run_config.DEFAULT_CFG`` uses them): norm
 #: decay's momentum gamma (Algorithm 1; the authors' value), its beta reading (eq. 5: beta / N), the number
 #: of optimizer steps between two singular value clippings (the authors' value), SVC of Linear layers.
 GAMMA = 0.5

@@ -34,7 +34,8 @@ from nblib import train
 from nblib.attacks import AttackStateError
 from nblib.results import read_json, write_atomic, write_json_atomic
 from nblib.run_folder import check_metrics, config_hash, done_record, inspect_run, provenance, versions
-from nblib.train import CheckpointError, fill_cfg
+from nblib.checkpoint import CheckpointError
+from nblib.run_config import check_runnable, fill_cfg, run_settings
 
 __all__ = ["RunLocked", "run_cached"]
 
@@ -120,7 +121,7 @@ def _diverged_metrics(cfg: dict, run_dir: Path, err: BaseException) -> dict:
             "epochs_trained": len(history), "clean_acc": nan, "robust_acc": attacked, "aa_clean_acc": attacked,
             "test_loss": nan, "train_loss": nan, "train_acc": nan, "layer_names": [], "norms_linf": [],
             "norms_l1": [], "linf_norm_product": nan, "log10_linf_norm_product": nan,
-            "attack": cfg["attack"], "eval_eps": cfg["eval_eps"], "settings": train.run_settings(cfg)}
+            "attack": cfg["attack"], "eval_eps": cfg["eval_eps"], "settings": run_settings(cfg)}
 
 
 def _train_in(cfg: dict, root: Path, run_dir: Path, step_callback) -> dict:
@@ -177,7 +178,7 @@ def run_cached(cfg: dict, root, *, wait: bool = True, reuse_stale: bool = False,
         return metrics
     if status == "stale" and reuse_stale and metrics is not None:
         return {**metrics, "stale_reason": reason}
-    train.check_runnable(cfg)
+    check_runnable(cfg)
     with _run_lock(root, h, wait):
         status, reason, metrics = inspect_run(run_dir, cfg)  # again: another worker may have finished it
         if status in ("done", "diverged"):

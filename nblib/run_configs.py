@@ -5,7 +5,7 @@ singular value clipping and l1 / l_inf norm decay.  Figure 2 (notebook 04): one 
 of plain, PGD-AT, ALP and TRADES training.
 
 **One name per setting.**  A notebook parameter (and its profile key) that sets a run is named as the run
-config's key (:data:`nblib.train.DEFAULT_CFG`), with one mapping where the paper's notation shows: a
+config's key (:data:`nblib.run_config.DEFAULT_CFG`), with one mapping where the paper's notation shows: a
 parameter ``<key>_255`` is the config's ``<key>`` in units of 1/255 (``eval_eps_255 = 8`` is
 ``eval_eps = 8 / 255``; the paper writes eps = 1/255 and 8/255).  The grids are ``models`` (config key
 ``model``), ``adv_modes`` (``adv_mode``) and one list of strengths per regularizer, named as the

@@ -1,12 +1,12 @@
 """One run's folder of the sweep cache: its name, what it must hold, and whether it may be read.
 
-Each config (filled with :func:`nblib.train.fill_cfg`, which resets settings the run does not use) lives in
+Each config (filled with :func:`nblib.run_config.fill_cfg`, which resets settings the run does not use) lives in
 ``<root>/<config_hash(cfg)>/``:
 
 * ``cfg.json``        -- the full config (written before training);
 * ``provenance.json`` -- what produces the result besides the config: :func:`code_fingerprint` (SHA-256 of
   the nblib sources that may determine results and the pyautoattack version) and the resolved adversarial
-  preset / attack settings (:func:`nblib.train.run_settings`);
+  preset / attack settings (:func:`nblib.run_config.run_settings`);
 * ``checkpoint.pt``, ``history.json``, ``metrics.json`` -- written by ``run_one``;
 * ``versions.json``   -- :func:`versions`: torch / CUDA / cuDNN / python versions, git SHA of this repository,
   device name;
@@ -32,9 +32,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Optional
 
-from nblib import train
 from nblib.results import read_json
-from nblib.train import fill_cfg
+from nblib.checkpoint import CHECKPOINT
+from nblib.run_config import fill_cfg, run_settings
 
 __all__ = ["NOT_FINGERPRINTED", "config_hash", "run_dir_for", "versions", "fingerprinted_sources",
            "code_fingerprint", "provenance", "check_metrics", "inspect_run", "run_status", "done_record",
@@ -52,7 +52,7 @@ def config_hash(cfg: dict) -> str:
     """First 12 hex digits of the SHA-256 of the canonical JSON (sorted keys, no spaces) of the full config
     (``fill_cfg(cfg)``: defaults filled, numbers normalised, settings the run does not use reset), so ``{}``
     and ``DEFAULT_CFG`` hash alike, ``lr=1`` and ``lr=1.0`` too, and so do two configs that differ only in
-    ``reg_gamma`` without norm decay (see :data:`nblib.train.IGNORED_UNLESS`).  What else decides the
+    ``reg_gamma`` without norm decay (see :data:`nblib.run_config.IGNORED_UNLESS`).  What else decides the
     result (code, resolved presets) is checked separately (:func:`provenance`)."""
     return hashlib.sha256(_canonical(cfg).encode()).hexdigest()[:12]
 
@@ -64,7 +64,7 @@ def run_dir_for(root, cfg: dict) -> Path:
 
 def old_hash_folders(root) -> dict:
     """``{current hash: [folder, ...]}`` for the run folders under ``root`` whose ``cfg.json``, filled by
-    today's :func:`nblib.train.fill_cfg`, hashes to another name than the folder's (folders of an older
+    today's :func:`nblib.run_config.fill_cfg`, hashes to another name than the folder's (folders of an older
     hashing rule or of older default keys).  Folders whose config today's rules reject are left out."""
     out: dict = {}
     root = Path(root)
@@ -155,9 +155,9 @@ def code_fingerprint() -> str:
 
 def provenance(cfg: dict) -> dict:
     """What produces the result of ``cfg`` besides the config itself (stored as ``provenance.json``):
-    ``code`` (:func:`code_fingerprint`) and ``settings`` (:func:`nblib.train.run_settings`: the resolved
+    ``code`` (:func:`code_fingerprint`) and ``settings`` (:func:`nblib.run_config.run_settings`: the resolved
     adversarial preset and attack set)."""
-    return json.loads(json.dumps({"code": code_fingerprint(), "settings": train.run_settings(cfg)}))
+    return json.loads(json.dumps({"code": code_fingerprint(), "settings": run_settings(cfg)}))
 
 
 def _provenance_diff(stored, current: dict) -> Optional[str]:
@@ -284,10 +284,10 @@ def done_record(run_dir: Path, status: str) -> dict:
     (RuntimeError otherwise: no DONE may be written)."""
     done = {"status": status, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     if status == "done":
-        problem = _load_problem(run_dir / train.CHECKPOINT)
+        problem = _load_problem(run_dir / CHECKPOINT)
         if problem:
             raise RuntimeError(f"run {run_dir} finished but {problem}; no DONE written")
-        done["checkpoint_bytes"], done["checkpoint_sha256"] = _file_digest(run_dir / train.CHECKPOINT)
+        done["checkpoint_bytes"], done["checkpoint_sha256"] = _file_digest(run_dir / CHECKPOINT)
     return done
 
 
@@ -295,13 +295,13 @@ def _checkpoint_problem(run_dir: Path, done) -> Optional[str]:
     """Why the checkpoint of a finished run may not be read: not the one ``DONE`` recorded, or (a ``DONE``
     of older code, a time stamp) not loadable."""
     if not isinstance(done, dict):
-        return _load_problem(run_dir / train.CHECKPOINT)
-    ckpt = run_dir / train.CHECKPOINT
+        return _load_problem(run_dir / CHECKPOINT)
+    ckpt = run_dir / CHECKPOINT
     if not ckpt.exists():
-        return f"DONE but {train.CHECKPOINT} missing"
+        return f"DONE but {CHECKPOINT} missing"
     size, digest = _file_digest(ckpt)
     if size != done.get("checkpoint_bytes") or digest != done.get("checkpoint_sha256"):
-        return (f"{train.CHECKPOINT} ({size} bytes, sha256 {digest[:12]}) is not the checkpoint DONE recorded "
+        return (f"{CHECKPOINT} ({size} bytes, sha256 {digest[:12]}) is not the checkpoint DONE recorded "
                 f"({done.get('checkpoint_bytes')} bytes, sha256 {str(done.get('checkpoint_sha256'))[:12]}): "
                 "truncated or replaced")
     return None
@@ -364,7 +364,7 @@ def _inspect_folder(run_dir: Path, cfg: dict) -> tuple[str, str, Optional[dict]]
     stale = _provenance_diff(stored_prov, provenance(cfg))
     if not (run_dir / "DONE").exists():
         return ("stale", f"unfinished run of other code or settings: {stale}", None) if stale and \
-            (run_dir / train.CHECKPOINT).exists() else ("partial", "no DONE marker", None)
+            (run_dir / CHECKPOINT).exists() else ("partial", "no DONE marker", None)
     if not (run_dir / "cfg.json").exists():
         return "corrupt", "DONE without cfg.json", None
     return _inspect_finished(run_dir, cfg, stale)

@@ -16,7 +16,7 @@ import torch
 from nblib.models import build
 from nblib.norms import layer_norms
 from nblib.results import read_json
-from nblib.train import CHECKPOINT
+from nblib.checkpoint import CHECKPOINT
 
 #: The columns of the sweep table that name a run of notebooks 03 and 04.
 RUN_KEYS = ("model", "regularizer", "reg_strength", "adv_mode")

@@ -25,10 +25,9 @@ from typing import Iterable, Optional, Sequence
 import pandas as pd
 from tqdm.auto import tqdm
 
-from nblib import train
 from nblib.run_cache import RunLocked, run_cached
+from nblib.run_config import check_runnable, fill_cfg
 from nblib.run_folder import config_hash, inspect_run, old_hash_folders
-from nblib.train import fill_cfg
 
 __all__ = ["EXECUTORS", "SLURM_TIMEOUT_MIN", "run_sweep", "expand_grid", "slurm_kwargs"]
 
@@ -284,7 +283,7 @@ def run_sweep(cfgs: Iterable[dict], root, executor: str = "local", gpus: Optiona
     ``metric_``), ``status`` ("done" or "diverged": a diverged run has NaN metrics and a ``reason``),
     ``stale`` / ``stale_reason`` (a result of other code or settings kept with ``reuse_stale=True``; by
     default such runs are trained again), ``hash`` and ``run_dir``.  Duplicate configs are run once.
-    Every config is checked (:func:`nblib.train.check_runnable`) before any training starts.
+    Every config is checked (:func:`nblib.run_config.check_runnable`) before any training starts.
 
     * ``executor="local"``, ``gpus=None``: one run after the other in this process (runs that another
       worker is training are waited for at the end).
@@ -309,7 +308,7 @@ def run_sweep(cfgs: Iterable[dict], root, executor: str = "local", gpus: Optiona
     root.mkdir(parents=True, exist_ok=True)
     results, pending = _cached_results(unique, root, reuse_stale)
     for cfg in pending:  # fail now, not after hours of other runs
-        train.check_runnable(cfg)
+        check_runnable(cfg)
     results.update(_report_old_folders(root, pending, reuse_stale))
     pending = [c for c in pending if config_hash(c) not in results]
     results.update(_run_pending(pending, root, executor, gpus, slurm_kwargs, submitit_cluster, submitit_folder,

@@ -77,7 +77,7 @@ n_eval = 100  # attacked test points (fixed, seeded subset)
 seed = 0  # seed of every run
 
 # %% [markdown]
-# Parameters are named as the run config's keys (`nblib.train.DEFAULT_CFG`; `eval_eps_255` is `eval_eps` in
+# Parameters are named as the run config's keys (`nblib.run_config.DEFAULT_CFG`; `eval_eps_255` is `eval_eps` in
 # units of 1/255, `nblib.run_configs`); a setting not listed here (batch size 128, momentum 0.9, ...) is the
 # config's default. `nblib.experiments.table2` runs the sweep (cached: finished runs are read back, killed
 # runs resume) and computes every table and verdict below.

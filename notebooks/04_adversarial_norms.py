@@ -66,7 +66,7 @@ seed = 0  # seed of every run
 kde_min_layers = 10  # draw a KDE of a run's layer norms only with at least this many layers (else a strip plot)
 
 # %% [markdown]
-# Parameters are named as the run config's keys (`nblib.train.DEFAULT_CFG`; `eval_eps_255` is `eval_eps` in
+# Parameters are named as the run config's keys (`nblib.run_config.DEFAULT_CFG`; `eval_eps_255` is `eval_eps` in
 # units of 1/255, `nblib.run_configs`); a setting not listed here (batch size 128, momentum 0.9, ...) is the
 # config's default. `nblib.experiments.figure2` runs the sweep (cached: finished runs are read back, killed
 # runs resume) and computes every table and verdict below.

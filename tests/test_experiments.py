@@ -9,8 +9,8 @@ import pytest
 
 from nblib import experiments, run_configs, run_tables
 from nblib.paper_table2 import PAPER_CLIP_VALUES, PAPER_COEFFICIENTS, PAPER_TABLE2
+from nblib.run_config import fill_cfg
 from nblib.run_folder import config_hash
-from nblib.train import fill_cfg
 
 
 def test_table2_grid_is_the_papers():

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from nblib import plan, reproduce, run_folder
-from nblib.train import fill_cfg
+from nblib.run_config import fill_cfg
 
 ROOT = Path(__file__).resolve().parents[1]
 

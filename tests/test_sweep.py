@@ -18,9 +18,9 @@ import torch
 from nblib import adversarial, autoattack, run_folder, train
 from nblib.results import read_json, write_json_atomic
 from nblib.run_cache import RunLocked, run_cached
+from nblib.run_config import DEFAULT_CFG, IGNORED_UNLESS, fill_cfg
 from nblib.run_folder import check_metrics, config_hash, run_dir_for, run_status
 from nblib.sweep import SLURM_TIMEOUT_MIN, expand_grid, run_sweep, slurm_kwargs
-from nblib.train import DEFAULT_CFG, fill_cfg
 from run_results import TIME_KEYS, without_times
 
 TINY = dict(model="smallcnn", dataset="digits", train_subset=64, batch_size=32, epochs=2, lr=0.05,
@@ -36,7 +36,7 @@ OTHER_VALUE = {
     "attack": "authors", "attack_budget": 0.5, "local_lipschitz": True, "reg_beta_scaling": "total",
     "reg_svc_linear": False, "extra_eval_eps": [4 / 255],
 }
-# what a key needs beside it to have an effect (nblib.train.IGNORED_UNLESS)
+# what a key needs beside it to have an effect (nblib.run_config.IGNORED_UNLESS)
 CONTEXT = {"reg_gamma": dict(regularizer="nd_l1", reg_strength=1e-3),
            "reg_clip_every": dict(regularizer="svc", reg_strength=1.0),
            "adv_preset": dict(adv_mode="pgd"), "cudnn_deterministic": dict(device="cuda"),
@@ -129,7 +129,7 @@ def test_hash_sensitive_to_every_key():
 ])
 def test_settings_without_effect_hash_alike(cfg, unused):
     """The issue's examples: editing svc_every or nd_gamma in a profile must not retrain the other runs."""
-    reference = {k: DEFAULT_CFG[k] for k in cfg if k in train.IGNORED_UNLESS}
+    reference = {k: DEFAULT_CFG[k] for k in cfg if k in IGNORED_UNLESS}
     same = {**cfg, **reference}
     assert config_hash(cfg) == config_hash(same), unused
     assert fill_cfg(cfg) == fill_cfg(same)
@@ -146,7 +146,7 @@ def test_cache_hit_skips_training(tmp_path, fake_run_one):
     d = run_dir_for(tmp_path, TINY)
     for f in ("cfg.json", "metrics.json", "history.json", "versions.json", "provenance.json", "DONE"):
         assert (d / f).exists(), f
-    assert read_json(d / "cfg.json") == train.fill_cfg(TINY)
+    assert read_json(d / "cfg.json") == fill_cfg(TINY)
     v = read_json(d / "versions.json")
     assert v["torch"] == torch.__version__ and {"cuda", "git_sha", "device_name", "python"} <= set(v)
     prov = read_json(d / "provenance.json")
@@ -193,7 +193,7 @@ def test_corrupt_folder_is_moved_aside_and_rerun(tmp_path, fake_run_one, damage)
     elif damage == "history_missing":
         (d / "history.json").unlink()
     elif damage == "cfg_mismatch":
-        (d / "cfg.json").write_text(json.dumps(dict(train.fill_cfg(TINY), lr=0.5)))
+        (d / "cfg.json").write_text(json.dumps(dict(fill_cfg(TINY), lr=0.5)))
     elif damage == "cfg_garbage":
         (d / "cfg.json").write_text("{nonsense")
     elif damage == "checkpoint_truncated":  # the issue's example: accepted next to DONE

@@ -7,10 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from nblib import train
+from nblib import run_config
+from nblib.checkpoint import CHECKPOINT, CheckpointError
 from nblib.models import build
 from nblib.norms import layer_norms
-from nblib.train import DEFAULT_CFG, CheckpointError, fill_cfg, run_one, scaled_milestones
+from nblib.run_config import DEFAULT_CFG, fill_cfg, scaled_milestones
+from nblib.train import run_one
 from run_results import without_times
 
 # 256 training images, 4 SGD steps of 64 per epoch; no AutoAttack unless a test asks for it
@@ -22,7 +24,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _checkpoint(run_dir):
-    return torch.load(run_dir / train.CHECKPOINT, weights_only=True)
+    return torch.load(run_dir / CHECKPOINT, weights_only=True)
 
 
 
@@ -89,27 +91,38 @@ def test_checked_before_training(tmp_path, bad, match):
         run_one(dict(TINY, **bad), tmp_path / "run")
     assert not (tmp_path / "run").exists()
     with pytest.raises(ValueError, match=match):
-        train.check_runnable(dict(TINY, **bad))
+        run_config.check_runnable(dict(TINY, **bad))
+
+
+def test_train_subset_zero_means_all_and_none_is_refused():
+    """One name, one default from profile to run: ``train_subset`` 0 trains on every image; None (the old
+    spelling of "all") is refused with the fix."""
+    assert DEFAULT_CFG["train_subset"] == 0 and fill_cfg({})["train_subset"] == 0
+    with pytest.raises(ValueError, match="use 0 for all training images"):
+        fill_cfg(dict(train_subset=None))
+    with pytest.raises(ValueError, match="train_subset"):
+        fill_cfg(dict(train_subset=-1))
+    assert run_config.check_runnable(dict(TINY, train_subset=0)) == {"n_train": 1437, "n_test": 360}
 
 
 def test_missing_data_is_found_before_training(tmp_path):
     with pytest.raises(FileNotFoundError, match="CIFAR-10 not found"):
-        train.check_runnable(dict(TINY, dataset="cifar10", data_root=str(tmp_path / "nothing")))
-    assert train.check_runnable(TINY) == {"n_train": 1437, "n_test": 360}
+        run_config.check_runnable(dict(TINY, dataset="cifar10", data_root=str(tmp_path / "nothing")))
+    assert run_config.check_runnable(TINY) == {"n_train": 1437, "n_test": 360}
 
 
 def test_run_settings_resolve_the_names():
-    s = train.run_settings(dict(TINY, adv_mode="trades", adv_preset="authors", attack="authors"))
+    s = run_config.run_settings(dict(TINY, adv_mode="trades", adv_preset="authors", attack="authors"))
     assert s["adv_preset"]["trades_beta"] == 1.0 and s["adv_preset"]["eps"] == 0.031
     assert s["attack"]["attacks"] == ["apgd-ce", "apgd-t"] and s["attack"]["eps"] == DEFAULT_CFG["eval_eps"]
-    assert train.run_settings(TINY) == {"adv_preset": None, "attack": None}
+    assert run_config.run_settings(TINY) == {"adv_preset": None, "attack": None}
 
 
 def test_one_plain_line_per_epoch_without_a_terminal(tmp_path, capfd):
     m = run_one(dict(TINY, epochs=2, train_subset=64), tmp_path)
     err = capfd.readouterr().err
     assert "epoch 1/2 loss" in err and "epoch 2/2 loss" in err and "\r" not in err  # no redrawn bar
-    assert m["status"] == "done" and m["settings"] == train.run_settings(TINY)
+    assert m["status"] == "done" and m["settings"] == run_config.run_settings(TINY)
 
 
 def test_diverging_run_raises_floating_point_error(tmp_path):
@@ -126,7 +139,7 @@ def test_run_one_rejects_unknown_key_before_work(tmp_path):
 def test_bf16_autocast_refused_on_cpu_before_work(tmp_path):
     with pytest.raises(ValueError, match="amp='none'"):
         run_one(dict(TINY, amp="bf16"), tmp_path)
-    assert not (tmp_path / train.CHECKPOINT).exists()
+    assert not (tmp_path / CHECKPOINT).exists()
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown without a GPU")
@@ -263,7 +276,7 @@ def test_checkpoint_of_another_cfg_or_unreadable_raises(tmp_path):
     run_one(dict(TINY, epochs=2), tmp_path, stop_after_epochs=1)
     with pytest.raises(CheckpointError, match="another config"):
         run_one(dict(TINY, epochs=2, lr=0.01), tmp_path)
-    (tmp_path / train.CHECKPOINT).write_bytes(b"not a checkpoint")
+    (tmp_path / CHECKPOINT).write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="delete it"):
         run_one(dict(TINY, epochs=2), tmp_path)
 

@@ -25,6 +25,7 @@ from .vgg import VGG, VGG_CONFIGS, vgg11
 
 __all__ = [
     "MODEL_NAMES",
+    "PAPER_MODELS",
     "build",
     "VGG",
     "VGG_CONFIGS",
@@ -52,6 +53,8 @@ _BUILDERS: dict[str, Callable[[int], nn.Module]] = {
 }
 
 MODEL_NAMES: tuple[str, ...] = tuple(_BUILDERS)
+#: The four CIFAR-10 models of the paper's experiments (``smallcnn`` is the CPU smoke stand-in).
+PAPER_MODELS: tuple[str, ...] = ("vgg11", "resnet18", "senet18", "regnetx_200mf")
 
 
 def build(name: str, num_classes: int = 10) -> nn.Module:
