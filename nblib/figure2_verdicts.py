@@ -99,7 +99,7 @@ def figure2_more_robust(summary: pd.DataFrame, confidence: float = 0.95) -> list
 
 def figure2_local_lipschitz(summary: pd.DataFrame, margin: float = 0.1) -> list[Verdict]:
     """Every adversarially trained net has a smaller empirical local Lipschitz constant than plain
-    (``lip_mean``, a mean of per-point lower bounds, ``nblib.attacks.local_lipschitz``).  No interval: the
+    (``lip_mean``, a mean of per-point lower bounds, ``nblib.lipschitz.local_lipschitz``).  No interval: the
     per-point values are not stored, so a ratio within ``1 +- margin`` of 1 is not testable; below
     ``1 - margin`` holds, above ``1 + margin`` does not."""
     require_columns(summary, ["model", "adv_mode", "lip_mean"], "figure2_local_lipschitz")

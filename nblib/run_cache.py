@@ -31,7 +31,7 @@ import warnings
 from pathlib import Path
 
 from nblib import train
-from nblib.attacks import AttackStateError
+from nblib.autoattack import AttackStateError
 from nblib.results import read_json, write_atomic, write_json_atomic
 from nblib.run_folder import check_metrics, config_hash, done_record, inspect_run, provenance, versions
 from nblib.checkpoint import CheckpointError

@@ -19,7 +19,7 @@ from typing import Callable, Optional
 import torch
 
 from nblib.adversarial import ADV_MODES, ADV_PRESETS
-from nblib.attacks import AA_VERSIONS, attack_settings
+from nblib.autoattack import AA_VERSIONS, attack_settings
 from nblib.data import DATASETS, get_dataset
 from nblib.loader import epoch_seed
 from nblib.models import MODEL_NAMES
@@ -277,7 +277,7 @@ def check_runnable(cfg: dict) -> dict:
 def run_settings(cfg: dict) -> dict:
     """The resolved settings behind the names in ``cfg`` (what a result must record besides its config):
     the adversarial-training preset's values (``nblib.adversarial.ADV_PRESETS``; None for plain training)
-    and the AutoAttack settings (``nblib.attacks.attack_settings``: attacks, iterations, targets, queries,
+    and the AutoAttack settings (``nblib.autoattack.attack_settings``: attacks, iterations, targets, queries,
     budget; with the radius ``eps`` and the norm; None without an attack)."""
     cfg = fill_cfg(cfg)
     attack = None

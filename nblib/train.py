@@ -41,7 +41,8 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from nblib.adversarial import adversarial_loss
-from nblib.attacks import autoattack_accuracy, local_lipschitz
+from nblib.autoattack import autoattack_accuracy
+from nblib.lipschitz import local_lipschitz
 from nblib.checkpoint import CHECKPOINT, load_checkpoint, rng_state, seed_everything, set_rng_state
 from nblib.data import eval_subset, get_dataset
 from nblib.loader import TrainBatches, device_tensors, eval_batches, flips, subset_indices
@@ -312,7 +313,7 @@ def _final_metrics(run: _Run, cfg: dict) -> dict:
 def _attack_metrics(run: _Run, cfg: dict, run_dir: Path, metrics: dict) -> None:
     """Into ``metrics``: on the points ``eval_subset(test_set, n_eval, seed)``, AutoAttack's robust accuracy
     at ``eval_eps`` (resumable through ``autoattack_state.json``) and at each ``extra_eval_eps``, and the
-    local Lipschitz estimates (l_inf -> l1, ``nblib.attacks.local_lipschitz``)."""
+    local Lipschitz estimates (l_inf -> l1, ``nblib.lipschitz.local_lipschitz``)."""
     model, device, seed = run.model, run.device, cfg["seed"]
     if cfg["attack"] != "none" or cfg["local_lipschitz"]:
         n_eval = len(run.test_set) if cfg["n_eval"] is None else cfg["n_eval"]
@@ -360,7 +361,7 @@ def run_one(cfg: dict, run_dir, *, stop_after_epochs: Optional[int] = None,
     Linear layer at its input size (Theorem 1, ``nblib.norms``), the lr step and the checkpoint.  At the
     end: clean accuracy on the whole test set, AutoAttack robust accuracy at ``eval_eps`` on
     ``eval_subset(test_set, n_eval, seed)`` (unless ``attack == "none"``), optional local Lipschitz
-    estimates (l_inf -> l1, ``nblib.attacks.local_lipschitz``) on the same points, the final per-layer norms
+    estimates (l_inf -> l1, ``nblib.lipschitz.local_lipschitz``) on the same points, the final per-layer norms
     and their product.
 
     ``linf_norm_product`` is ``prod_i ||W_i||_inf`` over the Conv2d / Linear layers: the global l_inf

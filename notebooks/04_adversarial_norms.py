@@ -19,7 +19,7 @@
 # per method; the legend gives clean and standard-AutoAttack robust accuracy at eps), and the norms
 # against depth. Beyond the paper: an empirical local Lipschitz constant of each network around test
 # points (the largest ratio ||f(x') - f(x)||_1 / ||x' - x||_inf found by gradient ascent in the eps-ball,
-# `nblib.attacks.local_lipschitz`) beside the product of its layers' l_inf norms (the global bound of the
+# `nblib.lipschitz.local_lipschitz`) beside the product of its layers' l_inf norms (the global bound of the
 # composed linear maps; it leaves out BatchNorm and skip connections).
 #
 # **Verdicts** (`nblib.verdicts`). *Comparable or larger* is defined strictly, per adversarially trained

@@ -1,4 +1,5 @@
-"""Tests for nblib.attacks on tiny models (CPU, a few seconds each)."""
+"""Tests for the attacks (nblib.inference, nblib.pgd, nblib.autoattack, nblib.lipschitz) on tiny models
+(CPU, a few seconds each)."""
 
 import itertools
 import json
@@ -11,8 +12,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nblib import autoattack as attacks  # its private helpers are tested below
-from nblib.attacks import (autoattack_accuracy, clean_accuracy, local_lipschitz,
-                           margin_loss, pgd_linf)
+from nblib.autoattack import autoattack_accuracy
+from nblib.inference import clean_accuracy
+from nblib.lipschitz import local_lipschitz
+from nblib.pgd import margin_loss, pgd_linf
 
 EPS = 8 / 255
 

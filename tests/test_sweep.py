@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from nblib import adversarial, autoattack, run_folder, train
+from nblib.checkpoint import CHECKPOINT
 from nblib.results import read_json, write_json_atomic
 from nblib.run_cache import RunLocked, run_cached
 from nblib.run_config import DEFAULT_CFG, IGNORED_UNLESS, fill_cfg
@@ -73,7 +74,7 @@ def fake_run_one(monkeypatch):
     def fake(cfg, run_dir, **_):
         calls.append(config_hash(cfg))
         metrics = fake_metrics(cfg)
-        torch.save({"w": torch.arange(3.0)}, Path(run_dir, train.CHECKPOINT))
+        torch.save({"w": torch.arange(3.0)}, Path(run_dir, CHECKPOINT))
         write_json_atomic(Path(run_dir, "history.json"), [{"epoch": 1}])
         write_json_atomic(Path(run_dir, "metrics.json"), metrics)
         return metrics
@@ -152,7 +153,7 @@ def test_cache_hit_skips_training(tmp_path, fake_run_one):
     prov = read_json(d / "provenance.json")
     assert prov == run_folder.provenance(TINY) and prov["code"] == run_folder.code_fingerprint()
     done = read_json(d / "DONE")
-    assert done["status"] == "done" and done["checkpoint_bytes"] == (d / train.CHECKPOINT).stat().st_size
+    assert done["status"] == "done" and done["checkpoint_bytes"] == (d / CHECKPOINT).stat().st_size
     assert run_status(d, TINY) == ("done", "finished")
     m2 = run_cached(dict(TINY), tmp_path)
     assert m2 == m1 and len(fake_run_one) == 1
@@ -197,10 +198,10 @@ def test_corrupt_folder_is_moved_aside_and_rerun(tmp_path, fake_run_one, damage)
     elif damage == "cfg_garbage":
         (d / "cfg.json").write_text("{nonsense")
     elif damage == "checkpoint_truncated":  # the example: accepted next to DONE
-        data = (d / train.CHECKPOINT).read_bytes()
-        (d / train.CHECKPOINT).write_bytes(data[: len(data) // 2])
+        data = (d / CHECKPOINT).read_bytes()
+        (d / CHECKPOINT).write_bytes(data[: len(data) // 2])
     elif damage == "checkpoint_missing":
-        (d / train.CHECKPOINT).unlink()
+        (d / CHECKPOINT).unlink()
     else:
         (d / "provenance.json").write_text('{"code": ')
     status, reason = run_status(d, TINY)
@@ -232,7 +233,7 @@ def test_check_metrics_schema():
 def test_unreadable_checkpoint_is_moved_aside_and_rerun(tmp_path):
     d = run_dir_for(tmp_path, TINY)
     d.mkdir(parents=True)
-    (d / train.CHECKPOINT).write_bytes(b"\x00 truncated")
+    (d / CHECKPOINT).write_bytes(b"\x00 truncated")
     write_json_atomic(d / "provenance.json", run_folder.provenance(TINY))
     with pytest.warns(UserWarning, match="checkpoint unusable"):
         m = run_cached(TINY, tmp_path)
@@ -329,7 +330,7 @@ def test_folder_of_older_code_is_stale(tmp_path, fake_run_one):
     assert status == "stale" and "no provenance" in reason
     kept = run_sweep([TINY], tmp_path, reuse_stale=True)
     assert kept["stale"].tolist() == [True] and kept["clean_acc"].tolist() == [0.5] and len(fake_run_one) == 1
-    (d / train.CHECKPOINT).write_bytes(b"torn")
+    (d / CHECKPOINT).write_bytes(b"torn")
     assert run_status(d, TINY)[0] == "corrupt"  # an old DONE still needs a loadable checkpoint
 
 
@@ -337,7 +338,7 @@ def test_code_fingerprint_covers_result_code(tmp_path, monkeypatch):
     fp = run_folder.code_fingerprint()
     assert len(fp) == 16 and fp == run_folder.code_fingerprint()
     names = {p.relative_to(REPO / "nblib").as_posix() for p in run_folder.fingerprinted_sources()}
-    assert {"train.py", "attacks.py", "norms.py", "regularizers.py", "data.py", "adversarial.py",
+    assert {"train.py", "autoattack.py", "norms.py", "regularizers.py", "data.py", "adversarial.py",
             "models/__init__.py"} <= names
     assert not names & {"sweep.py", "run_folder.py", "run_cache.py", "results.py", "experiments.py"}
     assert all((REPO / "nblib" / n).exists() for n in run_folder.NOT_FINGERPRINTED)  # no stale names
