@@ -27,7 +27,7 @@
 # authors' code ran (on this CPU Square's 5000 queries alone cost about 25 s per run, whatever the subset
 # size). The `paper` profile runs standard AutoAttack at 1/255.
 #
-# **Verdicts** (`nblib.verdicts`): every accuracy is a binomial proportion (clean: the test set; robust: the
+# **Verdicts** (`nblib.table2_verdicts`): every accuracy is a binomial proportion (clean: the test set; robust: the
 # attacked subset) with its 95% Wilson interval, and two accuracies differ only when their intervals are
 # disjoint. *Clean half*: regularization "may improve" clean accuracy holds when some run is above plain
 # beyond the intervals. *Robust half*, at each method's strongest setting: a run more robust than plain

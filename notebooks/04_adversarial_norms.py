@@ -22,7 +22,7 @@
 # `nblib.lipschitz.local_lipschitz`) beside the product of its layers' l_inf norms (the global bound of the
 # composed linear maps; it leaves out BatchNorm and skip connections).
 #
-# **Verdicts** (`nblib.verdicts`). *Comparable or larger* is defined strictly, per adversarially trained
+# **Verdicts** (`nblib.figure2_verdicts`). *Comparable or larger* is defined strictly, per adversarially trained
 # network against the plain one of the same architecture, layer by layer (ratio r = robust / plain norm):
 # **larger** when a one-sided sign test finds more layers grew than chance allows (p < 0.05);
 # **comparable** when the median ratio lies within [0.8, 1.25]; **smaller** (the claim does not hold) when
