@@ -31,6 +31,8 @@ __all__ = ["AA_VERSIONS", "AttackStateError", "attack_settings", "autoattack_acc
 
 logger = logging.getLogger(__name__)
 
+#: Images per AutoAttack batch (what the sweep's runs use; a memory setting, results do not depend on it).
+AA_BATCH = 250
 #: AutoAttack variants accepted by :func:`autoattack_accuracy`.
 AA_VERSIONS = {
     "standard": ("apgd-ce", "apgd-t", "fab-t", "square"),
@@ -332,7 +334,7 @@ def _result(found: dict, n_eval: int, eps, norm: str, version: str, budget: floa
 
 def autoattack_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                         eps: float, norm: str = "Linf", version: str = "standard",
-                        seed: int = 0, batch_size: int = 250, device=None,
+                        seed: int = 0, batch_size: int = AA_BATCH, device=None,
                         state_path=None, *, budget: float = 1.0, return_adv: bool = False) -> dict:
     """Robust accuracy under AutoAttack (pyautoattack 0.2.0).
 

@@ -32,6 +32,7 @@ BETA_SCALINGS = ("per_layer", "total")
 #: decay's momentum gamma (Algorithm 1; the authors' value), its beta reading (eq. 5: beta / N), the number
 #: of optimizer steps between two singular value clippings (the authors' value), SVC of Linear layers.
 GAMMA = 0.5
+MOMENTUM = 0.9  # SGD momentum (the paper)
 BETA_SCALING = "per_layer"
 CLIP_EVERY = 100
 SVC_LINEAR = True
@@ -205,7 +206,7 @@ class NormDecay:
             self._h[name] = h.detach().to(device=w.device, dtype=w.dtype).clone()
 
 
-def make_optimizer(model: nn.Module, lr: float, momentum: float = 0.9, weight_decay: float = 0.0):
+def make_optimizer(model: nn.Module, lr: float, momentum: float = MOMENTUM, weight_decay: float = 0.0):
     """SGD on all parameters (the paper: momentum 0.9).  Weight decay (WD of Table 2) is its ``weight_decay``:
     the gradient gets ``weight_decay * theta`` added, i.e. the penalty ``weight_decay/2 ||theta||_F^2``."""
     return torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)

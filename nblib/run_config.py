@@ -23,7 +23,7 @@ from nblib.autoattack import AA_VERSIONS, attack_settings
 from nblib.data import DATASETS, get_dataset
 from nblib.loader import epoch_seed
 from nblib.models import MODEL_NAMES
-from nblib.regularizers import BETA_SCALING, BETA_SCALINGS, CLIP_EVERY, GAMMA, KINDS, SVC_LINEAR
+from nblib.regularizers import BETA_SCALING, BETA_SCALINGS, CLIP_EVERY, GAMMA, KINDS, MOMENTUM, SVC_LINEAR
 
 __all__ = ["DEFAULT_CFG", "ATTACKS", "AMP_MODES", "IGNORED_UNLESS", "fill_cfg", "check_runnable", "run_settings",
            "scaled_milestones", "torch_device", "autocast_factory"]
@@ -41,7 +41,7 @@ DEFAULT_CFG = {
     "epochs": 120,                # passes over the training set
     "batch_size": 128,            # images per SGD step
     "lr": 0.01,                   # initial learning rate (paper: 0.01 Table 2, 0.1 adversarial training)
-    "momentum": 0.9,              # SGD momentum
+    "momentum": MOMENTUM,         # SGD momentum: 0.9
     "milestones": [75 / 120, 90 / 120, 100 / 120],  # lr decay points as fractions of `epochs` (scaled
                                   # when a profile trains fewer epochs: round(fraction * epochs))
     "lr_decay": 0.1,              # lr multiplier at each milestone

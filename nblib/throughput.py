@@ -26,10 +26,12 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from nblib.adversarial import adversarial_loss
+from nblib.autoattack import AA_BATCH
 from nblib.loader import EVAL_BATCH, TrainBatches, eval_batches
 from nblib.models import build
 from nblib.norms import layer_norms
 from nblib.regularizers import make_optimizer
+from nblib.run_config import DEFAULT_CFG
 from nblib.timing import time_calls
 
 __all__ = ["CIFAR_TRAIN", "CIFAR_TEST", "AA_GRADS_ALL", "AA_GRADS_SURVIVORS", "AA_FORWARDS_SURVIVORS",
@@ -116,7 +118,7 @@ def measure_step(model_name: str, batches: Optional[Iterator], mode: str, n: int
         step = lambda x, y: None  # noqa: E731
     else:
         model = _model(model_name, dev, channels_last).train()
-        opt = make_optimizer(model, 0.01, momentum=0.9)
+        opt = make_optimizer(model, DEFAULT_CFG["lr"], momentum=DEFAULT_CFG["momentum"])
         autocast = (lambda: torch.autocast(device_type="cuda", dtype=torch.bfloat16)) if amp == "bf16" else None
 
         def step(x, y):
@@ -142,7 +144,7 @@ def measure_step(model_name: str, batches: Optional[Iterator], mode: str, n: int
     return sum(images) / seconds
 
 
-def measure_eval(model_name: str, device, n_images: int = 2 * EVAL_BATCH, aa_batch: int = 250,
+def measure_eval(model_name: str, device, n_images: int = 2 * EVAL_BATCH, aa_batch: int = AA_BATCH,
                  channels_last: bool = False) -> dict:
     """Per-run costs besides the training steps, measured on random data after one untimed call each:
     ``eval_ips`` (images per second of a float32 forward pass over ``n_images`` images in batches of
