@@ -373,7 +373,7 @@ def run_one(cfg: dict, run_dir, *, stop_after_epochs: Optional[int] = None,
     every SGD step (raise from it to simulate a kill mid-epoch).
 
     Everything :func:`check_runnable` checks is checked before the first epoch.  A NaN or infinite
-    training or test loss raises FloatingPointError (``nblib.sweep`` records the run as diverged).
+    training or test loss raises FloatingPointError (``nblib.run_cache`` records the run as diverged).
 
     Returns the metrics dict (also written to ``run_dir/metrics.json``, with ``status`` "done" and the
     resolved ``settings`` of :func:`run_settings`; the per-epoch records go to ``history.json``).
