@@ -112,13 +112,15 @@ def check_model_layer(conv: nn.Conv2d, hw) -> dict:
                     err_eq2=_rel(eq2, general_linf))
 
 
-def model_conv_rows(names, device="cpu", input_shape=(3, 32, 32)) -> pd.DataFrame:
+def model_conv_rows(names, device="cpu", input_shape=(3, 32, 32), seed: int = 0) -> pd.DataFrame:
     """:func:`check_model_layer` on every Conv2d of each model of ``nblib.models`` (float64, at the input size
     each conv sees for a ``input_shape`` image): one row per conv with ``model``, ``layer``, ``input``,
     ``kernel``, ``stride``, ``groups``, and ``convs_in_model``, the number of Conv2d modules of the model
-    (a model with fewer rows than that had a conv skipped)."""
+    (a model with fewer rows than that had a conv skipped).  Each model's initial weights are drawn after
+    ``torch.manual_seed(seed)``, so the rows are the same on every run."""
     rows = []
     for name in names:
+        torch.manual_seed(seed)
         net = build(name).double().to(device)
         n_convs = sum(isinstance(m, nn.Conv2d) for m in net.modules())
         for layer, (module, shape) in layer_input_shapes(net, input_shape).items():

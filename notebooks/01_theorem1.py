@@ -27,7 +27,7 @@ output_dir = "../outputs/smoke"  # folder for figures/, tables/, metrics/
 device = "cpu"  # torch device for the model layers
 n_random_layers = 100  # random small layers checked against the dense operator
 max_input_size = 9  # largest random input height/width (pixels)
-seed = 0  # seed of the random layers
+seed = 0  # seed of the random layers and of the models' initial weights
 models = ["vgg11", "resnet18", "senet18", "regnetx_200mf"]  # CIFAR models whose convs are checked
 tolerance = 1e-9  # largest relative error accepted as float rounding (float64)
 
@@ -59,7 +59,7 @@ random_rows.groupby("assumption1")[["err_l1", "err_linf", "err_eq1", "err_eq2", 
 # ## Every Conv2d of the four CIFAR models at 32x32
 
 # %%
-model_rows = verify.model_conv_rows(models, device)
+model_rows = verify.model_conv_rows(models, device, seed=seed)
 save_table(model_rows.drop(columns="convs_in_model"), output_dir, "01_model_layers")
 model_rows.groupby("model").agg(convs=("layer", "size"), outside_assumption1=("assumption1", lambda s: int((~s).sum())),
                                 max_err_l1=("err_l1", "max"), max_err_linf=("err_linf", "max"))

@@ -1,4 +1,5 @@
-"""nblib.verify.check_against_dense records a power iteration that did not converge instead of warning."""
+"""nblib.verify: a power iteration that did not converge is recorded instead of warned; every model conv is
+checked, with seeded weights."""
 import warnings
 
 import torch
@@ -35,3 +36,13 @@ def test_a_power_iteration_that_could_not_certify_is_recorded_not_warned(monkeyp
         warnings.simplefilter("error")
         row = verify.check_against_dense(conv, hw)
     assert row["power_converged"] is False
+
+
+def test_model_conv_rows_cover_every_conv_and_repeat_exactly():
+    from nblib.verify import all_convs_checked, model_conv_rows
+
+    rows = model_conv_rows(["smallcnn"], seed=3)
+    assert len(rows) == rows.convs_in_model.iloc[0] == 4 and all_convs_checked(rows)
+    assert (rows[["err_l1", "err_linf"]].max() < 1e-12).all()
+    assert rows.equals(model_conv_rows(["smallcnn"], seed=3))  # seeded weights: the same numbers every run
+    assert not all_convs_checked(rows.iloc[1:])  # a skipped conv is noticed
