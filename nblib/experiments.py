@@ -23,7 +23,8 @@ import pandas as pd
 from nblib import figure2_verdicts, table2_verdicts
 from nblib.paper_table2 import PAPER_TABLE2, paper_table2_frame
 from nblib.results import save_metrics, save_table
-from nblib.run_configs import ADV_LABELS, METHOD_LABELS, figure2_run_configs, runs_root, table2_run_configs
+from nblib.run_configs import (ADV_LABELS, METHOD_LABELS, UNITS_255, config_values, figure2_run_configs, runs_root,
+                               table2_run_configs)
 from nblib.run_tables import (extra_robust_frame, l1_with_batchnorm_frame, layer_history_frame,
                               layer_norm_frame)
 from nblib.stats import is_missing, with_intervals
@@ -158,11 +159,12 @@ class Table2Result:
 
 def table2_metrics(settings: dict, frame: pd.DataFrame, claims, paper_claims, reading: dict,
                    with_paper: bool) -> dict:
+    radii = config_values(settings, UNITS_255)  # eval_eps, extra_eval_eps from the *_255 parameters
     """The metrics JSON of notebook 03: the settings that shaped the numbers, plain accuracies, verdicts and,
     on CIFAR-10 at 1/255, the mean absolute difference to the paper's numbers."""
     plain = frame[frame.regularizer == "none"].set_index("model")
     metrics = dict(models=list(settings["models"]), dataset=settings["dataset"],
-                   eps=settings["eval_eps_255"] / 255, extra_eps=[e / 255 for e in settings["extra_eval_eps_255"]],
+                   eps=radii["eval_eps"], extra_eps=radii["extra_eval_eps"],
                    attack=settings["attack"], attack_budget=settings["attack_budget"], n_eval=settings["n_eval"],
                    epochs=settings["epochs"], n_runs=len(frame), reading=reading,
                    plain_clean=plain.clean.to_dict(), plain_robust=plain.robust.to_dict(),
@@ -177,12 +179,13 @@ def table2_metrics(settings: dict, frame: pd.DataFrame, claims, paper_claims, re
 def table2_result(runs: pd.DataFrame, settings: dict) -> Table2Result:
     """Every table and verdict of Table 2 from the sweep's result table ``runs`` (finished run folders)."""
     frame = table2_frame(runs)
-    with_paper = settings["dataset"] == "cifar10" and settings["eval_eps_255"] == 1
+    eval_eps = config_values(settings, ["eval_eps"])["eval_eps"]
+    with_paper = settings["dataset"] == "cifar10" and eval_eps == 1 / 255
     wide = table2_wide(frame, with_paper=with_paper)
     long = with_intervals(with_intervals(frame, "robust", "n_robust"), "clean", "n_clean")
     norms = layer_norm_frame(runs)
     summary = mean_log_norms(norms)
-    radii = robust_by_radius(frame, extra_robust_frame(runs), settings["eval_eps_255"] / 255)
+    radii = robust_by_radius(frame, extra_robust_frame(runs), eval_eps)
     claims = table2_claims(frame, summary, radii)
     paper = paper_table2_frame()
     paper_claims = [*table2_verdicts.table2_clean(paper), *table2_verdicts.table2_robust(paper)]
@@ -243,7 +246,8 @@ def figure2_metrics(settings: dict, summary: pd.DataFrame, norms: pd.DataFrame, 
         return {f"{r.model}/{r.adv_mode}": getattr(r, col) for r in summary.itertuples()}
 
     return dict(models=list(settings["models"]), adv_modes=list(settings["adv_modes"]), dataset=settings["dataset"],
-                eps=settings["eval_eps_255"] / 255, attack=settings["attack"], attack_budget=settings["attack_budget"],
+                eps=config_values(settings, ["eval_eps"])["eval_eps"], attack=settings["attack"],
+                attack_budget=settings["attack_budget"],
                 n_eval=settings["n_eval"], epochs=settings["epochs"], clean_acc=per_run("clean_acc"),
                 robust_acc=per_run("robust_acc"), lip_mean=per_run("lip_mean"),
                 log10_linf_norm_product=per_run("log10_linf_norm_product"),

@@ -41,7 +41,7 @@ DEFAULT_CFG = {
     "epochs": 120,                # passes over the training set
     "batch_size": 128,            # images per SGD step
     "lr": 0.01,                   # initial learning rate (paper: 0.01 Table 2, 0.1 adversarial training)
-    "momentum": MOMENTUM,         # SGD momentum: 0.9
+    "momentum": MOMENTUM,         # SGD momentum
     "milestones": [75 / 120, 90 / 120, 100 / 120],  # lr decay points as fractions of `epochs` (scaled
                                   # when a profile trains fewer epochs: round(fraction * epochs))
     "lr_decay": 0.1,              # lr multiplier at each milestone
@@ -49,10 +49,10 @@ DEFAULT_CFG = {
     # ---- norm regulariser (Table 2)
     "regularizer": "none",        # none | wd | svc | nd_l1 | nd_linf
     "reg_strength": 0.0,          # wd: weight decay; svc: clip value c (l2 norm); nd_*: beta. 0 for none
-    "reg_gamma": GAMMA,           # norm decay momentum gamma (Algorithm 1): 0.5
-    "reg_clip_every": CLIP_EVERY,  # svc: optimizer steps between two clippings: 100
-    "reg_beta_scaling": BETA_SCALING,  # nd_*: "per_layer" beta/N (paper eq. 5, default) | "total" beta (authors' code)
-    "reg_svc_linear": SVC_LINEAR,  # svc: also clip Linear layers (ours, default); False: convs only (Sedghi, authors)
+    "reg_gamma": GAMMA,           # norm decay momentum gamma (Algorithm 1)
+    "reg_clip_every": CLIP_EVERY,  # svc: optimizer steps between two clippings
+    "reg_beta_scaling": BETA_SCALING,  # nd_*: "per_layer" beta/N (paper eq. 5) | "total" beta (authors' code)
+    "reg_svc_linear": SVC_LINEAR,  # svc: also clip Linear layers (ours); False: convs only (Sedghi, authors)
     # ---- adversarial training (Figure 2)
     "adv_mode": "plain",          # plain | pgd | alp | trades (nblib.adversarial)
     "adv_preset": "standard",     # nblib.adversarial.ADV_PRESETS: "standard" (8/255, 2/255, 10 steps,

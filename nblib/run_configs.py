@@ -14,6 +14,7 @@ notebook does not have comes from ``DEFAULT_CFG``.
 """
 from __future__ import annotations
 
+from nblib.regularizers import KINDS
 from nblib.sweep import expand_grid
 
 #: Display name of each ``regularizer`` value.
@@ -30,7 +31,7 @@ TABLE2_KEYS = ("dataset", "data_root", "train_subset", "epochs", "lr", "reg_gamm
 FIGURE2_KEYS = ("dataset", "data_root", "train_subset", "epochs", "lr", "adv_preset", "eval_eps", "attack",
                 "attack_budget", "n_eval", "seed", "device")
 #: The regularizers of Table 2, each with its list of strengths as a parameter of the same name.
-REGULARIZERS = ("wd", "svc", "nd_l1", "nd_linf")
+REGULARIZERS = tuple(k for k in KINDS if k != "none")
 
 
 def config_values(settings: dict, keys) -> dict:
