@@ -70,11 +70,11 @@ def main(argv: list[str]) -> int:
         cmd, env = lab_command(rest)
         return subprocess.run(cmd, cwd=ROOT, env=env).returncode
     if job == "data":
-        return subprocess.run([str(PYTHON), "-m", "nblib.cifar10", *rest], cwd=ROOT).returncode
+        return subprocess.run([str(PYTHON), "-m", "nblib.data.cifar10", *rest], cwd=ROOT).returncode
     if job == "readme":
-        return subprocess.run([str(PYTHON), "-m", "nblib.readme", *rest], cwd=ROOT).returncode
+        return subprocess.run([str(PYTHON), "-m", "nblib.pipeline.readme", *rest], cwd=ROOT).returncode
     if job == "reproduce":
-        cmd = [str(PYTHON), "-m", "nblib.reproduce", *(rest or ["--profile", "smoke"])]
+        cmd = [str(PYTHON), "-m", "nblib.pipeline.reproduce", *(rest or ["--profile", "smoke"])]
     else:
         cmd = [str(PYTHON), "-m", "pytest", *rest]
     return subprocess.run(cmd, cwd=ROOT).returncode

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from nblib import benchmark
+from nblib.perf import benchmark
 from nblib.results import save_table
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,4 +1,4 @@
-"""Training images/s of the old data path (PIL transforms + DataLoader) and the new one (nblib.loader), and the
+"""Training images/s of the old data path (PIL transforms + DataLoader) and the new one (nblib.data.loader), and the
 projected GPU-hours of the paper profile's notebooks 03 (Table 2) and 04 (Figure 2).
 
     python benchmarks/train_throughput.py [--device cuda] [--batches 20] [--models vgg11 resnet18 ...]
@@ -7,7 +7,7 @@ projected GPU-hours of the paper profile's notebooks 03 (Table 2) and 04 (Figure
 Data: a synthetic uint8 CIFAR-shaped set (nothing is downloaded).  Per model it times ``--batches`` plain SGD
 steps and ``--batches`` PGD-AT steps (PGD-10) on each path after ``--warmup`` steps; ``--amp`` and
 ``--channels-last`` apply to the new path only (the old path is train.py as it was: float32, NCHW).  The
-projection (nblib.throughput.project_hours) adds per epoch a test-set forward pass and the exact layer norms,
+projection (nblib.perf.throughput.project_hours) adds per epoch a test-set forward pass and the exact layer norms,
 per run standard AutoAttack on ``n_eval`` points: modelled from measured per-image gradient and forward times
 and ``--aa-survivors`` (the fraction of points APGD-CE leaves to APGD-T, FAB-T and Square; about the robust
 accuracy, at most 0.625 in the paper's Table 2), or the seconds given by ``--aa-seconds`` (e.g. ``aa_seconds``
@@ -22,16 +22,16 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from nblib import reproduce
-from nblib import throughput as tp
-from nblib.plan import notebook_parameters, run_counts
+from nblib.pipeline import reproduce
+from nblib.perf import throughput as tp
+from nblib.pipeline.plan import notebook_parameters, run_counts
 from nblib.results import save_table
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def profile_run_counts(profile: str) -> dict:
-    """The runs of notebooks 03 and 04 of ``params/<profile>.yaml`` (:func:`nblib.plan.run_counts`)."""
+    """The runs of notebooks 03 and 04 of ``params/<profile>.yaml`` (:func:`nblib.pipeline.plan.run_counts`)."""
     config = reproduce.load_profile(profile)
     params = {}
     for nb in reproduce.notebooks(["03", "04"]):
@@ -64,7 +64,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     dev = torch.device(args.device)
     if dev.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # as nblib.train does unless cudnn_deterministic
+        torch.backends.cudnn.benchmark = True  # as nblib.training.train does unless cudnn_deterministic
     if args.amp != "none" and dev.type != "cuda":
         parser.error("--amp bf16 is for CUDA devices")
     if "pgd" not in args.adv_modes:

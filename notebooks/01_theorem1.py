@@ -16,7 +16,7 @@
 # **Check.** For random layers (strides 1-3, paddings, rectangular kernels, dilation, groups, inputs that
 # violate Assumption 1) every norm is compared with the dense operator matrix M (column sums, row sums,
 # SVD). For every Conv2d of the four CIFAR models at 32x32 input (too large for a dense M), the norm
-# returned by `nblib.norms` is compared with the exact general method. Verdicts (`nblib.verdicts`): eq. 1
+# returned by `nblib.norms` is compared with the exact general method. Verdicts (`nblib.claims.theorem1`): eq. 1
 # and eq. 2 hold when their relative error to the dense column / row sums is below `tolerance` on every
 # layer inside Assumption 1; eq. 3 holds when it is never below the largest singular value (its looseness
 # is reported). Where the closed forms stop being exact outside Assumption 1 is shown, not judged.
@@ -39,7 +39,10 @@ import pandas as pd
 import seaborn as sns
 import torch
 
-from nblib import norms, verdicts, verify
+from nblib import norms
+from nblib.claims import theorem1 as judge
+from nblib.claims.verdict import records
+from nblib.experiments import theorem1
 from nblib.results import save_figure, save_metrics, save_table
 
 torch.set_default_dtype(torch.float64)
@@ -48,8 +51,8 @@ torch.set_default_dtype(torch.float64)
 # ## Random layers against the dense operator
 
 # %%
-random_rows = pd.DataFrame([verify.check_against_dense(c, hw) for c, hw in
-                            verify.random_conv_layers(n_random_layers, seed=seed, max_hw=max_input_size)])
+random_rows = pd.DataFrame([theorem1.check_against_dense(c, hw) for c, hw in
+                            theorem1.random_conv_layers(n_random_layers, seed=seed, max_hw=max_input_size)])
 save_table(random_rows.drop(columns=["kernel", "stride", "padding", "dilation", "input", "output"]).assign(
     kernel=random_rows.kernel.astype(str), stride=random_rows.stride.astype(str), input=random_rows.input.astype(str)),
     output_dir, "01_random_layers")
@@ -59,7 +62,7 @@ random_rows.groupby("assumption1")[["err_l1", "err_linf", "err_eq1", "err_eq2", 
 # ## Every Conv2d of the four CIFAR models at 32x32
 
 # %%
-model_rows = verify.model_conv_rows(models, device, seed=seed)
+model_rows = theorem1.model_conv_rows(models, device, seed=seed)
 save_table(model_rows.drop(columns="convs_in_model"), output_dir, "01_model_layers")
 model_rows.groupby("model").agg(convs=("layer", "size"), outside_assumption1=("assumption1", lambda s: int((~s).sum())),
                                 max_err_l1=("err_l1", "max"), max_err_linf=("err_linf", "max"))
@@ -81,8 +84,8 @@ metrics = dict(
     eq3_over_sigma_max=float(random_rows.eq3_over_sigma.max()),
     gram_is_upper_bound=bool((random_rows.gram >= random_rows.sigma * (1 - 1e-9)).all()),
 )
-claims = [*verdicts.theorem1(random_rows, tolerance), verdicts.exact_model_norms(model_rows, tolerance)]
-metrics["verdicts"] = verdicts.records(claims)
+claims = [*judge.theorem1(random_rows, tolerance), judge.exact_model_norms(model_rows, tolerance)]
+metrics["verdicts"] = records(claims)
 save_metrics(output_dir, "01_theorem1", metrics)
 for v in claims:
     print(v.explained())
@@ -93,7 +96,7 @@ print(f"outside Assumption 1 the closed forms are wrong for {100 * metrics['frac
 # NBVAL_CHECK_OUTPUT
 for v in claims:
     print(v.line())
-print("every model conv checked, none skipped:", verify.all_convs_checked(model_rows))
+print("every model conv checked, none skipped:", theorem1.all_convs_checked(model_rows))
 print("Gram iteration is an upper bound on every random layer:", metrics["gram_is_upper_bound"])
 
 # %% [markdown]
@@ -118,7 +121,7 @@ from matplotlib.colors import ListedColormap
 from matplotlib.patches import Patch
 
 stride = (2, 2)
-taps, classes = verify.tap_matrix((3, 3), stride, (1, 1), (5, 5))
+taps, classes = theorem1.tap_matrix((3, 3), stride, (1, 1), (5, 5))
 n_cls = stride[0] * stride[1]
 colors = sns.color_palette("pastel", n_cls)
 fig, ax = plt.subplots(figsize=(11, 4.5))

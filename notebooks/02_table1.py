@@ -21,7 +21,7 @@
 # extrapolated. The paper
 # measured on a GTX 1080 Ti GPU; its numbers are shown beside ours, which come from `device` below.
 #
-# **Verdicts** (`nblib.verdicts`): the speed claim holds when eq. 1-2 (the slower of the two) are faster than
+# **Verdicts** (`nblib.claims.table1`): the speed claim holds when eq. 1-2 (the slower of the two) are faster than
 # power iteration by at least the *smallest* ratio of the paper's own Table 1 (about 4,000x; its largest,
 # 10,700x against the slower of l1 / l_inf, is the "up to 14,000x" against l_inf) on every measured kernel,
 # and likewise against the Sedghi FFT (about 950x); and ours
@@ -44,7 +44,9 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import torch
 
-from nblib import benchmark, verdicts
+from nblib.perf import benchmark
+from nblib.claims import table1 as judge
+from nblib.claims.verdict import UNTESTABLE, records
 from nblib.results import save_figure, save_metrics, save_table
 
 torch.manual_seed(0)
@@ -75,11 +77,11 @@ measured = table[table.measured]
 values = table.pivot(index="kernel", columns="method", values="value")
 power_le_gram = bool(((values.power <= values.gram * (1 + 1e-4)) | values.power.isna() | values.gram.isna()).all())
 l2_fft_vs_power = (values.fft / values.power).dropna()
-paper_power = verdicts.paper_speedup(benchmark.PAPER_TABLE1, "power")
-paper_fft = verdicts.paper_speedup(benchmark.PAPER_TABLE1, "fft")
-claims = [verdicts.table1_speed(wide, "power", float(paper_power.min()), "power iteration"),
-          verdicts.table1_speed(wide, "fft", float(paper_fft.min()), "the Sedghi FFT"),
-          verdicts.table1_floor(wide, floor_factor)]
+paper_power = judge.paper_speedup(benchmark.PAPER_TABLE1, "power")
+paper_fft = judge.paper_speedup(benchmark.PAPER_TABLE1, "fft")
+claims = [judge.table1_speed(wide, "power", float(paper_power.min()), "power iteration"),
+          judge.table1_speed(wide, "fft", float(paper_fft.min()), "the Sedghi FFT"),
+          judge.table1_floor(wide, floor_factor)]
 metrics = dict(
     device=device,
     max_ours_over_floor=float(wide[["l1/floor", "linf/floor"]].max().max()),
@@ -91,12 +93,12 @@ metrics = dict(
     not_measured=[f"{r.method} {r.kernel}" for r in table[~table.measured].itertuples()],
     power_le_gram=power_le_gram,
     fft_over_power_median=float(l2_fft_vs_power.median()) if len(l2_fft_vs_power) else None,
-    verdicts=verdicts.records(claims),
+    verdicts=records(claims),
 )
 save_metrics(output_dir, "02_table1", metrics)
 # timing verdicts depend on the machine and its load: printed here, not in the checked cell below
 for v in claims:
-    print(v.line() + ("" if v.outcome == verdicts.UNTESTABLE else f" ({v.reason})"))
+    print(v.line() + ("" if v.outcome == UNTESTABLE else f" ({v.reason})"))
 print(f"paper (GTX 1080 Ti): power iteration / ours {paper_power.min():,.0f}x to {paper_power.max():,.0f}x; "
       f"Sedghi FFT / ours {paper_fft.min():,.0f}x to {paper_fft.max():,.0f}x")
 

@@ -14,7 +14,7 @@
 # make CNNs more robust: robust accuracy under AutoAttack (l_inf, eps = 1/255 on CIFAR-10) often *drops*
 # as the regularization gets stronger.
 #
-# **Check.** One training run per (model, method, strength), cached and resumable (`nblib.sweep`): SGD
+# **Check.** One training run per (model, method, strength), cached and resumable (`nblib.runs.sweep`): SGD
 # with momentum 0.9, batch 128, the paper's schedule (lr x0.1 at 75/120, 90/120 and 100/120 of the
 # epochs), then clean accuracy on the test set and robust accuracy with standard AutoAttack on a fixed,
 # seeded test subset. The table has the paper's layout; in the `paper` profile the published numbers sit
@@ -27,7 +27,7 @@
 # authors' code ran (on this CPU Square's 5000 queries alone cost about 25 s per run, whatever the subset
 # size). The `paper` profile runs standard AutoAttack at 1/255.
 #
-# **Verdicts** (`nblib.table2_verdicts`): every accuracy is a binomial proportion (clean: the test set; robust: the
+# **Verdicts** (`nblib.claims.table2`): every accuracy is a binomial proportion (clean: the test set; robust: the
 # attacked subset) with its 95% Wilson interval, and two accuracies differ only when their intervals are
 # disjoint. *Clean half*: regularization "may improve" clean accuracy holds when some run is above plain
 # beyond the intervals. *Robust half*, at each method's strongest setting: a run more robust than plain
@@ -51,7 +51,7 @@ profile = "smoke"  # name of the params/ profile that ran this notebook
 output_dir = "../outputs/smoke"  # folder for figures/, tables/, metrics/
 device = "cpu"  # torch device of every training run
 runs_dir = ""  # sweep cache (a folder per config hash): empty for output_dir/runs, or a folder shared by profiles
-executor = "local"  # nblib.sweep executor: local | slurm
+executor = "local"  # nblib.runs.sweep executor: local | slurm
 gpus = []  # local executor: one worker process per listed GPU; [] runs sequentially in this kernel
 slurm_partition = ""  # slurm executor: partition, empty for the cluster default; one GPU per job
 slurm_timeout_min = 1440  # slurm executor: time limit of one run (killed runs resume on the next call)
@@ -77,9 +77,10 @@ n_eval = 100  # attacked test points (fixed, seeded subset)
 seed = 0  # seed of every run
 
 # %% [markdown]
-# Parameters are named as the run config's keys (`nblib.run_config.DEFAULT_CFG`; `eval_eps_255` is `eval_eps` in
-# units of 1/255, `nblib.run_configs`); a setting not listed here (batch size 128, momentum 0.9, ...) is the
-# config's default. `nblib.experiments.table2` runs the sweep (cached: finished runs are read back, killed
+# Parameters are named as the run config's keys (`nblib.training.run_config.DEFAULT_CFG`; `eval_eps_255` is
+# `eval_eps` in
+# units of 1/255, `nblib.runs.grids`); a setting not listed here (batch size 128, momentum 0.9, ...) is the
+# config's default. `nblib.experiments.table2.run` runs the sweep (cached: finished runs are read back, killed
 # runs resume) and computes every table and verdict below.
 
 # %%
@@ -87,15 +88,16 @@ import matplotlib.pyplot as plt
 import seaborn as sns
 import torch
 
-from nblib import experiments
+from nblib.experiments import table2
 from nblib.results import save_figure
-from nblib.run_configs import METHOD_LABELS
-from nblib.table2_verdicts import strongest_strength
+from nblib.runs.grids import runs_root
+from nblib.vocabulary import METHOD_LABELS
+from nblib.claims.table2 import strongest_strength
 
 torch.manual_seed(seed)
-result = experiments.table2(globals())
+result = table2.run(globals())
 result.save(output_dir)
-print(f"{len(result.runs)} runs in {experiments.runs_root(globals())}")
+print(f"{len(result.runs)} runs in {runs_root(globals())}")
 
 # %% [markdown]
 # ## Table 2 (clean / robust accuracy, %; columns strongest first, as in the paper)

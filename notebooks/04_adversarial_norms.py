@@ -19,10 +19,10 @@
 # per method; the legend gives clean and standard-AutoAttack robust accuracy at eps), and the norms
 # against depth. Beyond the paper: an empirical local Lipschitz constant of each network around test
 # points (the largest ratio ||f(x') - f(x)||_1 / ||x' - x||_inf found by gradient ascent in the eps-ball,
-# `nblib.lipschitz.local_lipschitz`) beside the product of its layers' l_inf norms (the global bound of the
+# `nblib.attacks.lipschitz.local_lipschitz`) beside the product of its layers' l_inf norms (the global bound of the
 # composed linear maps; it leaves out BatchNorm and skip connections).
 #
-# **Verdicts** (`nblib.figure2_verdicts`). *Comparable or larger* is defined strictly, per adversarially trained
+# **Verdicts** (`nblib.claims.figure2`). *Comparable or larger* is defined strictly, per adversarially trained
 # network against the plain one of the same architecture, layer by layer (ratio r = robust / plain norm):
 # **larger** when a one-sided sign test finds more layers grew than chance allows (p < 0.05);
 # **comparable** when the median ratio lies within [0.8, 1.25]; **smaller** (the claim does not hold) when
@@ -46,12 +46,12 @@ profile = "smoke"  # name of the params/ profile that ran this notebook
 output_dir = "../outputs/smoke"  # folder for figures/, tables/, metrics/
 device = "cpu"  # torch device of every training run
 runs_dir = ""  # sweep cache (a folder per config hash): empty for output_dir/runs, or a folder shared by profiles
-executor = "local"  # nblib.sweep executor: local | slurm
+executor = "local"  # nblib.runs.sweep executor: local | slurm
 gpus = []  # local executor: one worker process per listed GPU; [] runs sequentially in this kernel
 slurm_partition = ""  # slurm executor: partition, empty for the cluster default; one GPU per job
 slurm_timeout_min = 1440  # slurm executor: time limit of one run (killed runs resume on the next call)
 models = ["smallcnn"]  # nblib.models names
-adv_modes = ["plain", "pgd", "alp", "trades"]  # training modes (nblib.adversarial)
+adv_modes = ["plain", "pgd", "alp", "trades"]  # training modes (nblib.training.adversarial)
 adv_preset = "standard"  # standard (8/255, 2/255, 10 steps, TRADES beta 6) | authors (0.031, 0.007, beta 1)
 dataset = "digits"  # digits (embedded, offline) | cifar10
 data_root = "../data"  # folder holding cifar-10-batches-py (cifar10 only)
@@ -66,9 +66,10 @@ seed = 0  # seed of every run
 kde_min_layers = 10  # draw a KDE of a run's layer norms only with at least this many layers (else a strip plot)
 
 # %% [markdown]
-# Parameters are named as the run config's keys (`nblib.run_config.DEFAULT_CFG`; `eval_eps_255` is `eval_eps` in
-# units of 1/255, `nblib.run_configs`); a setting not listed here (batch size 128, momentum 0.9, ...) is the
-# config's default. `nblib.experiments.figure2` runs the sweep (cached: finished runs are read back, killed
+# Parameters are named as the run config's keys (`nblib.training.run_config.DEFAULT_CFG`; `eval_eps_255` is
+# `eval_eps` in
+# units of 1/255, `nblib.runs.grids`); a setting not listed here (batch size 128, momentum 0.9, ...) is the
+# config's default. `nblib.experiments.figure2.run` runs the sweep (cached: finished runs are read back, killed
 # runs resume) and computes every table and verdict below.
 
 # %%
@@ -77,12 +78,12 @@ import numpy as np
 import seaborn as sns
 import torch
 
-from nblib import experiments
+from nblib.experiments import figure2
 from nblib.results import save_figure
-from nblib.run_configs import ADV_LABELS as LABELS
+from nblib.vocabulary import ADV_LABELS as LABELS
 
 torch.manual_seed(seed)
-result = experiments.figure2(globals())
+result = figure2.run(globals())
 result.save(output_dir)
 summary, norms, authors = result.summary, result.norms, result.norms_with_batchnorm
 summary.round(4)

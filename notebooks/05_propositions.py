@@ -13,7 +13,7 @@
 # constant is 0. **Claim (Theorem 2, Proposition 2).** On 2-epsilon-separable data (Assumption 2) a network
 # with robust accuracy 1 under attacks of size epsilon exists, and its Lipschitz constant can exceed any xi.
 #
-# **Check.** The constructions of `nblib.toys`: norms versus a scale factor swept over several orders of
+# **Check.** The constructions of `nblib.experiments.toys`: norms versus a scale factor swept over several orders of
 # magnitude, with the output's spread over random inputs; then on 2-D separable classes a network built
 # as in the proof, verified robust exactly on a grid over every epsilon-ball and by a strong PGD attack,
 # with its Lipschitz constant estimated from below and bounded from above by the product of layer norms.
@@ -42,7 +42,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from nblib import toys, verdicts
+from nblib.experiments import toys
+from nblib.claims import propositions as judge
+from nblib.claims.verdict import UNTESTABLE, records
 from nblib.norms import layer_norms
 from nblib.results import save_figure, save_metrics, save_table
 
@@ -98,11 +100,11 @@ metrics = dict(
     prop2_grid_robust_acc=prop2.grid_robust_acc.tolist(), prop2_pgd_robust_acc=prop2.pgd_robust_acc.tolist(),
     prop2_xi=prop2.xi.tolist(), prop2_lipschitz_lower=prop2.lipschitz_lower.tolist(),
 )
-claims = [verdicts.proposition1(prop1), *verdicts.proposition2(prop2, d_min, eps)]
-metrics["verdicts"] = verdicts.records(claims)
+claims = [judge.proposition1(prop1), *judge.proposition2(prop2, d_min, eps)]
+metrics["verdicts"] = records(claims)
 save_metrics(output_dir, "05_propositions", metrics)
 for v in claims:
-    print(v.line() + ("" if v.outcome == verdicts.UNTESTABLE else f" ({v.reason})"))
+    print(v.line() + ("" if v.outcome == UNTESTABLE else f" ({v.reason})"))
 print(f"Prop. 2: data 2eps-separable (d_min = {d_min:.3f} > {2 * eps}); Lipschitz lower bounds "
       f"{[f'{v:.3g}' for v in prop2.lipschitz_lower]} for xi = {xis}")
 

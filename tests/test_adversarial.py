@@ -1,4 +1,4 @@
-"""Tests for nblib.adversarial: the PGD-AT, ALP and TRADES training losses on tiny models (CPU, seconds)."""
+"""Tests for nblib.training.adversarial: the PGD-AT, ALP and TRADES training losses on tiny models (CPU, seconds)."""
 import math
 
 import pytest
@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from nblib.adversarial import (ADV_MODES, ADV_PRESETS, adv_settings, adversarial_examples,
+from nblib.training.adversarial import (ADV_MODES, ADV_PRESETS, adv_settings, adversarial_examples,
                                adversarial_loss)
 
 

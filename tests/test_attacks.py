@@ -1,4 +1,4 @@
-"""Tests for the attacks (nblib.inference, nblib.pgd, nblib.autoattack, nblib.lipschitz) on tiny models
+"""Tests for the attacks (nblib.attacks: inference, pgd, autoattack, lipschitz) on tiny models
 (CPU, a few seconds each)."""
 
 import itertools
@@ -11,11 +11,11 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nblib import autoattack as attacks  # its private helpers are tested below
-from nblib.autoattack import autoattack_accuracy
-from nblib.inference import clean_accuracy
-from nblib.lipschitz import local_lipschitz
-from nblib.pgd import margin_loss, pgd_linf
+from nblib.attacks import autoattack as attacks  # its private helpers are tested below
+from nblib.attacks.autoattack import autoattack_accuracy
+from nblib.attacks.inference import clean_accuracy
+from nblib.attacks.lipschitz import local_lipschitz
+from nblib.attacks.pgd import margin_loss, pgd_linf
 
 EPS = 8 / 255
 

@@ -1,9 +1,9 @@
-"""nblib.benchmark.norm_decay_cost: the table the norm-decay cost benchmark prints (shape, not speed)."""
+"""nblib.perf.benchmark.norm_decay_cost: the table the norm-decay cost benchmark prints (shape, not speed)."""
 import math
 
 import pytest
 
-from nblib.benchmark import norm_decay_cost
+from nblib.perf.benchmark import norm_decay_cost
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -19,7 +19,7 @@ def test_norm_decay_cost_table():
 
 def test_model_norm_cost_table():
     pytest.importorskip("torchvision")
-    from nblib.benchmark import model_norm_cost
+    from nblib.perf.benchmark import model_norm_cost
 
     t = model_norm_cost(["mobilenet_v3_small"], image_size=64, batch_size=1, runs=1, sgd_runs=1)
     row = t.iloc[0]
@@ -32,7 +32,7 @@ def test_model_norm_cost_table():
 def test_table1_records_a_method_that_refuses_the_size_as_not_measured():
     """Gram iteration refuses Table 1's largest kernel (over its memory cap): not measured, with the reason,
     and the next entries still run (the paper profile's notebook 02 reaches that kernel)."""
-    from nblib.benchmark import TABLE1_KERNELS, run_table1
+    from nblib.perf.benchmark import TABLE1_KERNELS, run_table1
 
     t = run_table1(methods=("gram", "l1"), kernels=[TABLE1_KERNELS[-1]], runs=1, budget_s=0.1, progress=False)
     gram, l1 = t.iloc[0], t.iloc[1]

@@ -1,7 +1,7 @@
 """Every convolution of torch.nn (Conv1d/2d/3d, ConvTranspose1d/2d/3d) against its dense operator.
 
 The oracle is ``operator_matrix``: torch's own forward of the layer (no bias) applied to every basis input,
-independent of ``nblib.conv_geometry``; its column / row sums and SVD give the exact l1 / l_inf / l2 norms.
+independent of ``nblib.norms.conv_geometry``; its column / row sums and SVD give the exact l1 / l_inf / l2 norms.
 """
 import copy
 import math
@@ -16,8 +16,8 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from nblib import norms
-from nblib.layer_shapes import clear_shape_cache
-from nblib.verify import random_weights
+from nblib.norms.layer_shapes import clear_shape_cache
+from nblib.experiments.theorem1 import random_weights
 from nblib.norms import conv2d_norm, conv_norm, l2_interval, layer_input_shapes, layer_norms, linear_norm, \
     operator_matrix
 
@@ -370,7 +370,7 @@ def test_layer_input_shapes_restores_every_modules_mode():
 
 
 def norms_decay(model):
-    from nblib.regularizers import NormDecay
+    from nblib.training.regularizers import NormDecay
     return NormDecay(model, (3, 8, 8), 1, 0.1)
 
 
@@ -391,7 +391,7 @@ def test_shape_pass_fallback_cache_and_output_size_error():
 
 
 def test_layer_norms_and_norm_decay_on_every_layer_type():
-    from nblib.regularizers import NormDecay
+    from nblib.training.regularizers import NormDecay
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv1d(2, 4, 3, stride=2, padding="valid"), nn.ReLU(), nn.Unflatten(2, (3, 3)),
                           nn.ConvTranspose2d(4, 4, 3, stride=2, padding=1, output_padding=1, groups=2),
@@ -419,7 +419,7 @@ def test_layer_norms_and_norm_decay_on_every_layer_type():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_every_layer_type_on_cuda():
     """Same values on CUDA as on the CPU, results on the kernel's device; norm decay on a CUDA model."""
-    from nblib.regularizers import NormDecay
+    from nblib.training.regularizers import NormDecay
     torch.manual_seed(0)
     layers = [(nn.Conv1d(2, 3, 3, stride=2), (9,)), (nn.Conv2d(3, 4, 3, padding="same"), (8, 7)),
               (nn.Conv3d(2, 2, 2, dilation=2), (4, 5, 5)), (nn.ConvTranspose2d(2, 3, 3, stride=2), (4, 4))]

@@ -1,4 +1,4 @@
-"""Tests for nblib.data and nblib.digits (offline: digits ship with scikit-learn; the CIFAR-10 reader is
+"""Tests for nblib.data and nblib.data.digits (offline: digits ship with scikit-learn; the CIFAR-10 reader is
 tested on a CIFAR-format fixture in tests/test_cifar10.py)."""
 
 import pickle

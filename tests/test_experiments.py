@@ -1,4 +1,5 @@
-"""nblib.run_configs, nblib.paper_table2, nblib.run_tables and nblib.experiments: the runs of Table 2 and
+"""nblib.runs.grids, nblib.claims.paper_table2, nblib.runs.tables and nblib.experiments.table2 / figure2: the
+runs of Table 2 and
 Figure 2 from a notebook's parameters, the paper's numbers, the per-run tables, and each experiment's tables
 and verdicts from made-up runs."""
 import json
@@ -7,19 +8,20 @@ import math
 import pandas as pd
 import pytest
 
-from nblib import experiments, run_configs, run_tables
-from nblib.paper_table2 import PAPER_CLIP_VALUES, PAPER_COEFFICIENTS, PAPER_TABLE2
-from nblib.run_config import fill_cfg
-from nblib.run_folder import config_hash
+from nblib.experiments import figure2, table2
+from nblib.runs import grids, tables
+from nblib.claims.paper_table2 import PAPER_CLIP_VALUES, PAPER_COEFFICIENTS, PAPER_TABLE2
+from nblib.training.run_config import fill_cfg
+from nblib.runs.folders import config_hash
 
 
 def test_table2_grid_is_the_papers():
     base = dict(dataset="cifar10", epochs=120, lr=0.01)
-    cfgs = run_configs.table2_configs(list(PAPER_TABLE2), base, wd=PAPER_COEFFICIENTS, svc=PAPER_CLIP_VALUES,
+    cfgs = grids.table2_configs(list(PAPER_TABLE2), base, wd=PAPER_COEFFICIENTS, svc=PAPER_CLIP_VALUES,
                                       nd_l1=PAPER_COEFFICIENTS, nd_linf=PAPER_COEFFICIENTS)
     assert len(cfgs) == 4 * 17
     fake = pd.DataFrame([dict(c, reg_strength=c["reg_strength"], clean_acc=0.9, robust_acc=0.5) for c in cfgs])
-    cols = list(experiments.table2_wide(experiments.table2_frame(fake)).columns)
+    cols = list(table2.table2_wide(table2.table2_frame(fake)).columns)
     assert cols == [(k, s) for k, s in PAPER_TABLE2["vgg11"]]  # the paper's column order
     assert len({config_hash(c) for c in cfgs}) == 4 * 17  # every config its own run folder
     for c in cfgs:
@@ -38,24 +40,24 @@ def test_table2_frame_and_wide_layout():
         dict(model="vgg11", regularizer="wd", reg_strength=1e-2, clean_acc=0.92, robust_acc=0.4),
         dict(model="vgg11", regularizer="svc", reg_strength=0.7, clean_acc=0.8, robust_acc=None),
     ])
-    frame = experiments.table2_frame(results)
+    frame = table2.table2_frame(results)
     assert list(frame.clean) == pytest.approx([90, 92, 80])
     assert frame.robust.iloc[0] == pytest.approx(50) and math.isnan(frame.robust.iloc[2])
     assert frame.paper_clean.iloc[0] == 90.4 and frame.paper_robust.iloc[1] == 56.3
     assert math.isnan(frame.paper_clean.iloc[2])  # c = 0.7 is not in the paper
     assert list(frame.status) == ["done"] * 3 and not frame.stale.any()  # defaults without the columns
-    marked = experiments.table2_frame(results.assign(status=["done", "diverged", "done"], stale=[False, False, True]))
+    marked = table2.table2_frame(results.assign(status=["done", "diverged", "done"], stale=[False, False, True]))
     assert list(marked.status) == ["done", "diverged", "done"] and list(marked.stale) == [False, False, True]
-    wide = experiments.table2_wide(frame, with_paper=True)
+    wide = table2.table2_wide(frame, with_paper=True)
     assert list(wide.columns) == [("none", 0.0), ("wd", 0.01), ("svc", 0.7)]
     assert wide.loc[("vgg11", "Clean (paper)"), ("wd", 0.01)] == 91.6
     assert wide.loc[("vgg11", "Robust"), ("wd", 0.01)] == pytest.approx(40)
-    flat = experiments.flat_columns(wide)
+    flat = table2.flat_columns(wide)
     assert list(flat.columns) == ["plain", "weight decay 0.01", "singular value clipping 0.7"]
 
 
 def test_figure2_configs():
-    cfgs = run_configs.figure2_configs(["resnet18", "vgg11"], dict(lr=0.1, eval_eps=8 / 255))
+    cfgs = grids.figure2_configs(["resnet18", "vgg11"], dict(lr=0.1, eval_eps=8 / 255))
     assert [(c["model"], c["adv_mode"]) for c in cfgs] == [
         (m, a) for m in ["resnet18", "vgg11"] for a in ["plain", "pgd", "alp", "trades"]]
 
@@ -74,7 +76,7 @@ def _fake_run(tmp_path, h, names, linf, l1, hist=True):
 
 def test_layer_norm_frame(tmp_path):
     results = pd.DataFrame([_fake_run(tmp_path, "a", ["conv1", "fc"], [10.0, 100.0], [1.0, 2.0])])
-    norms = run_tables.layer_norm_frame(results)
+    norms = tables.layer_norm_frame(results)
     assert list(norms.layer) == ["conv1", "fc"] and list(norms.depth) == [0, 1]
     assert list(norms.linf) == [10.0, 100.0] and list(norms.l1) == [1.0, 2.0]
 
@@ -82,7 +84,7 @@ def test_layer_norm_frame(tmp_path):
 def test_missing_run_files_name_the_run(tmp_path):
     results = pd.DataFrame([_fake_run(tmp_path, "b", ["fc"], [1.0], [1.0], hist=False)])
     with pytest.raises(FileNotFoundError, match="history.json.*b"):
-        run_tables.layer_history_frame(results)
+        tables.layer_history_frame(results)
 
 
 def test_extra_robust_frame(tmp_path):
@@ -90,7 +92,7 @@ def test_extra_robust_frame(tmp_path):
     metrics = json.loads((tmp_path / "c" / "metrics.json").read_text())
     (tmp_path / "c" / "metrics.json").write_text(json.dumps(dict(metrics, n_eval=50,
                                                                  robust_acc_extra={"0.015686275": 0.02})))
-    frame = run_tables.extra_robust_frame(pd.DataFrame([run]))
+    frame = tables.extra_robust_frame(pd.DataFrame([run]))
     assert frame.to_dict("records") == [dict(model="smallcnn", regularizer="none", strength=0.0, eps=0.015686275,
                                              robust=2.0, n_robust=50)]
 
@@ -108,7 +110,7 @@ def test_l1_with_batchnorm_frame(tmp_path):
         net.bn1.weight.normal_(), net.bn1.running_var.uniform_(0.1, 3.0)
     run = _fake_run(tmp_path, "d", ["conv1"], [1.0], [1.0], hist=False)
     torch.save({"model": net.state_dict()}, tmp_path / "d" / "checkpoint.pt")
-    frame = run_tables.l1_with_batchnorm_frame(pd.DataFrame([run]))
+    frame = tables.l1_with_batchnorm_frame(pd.DataFrame([run]))
     assert list(frame.kind).count("BatchNorm2d") == 4 and len(frame) == 10 and list(frame.depth) == list(range(10))
     net.eval()
     bn = net.bn1
@@ -122,7 +124,7 @@ def test_l1_with_batchnorm_frame(tmp_path):
 
 def test_layer_history_frame(tmp_path):
     results = pd.DataFrame([_fake_run(tmp_path, "e", ["conv1", "fc"], [10.0, 100.0], [1.0, 2.0])])
-    h = run_tables.layer_history_frame(results)
+    h = tables.layer_history_frame(results)
     assert list(zip(h.epoch, h.layer, h.depth)) == [(1, "conv1", 0), (1, "fc", 1), (2, "conv1", 0), (2, "fc", 1)]
     assert list(h.linf) == [10.0, 100.0, 20.0, 200.0] and list(h.l1) == [1.0, 2.0, 1.0, 2.0]
 
@@ -135,22 +137,22 @@ SMOKE_T2 = dict(models=["smallcnn"], dataset="digits", data_root="../data", trai
 
 
 def test_config_values_map_only_the_255_units():
-    got = run_configs.config_values(SMOKE_T2, run_configs.TABLE2_KEYS)
+    got = grids.config_values(SMOKE_T2, grids.TABLE2_KEYS)
     assert got["eval_eps"] == 8 / 255 and got["extra_eval_eps"] == [4 / 255]
-    assert {k: v for k, v in got.items() if k not in run_configs.UNITS_255} == {
-        k: SMOKE_T2[k] for k in run_configs.TABLE2_KEYS if k not in run_configs.UNITS_255}
+    assert {k: v for k, v in got.items() if k not in grids.UNITS_255} == {
+        k: SMOKE_T2[k] for k in grids.TABLE2_KEYS if k not in grids.UNITS_255}
     with pytest.raises(KeyError, match="eval_eps_255"):
-        run_configs.config_values({k: v for k, v in SMOKE_T2.items() if k != "eval_eps_255"}, ["eval_eps"])
+        grids.config_values({k: v for k, v in SMOKE_T2.items() if k != "eval_eps_255"}, ["eval_eps"])
 
 
 def test_table2_run_configs_are_valid_and_distinct():
-    cfgs = run_configs.table2_run_configs(SMOKE_T2)
+    cfgs = grids.table2_run_configs(SMOKE_T2)
     assert [(c["regularizer"], c["reg_strength"]) for c in cfgs] == [
         ("none", 0.0), ("wd", 0.01), ("svc", 0.5), ("nd_linf", 0.1)]
     filled = [fill_cfg(c) for c in cfgs]
     assert all(f["reg_clip_every"] == (10 if f["regularizer"] == "svc" else 100) for f in filled)  # default elsewhere
     assert len({config_hash(c) for c in filled}) == 4
-    no_attack = run_configs.table2_run_configs(dict(SMOKE_T2, attack="none"))
+    no_attack = grids.table2_run_configs(dict(SMOKE_T2, attack="none"))
     assert all(c["extra_eval_eps"] == [] for c in no_attack)
 
 
@@ -181,7 +183,7 @@ def _table2_runs(tmp_path, svc_robust):
 
 def test_table2_result_holds_on_runs_that_lose_robustness(tmp_path):
     settings = dict(SMOKE_T2, extra_eval_eps_255=[4], eval_eps_255=1)
-    r = experiments.table2_result(_table2_runs(tmp_path, svc_robust=0.2), settings)
+    r = table2.table2_result(_table2_runs(tmp_path, svc_robust=0.2), settings)
     outcome = {v.claim: v.outcome for v in r.verdicts}
     assert outcome["norm regularization at its strongest does not improve robust accuracy"] == "holds"
     assert outcome["weight decay improves clean accuracy at some strength"] == "holds"  # 95 % vs 90 % of 10,000
@@ -200,7 +202,7 @@ def test_table2_result_holds_on_runs_that_lose_robustness(tmp_path):
 
 
 def test_table2_result_says_does_not_hold_when_a_regularizer_is_more_robust(tmp_path):
-    r = experiments.table2_result(_table2_runs(tmp_path, svc_robust=0.8), SMOKE_T2)
+    r = table2.table2_result(_table2_runs(tmp_path, svc_robust=0.8), SMOKE_T2)
     outcome = {v.claim: v.outcome for v in r.verdicts}
     assert outcome["the strongest singular value clipping does not improve robust accuracy"] == "does not hold"
     assert outcome["norm regularization at its strongest does not improve robust accuracy"] == "does not hold"
@@ -227,13 +229,13 @@ def _figure2_runs(tmp_path, pgd_scale):
 def test_figure2_result_holds_with_larger_norms_and_fails_with_smaller(tmp_path):
     settings = dict(models=["smallcnn"], adv_modes=["plain", "pgd"], dataset="digits", eval_eps_255=8,
                     attack="standard", attack_budget=1.0, n_eval=400, epochs=6)
-    r = experiments.figure2_result(_figure2_runs(tmp_path / "a", pgd_scale=2.0), settings)
+    r = figure2.figure2_result(_figure2_runs(tmp_path / "a", pgd_scale=2.0), settings)
     outcome = {v.claim: v.outcome for v in r.verdicts}
     assert outcome["smallcnn PGD-AT: l_inf layer norms comparable to or larger than plain"] == "holds"
     assert outcome["smallcnn PGD-AT more robust than plain"] == "holds"
     assert outcome["smallcnn PGD-AT smaller local Lipschitz estimate than plain"] == "holds"
     assert r.metrics["n_layers"] == 6 and r.metrics["n_layers_with_batchnorm"] == 10
     assert r.metrics["adv_modes"] == ["plain", "pgd"] and r.metrics["eps"] == 8 / 255
-    shrunk = experiments.figure2_result(_figure2_runs(tmp_path / "b", pgd_scale=0.5), settings)
+    shrunk = figure2.figure2_result(_figure2_runs(tmp_path / "b", pgd_scale=0.5), settings)
     outcome = {v.claim: v.outcome for v in shrunk.verdicts}
     assert outcome["smallcnn PGD-AT: l_inf layer norms comparable to or larger than plain"] == "does not hold"

@@ -1,4 +1,4 @@
-"""Tests for nblib.loader: device-tensor batches, vectorised crop + flip against torchvision image by image."""
+"""Tests for nblib.data.loader: device-tensor batches, vectorised crop + flip against torchvision image by image."""
 import pytest
 import torch
 import torchvision.transforms.functional as TF
@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nblib.data import DATASETS, DigitsCIFARLike
-from nblib.loader import (EVAL_BATCH, HFLIP, PAD, TrainBatches, crop_flip, device_tensors, epoch_draws, epoch_seed,
+from nblib.data.loader import (EVAL_BATCH, HFLIP, PAD, TrainBatches, crop_flip, device_tensors, epoch_draws, epoch_seed,
                           eval_batches, flips, subset_indices, to_float)
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -12,7 +12,7 @@ import torch.nn as nn
 
 from nblib import norms
 from nblib.norms import CONV_TYPES, layer_norms
-from nblib.regularizers import NormDecay
+from nblib.training.regularizers import NormDecay
 
 torchvision = pytest.importorskip("torchvision")
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -1,8 +1,8 @@
-"""nblib.nbclean.strip_outputs keeps only nbval's reference verdicts."""
+"""nblib.pipeline.nbclean.strip_outputs keeps only nbval's reference verdicts."""
 import nbformat
 import pytest
 
-from nblib.nbclean import main, strip_outputs
+from nblib.pipeline.nbclean import main, strip_outputs
 
 
 def executed_notebook():

@@ -14,7 +14,9 @@ import papermill
 import pytest
 import yaml
 
-from nblib import benchmark, figure2_verdicts, reproduce, table2_verdicts, verdicts
+from nblib.perf import benchmark
+from nblib.claims import figure2, table2, verdict
+from nblib.pipeline import reproduce
 from nblib.results import load_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -110,13 +112,13 @@ def _table(smoke, name) -> pd.DataFrame:
 
 
 def check_verdicts(m: dict, recomputed: list) -> None:
-    """The metrics hold well-formed verdicts, and they are the ones ``nblib.verdicts`` computes again from the
+    """The metrics hold well-formed verdicts, and they are the ones ``nblib.claims.verdict`` computes again from the
     notebook's stored tables (whatever the outcomes are: smoke data may contradict the paper)."""
     stored = m["verdicts"]
     assert isinstance(stored, list) and stored
     for v in stored:
         assert {"claim", "outcome", "reason"} <= set(v), v
-        assert v["outcome"] in verdicts.OUTCOMES and v["claim"] and v["reason"], v
+        assert v["outcome"] in verdict.OUTCOMES and v["claim"] and v["reason"], v
     assert len({v["claim"] for v in stored}) == len(stored), "a claim is judged twice"
     assert [(v["claim"], v["outcome"]) for v in stored] == [(v.claim, v.outcome) for v in recomputed]
 
@@ -133,8 +135,8 @@ def test_smoke_theorem1(smoke):
     assert m["gram_is_upper_bound"] is True
     assert 1 <= m["eq3_over_sigma_median"] < m["eq3_over_sigma_max"]
     tol = 1e-9  # the notebook's tolerance
-    check_verdicts(m, [*verdicts.theorem1(_table(smoke, "01_random_layers"), tol),
-                       verdicts.exact_model_norms(_table(smoke, "01_model_layers"), tol)])
+    check_verdicts(m, [*verdict.theorem1(_table(smoke, "01_random_layers"), tol),
+                       verdict.exact_model_norms(_table(smoke, "01_model_layers"), tol)])
 
 
 def test_smoke_table1(smoke):
@@ -142,12 +144,12 @@ def test_smoke_table1(smoke):
     assert m["n_measured"] >= 18  # floor, l1, linf on all six kernels at least
     assert m["power_le_gram"] is True
     wide = _table(smoke, "02_table1").set_index("kernel")
-    power = verdicts.paper_speedup(benchmark.PAPER_TABLE1, "power").min()
-    fft = verdicts.paper_speedup(benchmark.PAPER_TABLE1, "fft").min()
+    power = verdict.paper_speedup(benchmark.PAPER_TABLE1, "power").min()
+    fft = verdict.paper_speedup(benchmark.PAPER_TABLE1, "fft").min()
     assert power == pytest.approx(4018, rel=1e-3) and fft == pytest.approx(950, rel=1e-3)  # the paper's, not ours
-    check_verdicts(m, [verdicts.table1_speed(wide, "power", power, "power iteration"),
-                       verdicts.table1_speed(wide, "fft", fft, "the Sedghi FFT"),
-                       verdicts.table1_floor(wide, 3.0)])
+    check_verdicts(m, [verdict.table1_speed(wide, "power", power, "power iteration"),
+                       verdict.table1_speed(wide, "fft", fft, "the Sedghi FFT"),
+                       verdict.table1_floor(wide, 3.0)])
 
 
 def test_smoke_propositions(smoke):
@@ -158,8 +160,8 @@ def test_smoke_propositions(smoke):
     assert all(lo >= xi for lo, xi in zip(m["prop2_lipschitz_lower"], m["prop2_xi"]))
     assert m["prop2_min_interclass_distance"] > 2 * m["prop2_eps"]
     assert not math.isnan(m["prop2_lipschitz_lower"][0])
-    check_verdicts(m, [verdicts.proposition1(_table(smoke, "05_prop1")),
-                       *verdicts.proposition2(_table(smoke, "05_prop2"), m["prop2_min_interclass_distance"],
+    check_verdicts(m, [verdict.proposition1(_table(smoke, "05_prop1")),
+                       *verdict.proposition2(_table(smoke, "05_prop2"), m["prop2_min_interclass_distance"],
                                               m["prop2_eps"])])
 
 
@@ -176,9 +178,9 @@ def test_smoke_table2(smoke):
     radii = _table(smoke, "03_robust_by_radius")
     radii = radii[radii.regularizer != "none"]
     assert set(radii.eps_255) == {4.0, 8.0}
-    check_verdicts(m, [*table2_verdicts.table2_clean(frame), *table2_verdicts.table2_robust(frame),
-                       *table2_verdicts.table2_norms_lowered(summary),
-                       *(table2_verdicts.near_zero_robust(radii[radii.eps_255 == e], f"{e}/255") for e in (4, 8))])
+    check_verdicts(m, [*table2.table2_clean(frame), *table2.table2_robust(frame),
+                       *table2.table2_norms_lowered(summary),
+                       *(table2.near_zero_robust(radii[radii.eps_255 == e], f"{e}/255") for e in (4, 8))])
 
 
 def test_smoke_adversarial_norms(smoke):
@@ -190,11 +192,11 @@ def test_smoke_adversarial_norms(smoke):
     assert set(m["lip_mean"]) == set(m["log10_linf_norm_product"]) == {f"smallcnn/{a}" for a in m["adv_modes"]}
     assert all(0 < lip < math.inf for lip in m["lip_mean"].values())
     summary = _table(smoke, "04_accuracy_lipschitz")
-    check_verdicts(m, [*figure2_verdicts.figure2_norms(_table(smoke, "04_layer_norms"), "linf", "l_inf"),
-                       *figure2_verdicts.figure2_norms(_table(smoke, "04_layer_norms_l1_with_batchnorm"), "norm",
+    check_verdicts(m, [*figure2.figure2_norms(_table(smoke, "04_layer_norms"), "linf", "l_inf"),
+                       *figure2.figure2_norms(_table(smoke, "04_layer_norms_l1_with_batchnorm"), "norm",
                                                        "l1-with-BatchNorm"),
-                       *figure2_verdicts.figure2_more_robust(summary),
-                       *figure2_verdicts.figure2_local_lipschitz(summary)])
+                       *figure2.figure2_more_robust(summary),
+                       *figure2.figure2_local_lipschitz(summary)])
 
 
 KERNEL_DISPLAY_NAME = "Python 3 (norm-robustness)"  # what tasks.py installs (tasks.ensure_env)
@@ -212,14 +214,14 @@ def test_tasks_installs_the_kernel_the_notebooks_name():
 @pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.stem)
 def test_committed_notebook_has_no_outputs_and_no_machine_path(nb):
     """Opening it in JupyterLab marks nothing modified; only nbval's reference verdicts are stored."""
-    from nblib.nbclean import strip_outputs
+    from nblib.pipeline.nbclean import strip_outputs
 
     text = nb.read_text()
     book = nbformat.reads(text, as_version=4)
     assert book.metadata.kernelspec.display_name == KERNEL_DISPLAY_NAME, \
         "JupyterLab would rewrite the display name on opening and mark the notebook modified"
     assert nbformat.writes(strip_outputs(nbformat.reads(text, as_version=4))) == nbformat.writes(book), \
-        f"{nb.name} carries outputs: run `python -m nblib.nbclean {nb.relative_to(ROOT)}`"
+        f"{nb.name} carries outputs: run `python -m nblib.pipeline.nbclean {nb.relative_to(ROOT)}`"
     for marker in ("/work/", "/home/", "/root/", "/tmp/", "/Users/", "site-packages", "\\\\"):
         assert marker not in text, f"{nb.name} holds a machine path ({marker})"
 

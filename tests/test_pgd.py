@@ -1,11 +1,11 @@
-"""nblib.pgd beyond what tests/test_attacks.py covers: the box option, the per-iterate callback and the one
+"""nblib.attacks.pgd beyond what tests/test_attacks.py covers: the box option, the per-iterate callback and the one
 margin's sign, against hand-computed values on linear models."""
 import pytest
 import torch
 import torch.nn as nn
 
-from nblib import toys
-from nblib.pgd import margin_loss, pgd_linf, project_linf
+from nblib.experiments import toys
+from nblib.attacks.pgd import margin_loss, pgd_linf, project_linf
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -1,12 +1,14 @@
-"""nblib.plan and ``reproduce --plan``: the runs a profile asks for, the cache, the projection; nothing trains."""
+"""nblib.pipeline.plan and ``reproduce --plan``: the runs a profile asks for, the cache, the projection; nothing
+trains."""
 import json
 import math
 from pathlib import Path
 
 import pytest
 
-from nblib import plan, reproduce, run_folder
-from nblib.run_config import fill_cfg
+from nblib.pipeline import plan, reproduce
+from nblib.runs import folders
+from nblib.training.run_config import fill_cfg
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,8 +39,8 @@ def test_notebook_parameters_are_defaults_then_profile_then_injected():
 def test_plan_counts_cached_runs_and_projects_the_rest(tmp_path):
     _, p = params_of("smoke", "04")
     p = dict(p, epochs=2, n_eval=10, models=["smallcnn"], adv_modes=["plain", "pgd"])
-    cfgs = [fill_cfg(c) for c in plan.run_configs.RUN_CONFIGS["04_adversarial_norms"](p)]
-    done = run_folder.run_dir_for(tmp_path, cfgs[0])  # a finished run, as the cache stores it
+    cfgs = [fill_cfg(c) for c in plan.grids.RUN_CONFIGS["04_adversarial_norms"](p)]
+    done = folders.run_dir_for(tmp_path, cfgs[0])  # a finished run, as the cache stores it
     done.mkdir(parents=True)
     (done / "cfg.json").write_text(json.dumps(cfgs[0]))
     (done / "history.json").write_text(json.dumps([{"epoch": 1, "global_step": 12, "train_seconds": 2.4},
@@ -50,7 +52,7 @@ def test_plan_counts_cached_runs_and_projects_the_rest(tmp_path):
     assert plain.basis.startswith("cache (2 epochs)") and plain.train_s == pytest.approx(24 * 0.2)
     assert pgd.basis.startswith("probe (1 steps)") and pgd.train_s > 0
     assert "attack upper bound" in pgd.basis and pgd.attack_s > 0
-    assert not (tmp_path / run_folder.config_hash(cfgs[1])).exists()  # nothing was trained
+    assert not (tmp_path / folders.config_hash(cfgs[1])).exists()  # nothing was trained
 
 
 def test_plan_without_data_uses_the_nominal_size(tmp_path):

@@ -61,7 +61,7 @@ def test_rehearsal_covers_every_model_regularizer_and_mode():
 
 
 def test_paper_profile_strengths_are_those_of_the_papers_table2():
-    from nblib.paper_table2 import PAPER_CLIP_VALUES, PAPER_COEFFICIENTS, PAPER_TABLE2
+    from nblib.claims.paper_table2 import PAPER_CLIP_VALUES, PAPER_COEFFICIENTS, PAPER_TABLE2
 
     t2 = load("paper")["03_table2"]
     assert tuple(t2["svc"]) == PAPER_CLIP_VALUES
@@ -72,7 +72,7 @@ def test_paper_profile_strengths_are_those_of_the_papers_table2():
 
 def test_profile_keys_that_set_a_run_are_run_config_keys():
     """One name per setting: a training notebook's key is a run-config key, or ``<key>_255`` of one."""
-    from nblib.run_configs import FIGURE2_KEYS, TABLE2_KEYS, UNITS_255
+    from nblib.runs.grids import FIGURE2_KEYS, TABLE2_KEYS, UNITS_255
 
     def names(keys):
         return {f"{k}_255" if k in UNITS_255 else k for k in keys}

@@ -1,9 +1,9 @@
-"""nblib.readme: the README's results section is regenerated from a made-up outputs folder."""
+"""nblib.pipeline.readme: the README's results section is regenerated from a made-up outputs folder."""
 import json
 
 import pytest
 
-from nblib import readme
+from nblib.pipeline import readme
 
 README = ("# project\n\nintro\n\n## Results\n\n<!-- results:start -->\nold text\n<!-- results:end -->\n"
           "\n## After\nkept\n")

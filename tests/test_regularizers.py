@@ -1,4 +1,4 @@
-"""nblib.regularizers against independent oracles: dense operators built here by pushing basis images through
+"""nblib.training.regularizers against independent oracles: dense operators built here by pushing basis images through
 F.conv2d (zero-padded and circular), their column/row sums and SVD, and finite differences."""
 import copy
 import math
@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from nblib.regularizers import (KINDS, NormDecay, SingularValueClipping, build_regularizer,
+from nblib.training.regularizers import (KINDS, NormDecay, SingularValueClipping, build_regularizer,
                                 clip_linear_singular_values, clip_singular_values, make_optimizer,
                                 optimizer_weight_decay)
 

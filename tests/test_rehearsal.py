@@ -12,9 +12,10 @@ import pytest
 import torch
 import yaml
 
-from nblib import reproduce, run_configs, run_folder
-from nblib.cifar10 import write_cifar10_fixture
-from nblib.plan import notebook_parameters
+from nblib.pipeline import reproduce
+from nblib.runs import grids, folders
+from nblib.data.cifar10 import write_cifar10_fixture
+from nblib.pipeline.plan import notebook_parameters
 from nblib.results import load_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,8 +37,8 @@ def runs_of(rehearsal, nb_stem):
     nb = reproduce.NOTEBOOKS / f"{nb_stem}.ipynb"
     params = notebook_parameters(nb, {}, reproduce.parameters_for(nb, "rehearsal", config, output_dir, None))
     out = []
-    for cfg in run_configs.RUN_CONFIGS[nb_stem](params):
-        folder = run_folder.run_dir_for(reproduce.runs_dir_of(params), cfg)
+    for cfg in grids.RUN_CONFIGS[nb_stem](params):
+        folder = folders.run_dir_for(reproduce.runs_dir_of(params), cfg)
         out.append((cfg, json.loads((folder / "metrics.json").read_text()), folder))
     return out
 

@@ -1,12 +1,13 @@
-"""nblib.reproduce: profiles are checked before anything runs, stale outputs are cleared, progress is printed."""
+"""nblib.pipeline.reproduce: profiles are checked before anything runs, stale outputs are cleared, progress is
+printed."""
 import json
 
 import nbformat
 import pytest
 import yaml
 
-from nblib import reproduce
-from nblib.reproduce import ProfileError, load_profile, type_mismatch
+from nblib.pipeline import reproduce
+from nblib.pipeline.reproduce import ProfileError, load_profile, type_mismatch
 
 SMOKE = yaml.safe_load((reproduce.PARAMS / "smoke.yaml").read_text())
 
@@ -71,7 +72,8 @@ def test_int_for_a_float_parameter_is_accepted(tmp_path):
 
 @pytest.mark.parametrize("key", ["profile", "output_dir"])
 def test_injected_names_are_refused_in_a_section(tmp_path, key):
-    refused(tmp_path, with_section("05_propositions", **{key: "x"}), f"05_propositions.{key}", "set by nblib.reproduce")
+    refused(tmp_path, with_section("05_propositions", **{key: "x"}), f"05_propositions.{key}",
+            "set by nblib.pipeline.reproduce")
 
 
 def test_non_string_device_and_non_mapping_section_are_refused(tmp_path):

@@ -4,6 +4,8 @@
   ``m._x`` on a name bound to an imported nblib module (a shared helper is made public instead);
 * no circular imports: the graph of module-level ``nblib`` imports is acyclic, and every module imports on
   its own in a fresh interpreter (forked from one that holds only third-party packages);
+* layering: imports between subpackages run one way, bottom to top (:data:`LAYERS`), and in a fresh interpreter
+  ``nblib.claims`` loads no training, run or attack module and ``nblib.norms`` no training module;
 * ruff (``[tool.ruff]`` of pyproject.toml) passes on nblib/, tests/, benchmarks/, tasks.py and the notebooks' py:percent
   twins.
 """
@@ -139,6 +141,56 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     return None
 
 
+#: The subpackages of nblib, bottom to top: a module may import from its own subpackage, from a lower layer
+#: and from the top-level modules (:data:`SHARED`), never from its own layer's siblings or from above.
+LAYERS = (("norms", "models", "data"), ("attacks",), ("training",), ("runs", "perf"), ("claims",), ("experiments",),
+          ("pipeline",))
+#: Top-level modules every layer may import; they import no subpackage.
+SHARED = ("results", "vocabulary")
+
+
+def _layer_of(module: str) -> tuple[str, int | None]:
+    """(subpackage or top-level module, its layer index; None for a shared top-level module)."""
+    part = module.split(".")[1] if module.count(".") else ""
+    for i, layer in enumerate(LAYERS):
+        if part in layer:
+            return part, i
+    return part, None
+
+
+def wrong_way_imports() -> list[str]:
+    """Every import (at any depth of a module) against :data:`LAYERS`, as ``file:line: importer -> imported``."""
+    found = []
+    for name, path in MODULES.items():
+        if name == "nblib":
+            continue
+        own, own_layer = _layer_of(name)
+        for mod, names, line, _ in _imports(name, top_level_only=False):
+            targets = [f"{mod}.{n}" for n in names or () if f"{mod}.{n}" in MODULES] or [mod]
+            for target in targets:
+                other, other_layer = _layer_of(target)
+                if other == own or target == "nblib":
+                    continue
+                if own_layer is None and other not in SHARED:
+                    ok = False  # a shared module imports no subpackage
+                elif other_layer is None:
+                    ok = other in SHARED
+                else:
+                    ok = other_layer < own_layer
+                if not ok:
+                    found.append(f"{path.relative_to(ROOT)}:{line}: {name} -> {target}")
+    return found
+
+
+def modules_loaded_by(package: str) -> list[str]:
+    """The nblib modules a fresh interpreter holds after ``import <package>``."""
+    script = f"import sys, {package}; print('\\n'.join(m for m in sys.modules if m.startswith('nblib')))"
+    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                         env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert out.returncode == 0, out.stderr
+    return out.stdout.split()
+
+
 # --------------------------------------------------------------------------- the checker's own oracle
 def test_checkers_catch_what_they_must(tmp_path, monkeypatch):
     """Each checker fails on a planted defect (so the tests below can fail)."""
@@ -163,15 +215,58 @@ def test_checkers_catch_what_they_must(tmp_path, monkeypatch):
     assert find_cycle({"x": {"y"}, "y": set()}) is None
 
 
+def test_layering_checker_catches_a_wrong_way_import(tmp_path, monkeypatch):
+    """A planted import upwards (norms -> training), sideways (runs -> perf) and from a shared module into a
+    subpackage is found; imports downwards and within a subpackage are not."""
+    pkg = tmp_path / "nblib"
+    for sub in ("norms", "training", "runs", "perf"):
+        (pkg / sub).mkdir(parents=True)
+        (pkg / sub / "__init__.py").write_text("")
+    (pkg / "__init__.py").write_text("")
+    (pkg / "results.py").write_text("from nblib.norms import a\n")
+    (pkg / "norms" / "a.py").write_text("from nblib.norms import b\n\n\ndef f():\n    from nblib.training import t\n")
+    (pkg / "norms" / "b.py").write_text("from nblib import results\n")
+    (pkg / "training" / "t.py").write_text("from nblib.norms.a import f\n")
+    (pkg / "runs" / "r.py").write_text("from nblib.training import t\nfrom nblib.perf import p\n")
+    (pkg / "perf" / "p.py").write_text("import nblib.training.t\n")
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
+    monkeypatch.setattr(sys.modules[__name__], "MODULES", {_module_name(p): p for p in sorted(pkg.rglob("*.py"))})
+    found = {f.split(": ", 1)[1] for f in wrong_way_imports()}
+    assert found == {"nblib.norms.a -> nblib.training.t", "nblib.runs.r -> nblib.perf.p",
+                     "nblib.results -> nblib.norms.a"}, found
+
+
 # --------------------------------------------------------------------------- the package
 def test_no_private_name_crosses_modules():
     found = private_imports()
     assert not found, "private names used across nblib modules (make them public):\n" + "\n".join(found)
 
 
+def test_imports_run_one_way_between_subpackages():
+    assert {m.split(".")[1] for m in MODULES if m.count(".") >= 2} == {p for layer in LAYERS for p in layer}, \
+        "a subpackage is missing from LAYERS"
+    found = wrong_way_imports()
+    assert not found, "imports against the layering (bottom to top: " + " < ".join("/".join(la) for la in LAYERS) + \
+        "):\n" + "\n".join(found)
+
+
+def test_claims_load_no_training_run_or_attack_code():
+    loaded = modules_loaded_by("nblib.claims.table2") + modules_loaded_by("nblib.claims.figure2")
+    assert "nblib.claims.verdict" in loaded  # the probe sees what it loads
+    bad = [m for m in loaded if m.startswith(("nblib.training", "nblib.runs", "nblib.attacks"))]
+    assert not bad, f"importing the claims loads {bad}"
+
+
+def test_norms_load_no_training_code():
+    loaded = modules_loaded_by("nblib.norms")
+    assert "nblib.norms.operator_norms" in loaded
+    assert not [m for m in loaded if m.startswith(("nblib.training", "nblib.runs", "nblib.attacks"))], loaded
+
+
 def test_import_graph_is_acyclic():
     graph = import_graph()
-    assert graph["nblib.train"] >= {"nblib.autoattack", "nblib.lipschitz"}  # the scan sees real imports
+    # the scan sees real imports
+    assert graph["nblib.training.train"] >= {"nblib.attacks.autoattack", "nblib.attacks.lipschitz"}
     cycle = find_cycle(graph)
     assert cycle is None, "circular module-level imports: " + " -> ".join(cycle)
 

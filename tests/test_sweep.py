@@ -1,4 +1,4 @@
-"""Tests for nblib.run_folder, nblib.run_cache and nblib.sweep: config hashing, the run-folder cache
+"""Tests for nblib.runs.folders, nblib.runs.cache and nblib.runs.sweep: config hashing, the run-folder cache
 (finished / killed / corrupt / stale / diverged), locking between worker processes, and sweeps."""
 import fcntl
 import json
@@ -15,13 +15,15 @@ import pandas as pd
 import pytest
 import torch
 
-from nblib import adversarial, autoattack, run_folder, train
-from nblib.checkpoint import CHECKPOINT
+from nblib.training import adversarial, train
+from nblib.attacks import autoattack
+from nblib.runs import folders
+from nblib.training.checkpoint import CHECKPOINT
 from nblib.results import read_json, write_json_atomic
-from nblib.run_cache import RunLocked, run_cached
-from nblib.run_config import DEFAULT_CFG, IGNORED_UNLESS, fill_cfg
-from nblib.run_folder import check_metrics, config_hash, run_dir_for, run_status
-from nblib.sweep import SLURM_TIMEOUT_MIN, expand_grid, run_sweep, slurm_kwargs
+from nblib.runs.cache import RunLocked, run_cached
+from nblib.training.run_config import DEFAULT_CFG, IGNORED_UNLESS, fill_cfg
+from nblib.runs.folders import check_metrics, config_hash, run_dir_for, run_status
+from nblib.runs.sweep import SLURM_TIMEOUT_MIN, expand_grid, run_sweep, slurm_kwargs
 from run_results import TIME_KEYS, without_times
 
 TINY = dict(model="smallcnn", dataset="digits", train_subset=64, batch_size=32, epochs=2, lr=0.05,
@@ -37,7 +39,7 @@ OTHER_VALUE = {
     "attack": "authors", "attack_budget": 0.5, "local_lipschitz": True, "reg_beta_scaling": "total",
     "reg_svc_linear": False, "extra_eval_eps": [4 / 255],
 }
-# what a key needs beside it to have an effect (nblib.run_config.IGNORED_UNLESS)
+# what a key needs beside it to have an effect (nblib.training.run_config.IGNORED_UNLESS)
 CONTEXT = {"reg_gamma": dict(regularizer="nd_l1", reg_strength=1e-3),
            "reg_clip_every": dict(regularizer="svc", reg_strength=1.0),
            "adv_preset": dict(adv_mode="pgd"), "cudnn_deterministic": dict(device="cuda"),
@@ -92,7 +94,7 @@ def test_hash_is_stable():
     assert config_hash(dict(TINY, lr=0.05, momentum=0.9)) == h
     assert config_hash({}) == config_hash(DEFAULT_CFG)
     assert config_hash(dict(TINY, eval_eps=1)) == config_hash(dict(TINY, eval_eps=1.0))
-    code = f"from nblib.run_folder import config_hash; print(config_hash({TINY!r}))"
+    code = f"from nblib.runs.folders import config_hash; print(config_hash({TINY!r}))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={"PYTHONHASHSEED": "123", "PATH": ""}, cwd=Path(__file__).parents[1])
     assert out.stdout.strip() == h  # another interpreter, another str-hash seed
@@ -151,7 +153,7 @@ def test_cache_hit_skips_training(tmp_path, fake_run_one):
     v = read_json(d / "versions.json")
     assert v["torch"] == torch.__version__ and {"cuda", "git_sha", "device_name", "python"} <= set(v)
     prov = read_json(d / "provenance.json")
-    assert prov == run_folder.provenance(TINY) and prov["code"] == run_folder.code_fingerprint()
+    assert prov == folders.provenance(TINY) and prov["code"] == folders.code_fingerprint()
     done = read_json(d / "DONE")
     assert done["status"] == "done" and done["checkpoint_bytes"] == (d / CHECKPOINT).stat().st_size
     assert run_status(d, TINY) == ("done", "finished")
@@ -234,7 +236,7 @@ def test_unreadable_checkpoint_is_moved_aside_and_rerun(tmp_path):
     d = run_dir_for(tmp_path, TINY)
     d.mkdir(parents=True)
     (d / CHECKPOINT).write_bytes(b"\x00 truncated")
-    write_json_atomic(d / "provenance.json", run_folder.provenance(TINY))
+    write_json_atomic(d / "provenance.json", folders.provenance(TINY))
     with pytest.warns(UserWarning, match="checkpoint unusable"):
         m = run_cached(TINY, tmp_path)
     assert m["resumed_from_epoch"] == 0 and m["epochs_trained"] == 2
@@ -307,7 +309,7 @@ def test_changed_preset_is_not_reused(tmp_path, fake_run_one, monkeypatch):
 def test_changed_code_is_not_reused(tmp_path, fake_run_one, monkeypatch):
     run_cached(TINY, tmp_path)
     d = run_dir_for(tmp_path, TINY)
-    monkeypatch.setattr(run_folder, "code_fingerprint", lambda: "another-code")
+    monkeypatch.setattr(folders, "code_fingerprint", lambda: "another-code")
     assert run_status(d, TINY)[0] == "stale"
     assert run_cached(TINY, tmp_path, reuse_stale=True)["stale_reason"].startswith("result of other code")
     assert len(fake_run_one) == 1
@@ -335,31 +337,31 @@ def test_folder_of_older_code_is_stale(tmp_path, fake_run_one):
 
 
 def test_code_fingerprint_covers_result_code(tmp_path, monkeypatch):
-    fp = run_folder.code_fingerprint()
-    assert len(fp) == 16 and fp == run_folder.code_fingerprint()
-    names = {p.relative_to(REPO / "nblib").as_posix() for p in run_folder.fingerprinted_sources()}
-    assert {"train.py", "autoattack.py", "norms.py", "regularizers.py", "data.py", "adversarial.py",
-            "models/__init__.py"} <= names
-    assert not names & {"sweep.py", "run_folder.py", "run_cache.py", "results.py", "experiments.py"}
-    assert all((REPO / "nblib" / n).exists() for n in run_folder.NOT_FINGERPRINTED)  # no stale names
+    fp = folders.code_fingerprint()
+    assert len(fp) == 16 and fp == folders.code_fingerprint()
+    names = {p.relative_to(REPO / "nblib").as_posix() for p in folders.fingerprinted_sources()}
+    assert {"training/train.py", "attacks/autoattack.py", "norms/operator_norms.py", "training/regularizers.py",
+            "data/datasets.py", "training/adversarial.py", "models/__init__.py"} <= names
+    assert not {n.split("/")[0] for n in names} - set(folders.RESULT_PACKAGES)  # runs/, claims/, ... are not
+    assert {"runs/sweep.py", "runs/folders.py", "runs/cache.py", "experiments/table2.py"}.isdisjoint(names)
     # copies of the sources (read once per process and folder): the same bytes give the same fingerprint,
     # one more byte in one source another
-    sources = run_folder.fingerprinted_sources()
+    sources = folders.fingerprinted_sources()
     for name, extra in (("same", b""), ("edited", b"\n")):
         copy = tmp_path / name / "nblib"
         for f in sources:
             (copy / f.relative_to(REPO / "nblib")).parent.mkdir(parents=True, exist_ok=True)
-            tail = extra if f.name == "norms.py" else b""
+            tail = extra if f.name == "operator_norms.py" else b""
             (copy / f.relative_to(REPO / "nblib")).write_bytes(f.read_bytes() + tail)
-        monkeypatch.setattr(run_folder, "_REPO", tmp_path / name)
-        assert (run_folder.code_fingerprint() == fp) == (name == "same"), name
+        monkeypatch.setattr(folders, "_REPO", tmp_path / name)
+        assert (folders.code_fingerprint() == fp) == (name == "same"), name
 
 
 def test_folder_of_an_old_hash_is_reported(tmp_path, fake_run_one):
     run_cached(TINY, tmp_path)
     d = run_dir_for(tmp_path, TINY)
     old = d.rename(tmp_path / "0123456789ab")  # as if hashed by an older rule
-    assert run_folder.old_hash_folders(tmp_path) == {d.name: [old]}
+    assert folders.old_hash_folders(tmp_path) == {d.name: [old]}
     with pytest.warns(UserWarning, match="older config hash.*0123456789ab.*reused"):
         kept = run_sweep([TINY], tmp_path, reuse_stale=True)
     assert kept["stale"].tolist() == [True] and len(fake_run_one) == 1
@@ -388,17 +390,18 @@ def test_locked_run_is_put_off_then_waited_for(tmp_path, fake_run_one, capfd):
 
 WORKER = """
 import json, os, sys
-from nblib import run_cache, run_folder, sweep, train
+from nblib.runs import cache, folders, sweep
+from nblib.training import train
 root, log, out = sys.argv[1], sys.argv[2], sys.argv[3]
 cfgs = json.loads(sys.argv[4])
 real = train.run_one
 def counted(cfg, run_dir, **kw):  # one line per training (O_APPEND: whole lines)
     with open(log, "a") as f:
-        f.write(run_folder.config_hash(cfg) + "\\n")
+        f.write(folders.config_hash(cfg) + "\\n")
     return real(cfg, run_dir, **kw)
 train.run_one = counted
 df = sweep.run_sweep(cfgs, root)
-json.dump({h: run_cache.run_cached(c, root) for h, c in zip(df["hash"], cfgs)}, open(out, "w"))
+json.dump({h: cache.run_cached(c, root) for h, c in zip(df["hash"], cfgs)}, open(out, "w"))
 """
 
 
@@ -431,19 +434,19 @@ def test_four_workers_train_each_config_once(tmp_path):
 
 KILLED = """
 import sys, time, pathlib
-from nblib import run_cache
+from nblib.runs import cache
 root, marker, cfg = sys.argv[1], pathlib.Path(sys.argv[2]), eval(sys.argv[3])
 def hang(epoch, batch):  # in the middle of the second epoch: tell the test, then hang until killed
     if epoch == 1 and batch == 2:
         marker.write_text("mid-epoch")
         time.sleep(600)
-run_cache.run_cached(cfg, root, step_callback=hang)
+cache.run_cached(cfg, root, step_callback=hang)
 """
 WAITER = """
 import json, sys
-from nblib import run_cache
+from nblib.runs import cache
 root, out, cfg = sys.argv[1], sys.argv[2], eval(sys.argv[3])
-json.dump(run_cache.run_cached(cfg, root), open(out, "w"))
+json.dump(cache.run_cached(cfg, root), open(out, "w"))
 """
 
 
@@ -545,8 +548,8 @@ def test_missing_submitit_names_the_install(tmp_path, monkeypatch, fake_run_one)
 def test_versions_tolerates_missing_git(monkeypatch):
     def no_git(*a, **k):
         raise FileNotFoundError("git")
-    monkeypatch.setattr(run_folder.subprocess, "run", no_git)
-    v = run_folder.versions("cpu")
+    monkeypatch.setattr(folders.subprocess, "run", no_git)
+    v = folders.versions("cpu")
     assert v["git_sha"] is None and v["torch"] == torch.__version__
 
 

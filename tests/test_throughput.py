@@ -1,11 +1,11 @@
-"""Tests for nblib.throughput: the old path's re-creation, the measurements (tiny, CPU) and the projection."""
+"""Tests for nblib.perf.throughput: the old path's re-creation, the measurements (tiny, CPU) and the projection."""
 import math
 
 import pytest
 import torch
 
-from nblib import throughput as tp
-from nblib.loader import crop_flip, to_float
+from nblib.perf import throughput as tp
+from nblib.data.loader import crop_flip, to_float
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

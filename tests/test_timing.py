@@ -1,8 +1,8 @@
-"""nblib.timing.time_calls against a scripted clock: the median of the timed calls, after the warm-up,
+"""nblib.perf.timing.time_calls against a scripted clock: the median of the timed calls, after the warm-up,
 within the budget."""
 import pytest
 
-from nblib import timing
+from nblib.perf import timing
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Tests of nblib.toys (Proposition 1, Theorem 2, Proposition 2), each against an independent oracle:
+"""Tests of nblib.experiments.toys (Proposition 1, Theorem 2, Proposition 2), each against an independent oracle:
 numpy norms / forward passes, brute-force pairwise distances, the closed-form plateau score and the
 exact robust accuracy of a linear classifier."""
 import itertools
@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 from hypothesis import given, settings, strategies as st
 
-from nblib import toys
+from nblib.experiments import toys
 
 SCALES = [1.0, 10.0, 1e3, 1e6]
 

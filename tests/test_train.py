@@ -1,4 +1,4 @@
-"""Tests for nblib.train.run_one on the embedded digits data with the small CNN (CPU)."""
+"""Tests for nblib.training.train.run_one on the embedded digits data with the small CNN (CPU)."""
 import json
 import math
 import time
@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from nblib import run_config
-from nblib.checkpoint import CHECKPOINT, CheckpointError
+from nblib.training import run_config
+from nblib.training.checkpoint import CHECKPOINT, CheckpointError
 from nblib.models import build
 from nblib.norms import layer_norms
-from nblib.run_config import DEFAULT_CFG, fill_cfg, scaled_milestones
-from nblib.train import run_one
+from nblib.training.run_config import DEFAULT_CFG, fill_cfg, scaled_milestones
+from nblib.training.train import run_one
 from run_results import without_times
 
 # 256 training images, 4 SGD steps of 64 per epoch; no AutoAttack unless a test asks for it

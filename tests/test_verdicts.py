@@ -1,4 +1,4 @@
-"""nblib.verdicts: every claim function on made-up tables where the claim holds, fails, and cannot be tested;
+"""nblib.claims: every claim function on made-up tables where the claim holds, fails, and cannot be tested;
 the statistics against scipy as an independent oracle."""
 import math
 
@@ -8,12 +8,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from nblib import figure2_verdicts as F2
-from nblib import stats as S
-from nblib import table2_verdicts as T2
-from nblib import verdicts as V
-from nblib.benchmark import PAPER_TABLE1
-from nblib.paper_table2 import paper_table2_frame
+from nblib.claims import figure2 as F2
+from nblib.claims import stats as S
+from nblib.claims import table2 as T2
+from nblib.claims import propositions as P
+from nblib.claims import table1 as T1
+from nblib.claims import theorem1 as TH1
+from nblib.claims import verdict as V
+from nblib.perf.benchmark import PAPER_TABLE1
+from nblib.claims.paper_table2 import paper_table2_frame
 
 H, F, U = V.HOLDS, V.FAILS, V.UNTESTABLE
 
@@ -71,19 +74,19 @@ def _thm1(err1=0.0, err2=0.0, ratio=(1.5, 3.0), inside=True):
 
 
 def test_theorem1_outcomes():
-    assert [v.outcome for v in V.theorem1(_thm1())] == [H, H, H]
-    assert [v.outcome for v in V.theorem1(_thm1(err1=1e-3))] == [F, H, H]
-    assert [v.outcome for v in V.theorem1(_thm1(err2=math.nan))] == [H, F, H]  # not computed = wrong
-    assert [v.outcome for v in V.theorem1(_thm1(ratio=(0.9, 2.0)))] == [H, H, F]
-    assert [v.outcome for v in V.theorem1(_thm1(inside=False))] == [U, U, H]
-    assert V.theorem1(_thm1())[2].numbers["median_ratio"] == 2.0  # how loose eq. 3 is
+    assert [v.outcome for v in TH1.theorem1(_thm1())] == [H, H, H]
+    assert [v.outcome for v in TH1.theorem1(_thm1(err1=1e-3))] == [F, H, H]
+    assert [v.outcome for v in TH1.theorem1(_thm1(err2=math.nan))] == [H, F, H]  # not computed = wrong
+    assert [v.outcome for v in TH1.theorem1(_thm1(ratio=(0.9, 2.0)))] == [H, H, F]
+    assert [v.outcome for v in TH1.theorem1(_thm1(inside=False))] == [U, U, H]
+    assert TH1.theorem1(_thm1())[2].numbers["median_ratio"] == 2.0  # how loose eq. 3 is
 
 
 def test_exact_model_norms():
     rows = pd.DataFrame(dict(err_l1=[0.0, 1e-12], err_linf=[0.0, 0.0]))
-    assert V.exact_model_norms(rows).outcome == H
-    assert V.exact_model_norms(rows.assign(err_linf=[0.0, 0.1])).outcome == F
-    assert V.exact_model_norms(rows.iloc[:0]).outcome == U
+    assert TH1.exact_model_norms(rows).outcome == H
+    assert TH1.exact_model_norms(rows.assign(err_linf=[0.0, 0.1])).outcome == F
+    assert TH1.exact_model_norms(rows.iloc[:0]).outcome == U
 
 
 # ------------------------------------------------------------------------------------------ Table 1
@@ -93,22 +96,22 @@ def _wide(power=(100.0, 200.0), floor=0.001):
 
 
 def test_paper_speedup_is_from_table1():
-    s = V.paper_speedup(PAPER_TABLE1, "power")
+    s = T1.paper_speedup(PAPER_TABLE1, "power")
     assert s.max() == pytest.approx(255 / 0.0239) and s.min() == pytest.approx(27.4 / 0.00682)
 
 
 def test_table1_speed_outcomes():
-    assert V.table1_speed(_wide(), "power", 6000, "power iteration").outcome == F  # ratios 5000x and 10000x
-    assert V.table1_speed(_wide((100.0, 200.0)), "power", 5000, "p").numbers["min_ratio"] == pytest.approx(5000)
-    assert V.table1_speed(_wide((100.0, 200.0)), "power", 5000, "p").outcome == H
-    assert V.table1_speed(_wide((100.0, math.nan)), "power", 5000, "p").numbers["n_not_measured"] == 1
-    assert V.table1_speed(_wide((math.nan, math.nan)), "power", 5000, "p").outcome == U
+    assert T1.table1_speed(_wide(), "power", 6000, "power iteration").outcome == F  # ratios 5000x and 10000x
+    assert T1.table1_speed(_wide((100.0, 200.0)), "power", 5000, "p").numbers["min_ratio"] == pytest.approx(5000)
+    assert T1.table1_speed(_wide((100.0, 200.0)), "power", 5000, "p").outcome == H
+    assert T1.table1_speed(_wide((100.0, math.nan)), "power", 5000, "p").numbers["n_not_measured"] == 1
+    assert T1.table1_speed(_wide((math.nan, math.nan)), "power", 5000, "p").outcome == U
 
 
 def test_table1_floor_outcomes():
-    assert V.table1_floor(_wide(floor=0.01), k=3).outcome == H
-    assert V.table1_floor(_wide(floor=0.001), k=3).outcome == F
-    assert V.table1_floor(_wide(floor=math.nan), k=3).outcome == U
+    assert T1.table1_floor(_wide(floor=0.01), k=3).outcome == H
+    assert T1.table1_floor(_wide(floor=0.001), k=3).outcome == F
+    assert T1.table1_floor(_wide(floor=math.nan), k=3).outcome == U
 
 
 # ------------------------------------------------------------------------------------------ Table 2
@@ -238,16 +241,16 @@ def _prop1(spread=0.0, growth=1.0):
 
 
 def test_proposition1_outcomes():
-    assert V.proposition1(_prop1()).outcome == H
-    assert V.proposition1(_prop1(spread=1e-3)).outcome == F
-    assert V.proposition1(_prop1(growth=0.5)).outcome == F
-    assert V.proposition1(_prop1()[lambda d: d.scale == 1.0]).outcome == U
+    assert P.proposition1(_prop1()).outcome == H
+    assert P.proposition1(_prop1(spread=1e-3)).outcome == F
+    assert P.proposition1(_prop1(growth=0.5)).outcome == F
+    assert P.proposition1(_prop1()[lambda d: d.scale == 1.0]).outcome == U
 
 
 def test_proposition2_outcomes():
     p = pd.DataFrame(dict(xi=[10.0, 1000.0], grid_robust_acc=[1.0, 1.0], pgd_robust_acc=[1.0, 1.0],
                           lipschitz_lower=[12.0, 1500.0]))
-    assert [v.outcome for v in V.proposition2(p, d_min=0.5, eps=0.1)] == [H, H]
-    assert [v.outcome for v in V.proposition2(p.assign(lipschitz_lower=[12.0, 10.0]), 0.5, 0.1)] == [H, F]
-    assert [v.outcome for v in V.proposition2(p.assign(pgd_robust_acc=[0.9, 1.0]), 0.5, 0.1)] == [F, F]
-    assert [v.outcome for v in V.proposition2(p, d_min=0.15, eps=0.1)] == [U, U]
+    assert [v.outcome for v in P.proposition2(p, d_min=0.5, eps=0.1)] == [H, H]
+    assert [v.outcome for v in P.proposition2(p.assign(lipschitz_lower=[12.0, 10.0]), 0.5, 0.1)] == [H, F]
+    assert [v.outcome for v in P.proposition2(p.assign(pgd_robust_acc=[0.9, 1.0]), 0.5, 0.1)] == [F, F]
+    assert [v.outcome for v in P.proposition2(p, d_min=0.15, eps=0.1)] == [U, U]

@@ -1,19 +1,20 @@
-"""nblib.verify: a power iteration that did not converge is recorded instead of warned; every model conv is
+"""nblib.experiments.theorem1: a power iteration that did not converge is recorded instead of warned; every model
+conv is
 checked, with seeded weights."""
 import warnings
 
 import torch
 
-from nblib import verify
+from nblib.experiments import theorem1
 
 
 def test_unconverged_power_iteration_is_recorded_not_warned():
     torch.set_default_dtype(torch.float64)
     try:
-        layers = verify.random_conv_layers(100, seed=0, max_hw=9)  # notebook 01's smoke layers
+        layers = theorem1.random_conv_layers(100, seed=0, max_hw=9)  # notebook 01's smoke layers
         with warnings.catch_warnings():
             warnings.simplefilter("error")
-            rows = [verify.check_against_dense(c, hw) for c, hw in layers[50:55]]
+            rows = [theorem1.check_against_dense(c, hw) for c, hw in layers[50:55]]
     finally:
         torch.set_default_dtype(torch.float32)
     # layer 52 has close top singular values: the block power iteration certifies it now
@@ -23,23 +24,23 @@ def test_unconverged_power_iteration_is_recorded_not_warned():
 
 
 def test_a_power_iteration_that_could_not_certify_is_recorded_not_warned(monkeypatch):
-    real = verify.norms.conv2d_norm
+    real = theorem1.norms.conv2d_norm
 
     def uncertified(conv, hw, p, **kwargs):
         if p == 2 and "max_iter" in kwargs:  # the power iteration of check_against_dense
             warnings.warn("power iteration stopped at max_iter: a lower bound", RuntimeWarning)
         return real(conv, hw, p, **kwargs)
 
-    monkeypatch.setattr(verify.norms, "conv2d_norm", uncertified)
-    conv, hw = verify.random_conv_layers(1, seed=0, max_hw=6)[0]
+    monkeypatch.setattr(theorem1.norms, "conv2d_norm", uncertified)
+    conv, hw = theorem1.random_conv_layers(1, seed=0, max_hw=6)[0]
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        row = verify.check_against_dense(conv, hw)
+        row = theorem1.check_against_dense(conv, hw)
     assert row["power_converged"] is False
 
 
 def test_model_conv_rows_cover_every_conv_and_repeat_exactly():
-    from nblib.verify import all_convs_checked, model_conv_rows
+    from nblib.experiments.theorem1 import all_convs_checked, model_conv_rows
 
     rows = model_conv_rows(["smallcnn"], seed=3)
     assert len(rows) == rows.convs_in_model.iloc[0] == 4 and all_convs_checked(rows)

@@ -1,0 +1,8 @@
+"""One module per notebook; its ``run(settings)`` returns a result with the tables, the figures' data and the
+verdicts, and ``result.save(output_dir)`` writes them.
+
+* :mod:`~nblib.experiments.theorem1` -- notebook 01: eq. 1-3 against the dense operator matrix.
+* :mod:`~nblib.experiments.table2` -- notebook 03: norm regularizers against plain training.
+* :mod:`~nblib.experiments.figure2` -- notebook 04: layer norms of adversarially trained networks.
+* :mod:`~nblib.experiments.toys` -- the constructions of Propositions 1-2 (notebook 05).
+"""

@@ -1,0 +1,92 @@
+"""Notebook 04 end to end (Figure 2): layer norms of plainly and adversarially trained networks.
+
+``run(settings) -> Figure2Result``: layer norms of plain, PGD-AT, ALP and TRADES networks (Figure 2), their
+robust accuracy and local Lipschitz estimates.  The runs come from :func:`nblib.runs.grids.figure2_run_configs`
+(trained or read back by :func:`nblib.runs.grids.train_runs`); every table is computed from the sweep's result
+table alone (:func:`figure2_result`) and the claims are decided by :mod:`nblib.claims.figure2`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from nblib.claims import figure2 as judge
+from nblib.claims.stats import with_intervals
+from nblib.claims.verdict import Verdict, records
+from nblib.results import save_metrics, save_table
+from nblib.runs.grids import config_values, figure2_run_configs, train_runs
+from nblib.runs.tables import l1_with_batchnorm_frame, layer_norm_frame
+from nblib.vocabulary import ADV_LABELS
+
+
+@dataclass
+class Figure2Result:
+    """Notebook 04's runs, tables and verdicts (accuracies as fractions)."""
+
+    runs: pd.DataFrame          # the sweep's table: one row per run
+    summary: pd.DataFrame       # model, adv_mode, clean/robust accuracy (+ Wilson interval), Lipschitz estimates
+    norms: pd.DataFrame         # exact l_inf and l1 norms of every Conv2d / Linear layer (the paper's view)
+    norms_with_batchnorm: pd.DataFrame  # l1 norms of every Conv2d / Linear / BatchNorm layer (authors' view)
+    verdicts: list = field(default_factory=list)
+    metrics: dict = field(default_factory=dict)  # outputs/<profile>/metrics/04_adversarial_norms.json
+
+    def save(self, output_dir) -> None:
+        """Write the tables (``tables/04_*``) and the metrics JSON."""
+        save_table(self.summary, output_dir, "04_accuracy_lipschitz")
+        save_table(self.norms, output_dir, "04_layer_norms")
+        save_table(self.norms_with_batchnorm, output_dir, "04_layer_norms_l1_with_batchnorm")
+        save_metrics(output_dir, "04_adversarial_norms", self.metrics)
+
+
+def figure2_summary(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per run: accuracies (fractions) with the Wilson interval of the robust one over ``n_eval``
+    attacked points, mean / largest local Lipschitz estimate, gradient margin, log10 product of the layers'
+    l_inf norms."""
+    summary = runs[["model", "adv_mode", "clean_acc", "robust_acc", "lip_mean", "lip_max", "grad_margin_mean",
+                    "log10_linf_norm_product"]].assign(n_eval=runs.metric_n_eval)
+    return with_intervals(summary, "robust_acc", "n_eval", percent=False)
+
+
+def figure2_claims(summary: pd.DataFrame, norms: pd.DataFrame, with_bn: pd.DataFrame) -> list[Verdict]:
+    """Figure 2's verdicts: norms comparable or larger in both views, more robust, smaller local Lipschitz."""
+    return [*judge.figure2_norms(norms, "linf", "l_inf"),
+            *judge.figure2_norms(with_bn, "norm", "l1-with-BatchNorm"),
+            *judge.figure2_more_robust(summary), *judge.figure2_local_lipschitz(summary)]
+
+
+def figure2_metrics(settings: dict, summary: pd.DataFrame, norms: pd.DataFrame, with_bn: pd.DataFrame,
+                    claims) -> dict:
+    """The metrics JSON of notebook 04: settings, per-run accuracies and Lipschitz numbers, layer counts,
+    verdicts."""
+    def per_run(col):
+        return {f"{r.model}/{r.adv_mode}": getattr(r, col) for r in summary.itertuples()}
+
+    return dict(models=list(settings["models"]), adv_modes=list(settings["adv_modes"]), dataset=settings["dataset"],
+                eps=config_values(settings, ["eval_eps"])["eval_eps"], attack=settings["attack"],
+                attack_budget=settings["attack_budget"],
+                n_eval=settings["n_eval"], epochs=settings["epochs"], clean_acc=per_run("clean_acc"),
+                robust_acc=per_run("robust_acc"), lip_mean=per_run("lip_mean"),
+                log10_linf_norm_product=per_run("log10_linf_norm_product"),
+                n_layers=int(norms.groupby(["model", "adv_mode"]).size().min()),
+                n_layers_with_batchnorm=int(with_bn.groupby(["model", "adv_mode"]).size().min()),
+                verdicts=records(claims))
+
+
+def figure2_result(runs: pd.DataFrame, settings: dict) -> Figure2Result:
+    """Every table and verdict of Figure 2 from the sweep's result table ``runs`` (finished run folders)."""
+    summary = figure2_summary(runs)
+    norms = layer_norm_frame(runs)
+    norms["method"] = norms.adv_mode.map(ADV_LABELS)
+    norms["log10_linf"] = np.log10(norms.linf)
+    with_bn = l1_with_batchnorm_frame(runs)
+    claims = figure2_claims(summary, norms, with_bn)
+    return Figure2Result(runs=runs, summary=summary, norms=norms, norms_with_batchnorm=with_bn, verdicts=claims,
+                         metrics=figure2_metrics(settings, summary, norms, with_bn, claims))
+
+
+def run(settings: dict) -> Figure2Result:
+    """Notebook 04 end to end: the sweep of :func:`nblib.runs.grids.figure2_run_configs`, then
+    :func:`figure2_result`."""
+    return figure2_result(train_runs(settings, figure2_run_configs(settings)), settings)

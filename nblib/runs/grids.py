@@ -1,0 +1,92 @@
+"""The training runs of the paper's two experiments, built from a notebook's parameters.
+
+Table 2 (notebook 03): one run per model for plain training and per (regularizer, strength) of weight decay,
+singular value clipping and l1 / l_inf norm decay.  Figure 2 (notebook 04): one run per (model, training mode)
+of plain, PGD-AT, ALP and TRADES training.
+
+**One name per setting.**  A notebook parameter (and its profile key) that sets a run is named as the run
+config's key (:data:`nblib.training.run_config.DEFAULT_CFG`), with one mapping where the paper's notation shows: a
+parameter ``<key>_255`` is the config's ``<key>`` in units of 1/255 (``eval_eps_255 = 8`` is
+``eval_eps = 8 / 255``; the paper writes eps = 1/255 and 8/255).  The grids are ``models`` (config key
+``model``), ``adv_modes`` (``adv_mode``) and one list of strengths per regularizer, named as the
+regularizer (``wd``, ``svc``, ``nd_l1``, ``nd_linf``: ``reg_strength`` of that ``regularizer``).  A setting a
+notebook does not have comes from ``DEFAULT_CFG``.
+"""
+from __future__ import annotations
+
+from nblib.training.regularizers import KINDS
+from nblib.runs.sweep import expand_grid, run_sweep, slurm_kwargs
+
+#: Run-config keys that notebooks give in units of 1/255, as ``<key>_255``.
+UNITS_255 = ("eval_eps", "extra_eval_eps")
+#: The run-config keys each training notebook sets from its parameters.
+TABLE2_KEYS = ("dataset", "data_root", "train_subset", "epochs", "lr", "reg_gamma", "reg_clip_every",
+               "reg_beta_scaling", "reg_svc_linear", "eval_eps", "extra_eval_eps", "attack", "attack_budget",
+               "n_eval", "seed", "device")
+FIGURE2_KEYS = ("dataset", "data_root", "train_subset", "epochs", "lr", "adv_preset", "eval_eps", "attack",
+                "attack_budget", "n_eval", "seed", "device")
+#: The regularizers of Table 2, each with its list of strengths as a parameter of the same name.
+REGULARIZERS = tuple(k for k in KINDS if k != "none")
+
+
+def config_values(settings: dict, keys) -> dict:
+    """The run-config entries ``keys`` from a notebook's parameters ``settings``: ``settings[key]``, or
+    ``settings[key + "_255"] / 255`` (element-wise for a list) for the keys of :data:`UNITS_255`."""
+    out = {}
+    for key in keys:
+        if key not in UNITS_255:
+            out[key] = settings[key]
+            continue
+        value = settings[f"{key}_255"]
+        out[key] = [v / 255 for v in value] if isinstance(value, (list, tuple)) else value / 255
+    return out
+
+
+def table2_configs(models, base: dict, wd=(), svc=(), nd_l1=(), nd_linf=()) -> list[dict]:
+    """One training config per (model, regularizer, strength), plain runs included, on top of ``base``."""
+    cfgs = []
+    for model in models:
+        cfgs += expand_grid({**base, "model": model}, regularizer=["none"], reg_strength=[0.0])
+        for kind, values in zip(REGULARIZERS, (wd, svc, nd_l1, nd_linf)):
+            if len(values):
+                cfgs += expand_grid({**base, "model": model}, regularizer=[kind], reg_strength=list(values))
+    return cfgs
+
+
+def table2_run_configs(settings: dict) -> list[dict]:
+    """The run configs of notebook 03 from its parameters (:data:`TABLE2_KEYS`, ``models`` and the strength
+    lists of :data:`REGULARIZERS`); without an attack no extra radius is attacked."""
+    base = config_values(settings, TABLE2_KEYS)
+    if base["attack"] == "none":
+        base["extra_eval_eps"] = []
+    return table2_configs(settings["models"], base, **{k: settings[k] for k in REGULARIZERS})
+
+
+def figure2_configs(models, base: dict, adv_modes=("plain", "pgd", "alp", "trades")) -> list[dict]:
+    """One training config per (model, adversarial training mode) on top of ``base``."""
+    return [cfg for model in models for cfg in expand_grid({**base, "model": model}, adv_mode=list(adv_modes))]
+
+
+def figure2_run_configs(settings: dict) -> list[dict]:
+    """The run configs of notebook 04 from its parameters (:data:`FIGURE2_KEYS`, ``models``, ``adv_modes``):
+    one per (model, training mode), all with local Lipschitz estimates."""
+    base = {**config_values(settings, FIGURE2_KEYS), "local_lipschitz": True}
+    return figure2_configs(settings["models"], base, adv_modes=settings["adv_modes"])
+
+
+def runs_root(settings: dict) -> str:
+    """The sweep cache of a training notebook: ``runs_dir``, or ``<output_dir>/runs`` when it is empty (the
+    notebooks' default: each profile its own cache); relative to the notebooks' folder."""
+    return settings["runs_dir"] or f"{settings['output_dir']}/runs"
+
+
+def train_runs(settings: dict, configs: list[dict]):
+    """Train (or read back from the cache :func:`runs_root`) the runs ``configs`` with the notebook's executor
+    settings (``executor``, ``gpus``, ``slurm_partition``, ``slurm_timeout_min``); the sweep's result table."""
+    slurm = slurm_kwargs(settings["executor"], settings["slurm_partition"], settings["slurm_timeout_min"])
+    return run_sweep(configs, runs_root(settings), executor=settings["executor"], gpus=settings["gpus"] or None,
+                     slurm_kwargs=slurm)
+
+
+#: The run configs of each notebook that trains, from its parameters.
+RUN_CONFIGS = {"03_table2": table2_run_configs, "04_adversarial_norms": figure2_run_configs}

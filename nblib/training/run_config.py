@@ -1,0 +1,294 @@
+"""The config of one training run: :data:`DEFAULT_CFG` (every number of a run), :func:`fill_cfg` (defaults,
+types, ranges, settings without effect reset), :func:`check_runnable` (device and data checked before any
+epoch), :func:`run_settings` (the presets behind the names) and :func:`scaled_milestones`.
+
+Liang & Huang (AAAI 2021), section "Experiments": SGD with momentum 0.9, batch 128, 120 epochs, the learning
+rate divided by 10 at epochs 75, 90 and 100; initial learning rate 0.01 for the norm-regularisation runs of
+Table 2 (weight decay, singular value clipping, l1 / l_inf norm decay, evaluated with AutoAttack at
+eps = 1/255) and 0.1 for the adversarial-training runs of Figure 2 (PGD-AT, ALP, TRADES, evaluated at
+eps = 8/255).  :data:`DEFAULT_CFG` holds every number of a run; anything not given is filled from it.
+``nblib.training.train.run_one`` trains one filled config.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+from typing import Callable, Optional
+
+import torch
+
+from nblib.training.adversarial import ADV_MODES, ADV_PRESETS
+from nblib.attacks.autoattack import AA_VERSIONS, attack_settings
+from nblib.data import DATASETS, get_dataset
+from nblib.data.loader import epoch_seed
+from nblib.models import MODEL_NAMES
+from nblib.training.regularizers import BETA_SCALING, BETA_SCALINGS, CLIP_EVERY, GAMMA, KINDS, MOMENTUM, SVC_LINEAR
+
+__all__ = ["DEFAULT_CFG", "ATTACKS", "AMP_MODES", "IGNORED_UNLESS", "fill_cfg", "check_runnable", "run_settings",
+           "scaled_milestones", "torch_device", "autocast_factory"]
+
+#: The hyper-parameters of one run; every key must be present after :func:`fill_cfg`.
+DEFAULT_CFG = {
+    # ---- model and data
+    "model": "resnet18",          # nblib.models name: vgg11 | resnet18 | senet18 | regnetx_200mf | smallcnn
+    "dataset": "cifar10",         # "cifar10" | "digits" (embedded offline stand-in, 3x32x32)
+    "data_root": "data",          # folder holding cifar-10-batches-py (ignored by digits)
+    "augment": True,              # random crop 32 pad 4 (+ horizontal flip on cifar10) on training images,
+                                  # on the device per batch, drawn from (seed, epoch) (nblib.data.loader)
+    "train_subset": 0,            # int: train on this many training images (a seeded subset); 0: all
+    # ---- optimisation (the paper: SGD, momentum 0.9, batch 128, 120 epochs, lr /10 at 75, 90, 100)
+    "epochs": 120,                # passes over the training set
+    "batch_size": 128,            # images per SGD step
+    "lr": 0.01,                   # initial learning rate (paper: 0.01 Table 2, 0.1 adversarial training)
+    "momentum": MOMENTUM,         # SGD momentum
+    "milestones": [75 / 120, 90 / 120, 100 / 120],  # lr decay points as fractions of `epochs` (scaled
+                                  # when a profile trains fewer epochs: round(fraction * epochs))
+    "lr_decay": 0.1,              # lr multiplier at each milestone
+    "weight_decay": 0.0,          # SGD weight decay outside the "wd" regulariser (must be 0 with "wd")
+    # ---- norm regulariser (Table 2)
+    "regularizer": "none",        # none | wd | svc | nd_l1 | nd_linf
+    "reg_strength": 0.0,          # wd: weight decay; svc: clip value c (l2 norm); nd_*: beta. 0 for none
+    "reg_gamma": GAMMA,           # norm decay momentum gamma (Algorithm 1)
+    "reg_clip_every": CLIP_EVERY,  # svc: optimizer steps between two clippings
+    "reg_beta_scaling": BETA_SCALING,  # nd_*: "per_layer" beta/N (paper eq. 5) | "total" beta (authors' code)
+    "reg_svc_linear": SVC_LINEAR,  # svc: also clip Linear layers (ours); False: convs only (Sedghi, authors)
+    # ---- adversarial training (Figure 2)
+    "adv_mode": "plain",          # plain | pgd | alp | trades (nblib.training.adversarial)
+    "adv_preset": "standard",     # nblib.training.adversarial.ADV_PRESETS: "standard" (8/255, 2/255, 10 steps,
+                                  # TRADES beta 6) | "authors" (0.031, 0.007, 10 steps, beta 1)
+    # ---- run
+    "seed": 0,                    # 0 <= seed < 2**16: seeds python, numpy, torch, data order, subsets, attacks
+    "device": "cpu",              # "cpu" | "cuda" | "cuda:N"
+    "cudnn_deterministic": False,  # cuda only: deterministic cuDNN kernels (reproducible, slower); when False
+                                  # cudnn.benchmark picks the fastest kernels
+    "amp": "none",                # "none": float32 throughout (the paper's setting) | "bf16" (cuda only):
+                                  # training forward/backward, PGD steps included, under bfloat16 autocast;
+                                  # weights, optimizer, norms, evaluation and AutoAttack stay float32
+                                  # (its effect on accuracy is not measured in this package)
+    "channels_last": False,       # model and batches in channels_last memory format (faster convs on GPUs)
+    # ---- final evaluation
+    "eval_eps": 1 / 255,          # AutoAttack / local Lipschitz l_inf radius (Table 2: 1/255, Fig. 2: 8/255)
+    "n_eval": 1024,               # test points attacked (the authors: 1024); None: the whole test set
+    "attack": "standard",         # AutoAttack version: standard | authors (APGD-CE + APGD-T) | none
+    "attack_budget": 1.0,         # fraction of AutoAttack's iterations / queries: 1 = as published; < 1 only
+                                  # rehearses the code path (robust accuracy then measures nothing)
+    "local_lipschitz": False,     # also estimate local Lipschitz constants on the same points
+    "extra_eval_eps": [],         # more AutoAttack l_inf radii on the same points (Table 2: 4/255, 8/255)
+}
+
+#: Values of ``cfg["attack"]``.
+ATTACKS = (*AA_VERSIONS, "none")
+#: Values of ``cfg["amp"]``.
+AMP_MODES = ("none", "bf16")
+
+#: Keys that cannot change a run unless the predicate on the filled config holds; :func:`fill_cfg` resets
+#: them to their defaults otherwise, so that a setting without effect never changes the config hash (a
+#: profile may set ``reg_clip_every`` for every run, only the SVC runs use it).
+IGNORED_UNLESS = {
+    "data_root": lambda c: c["dataset"] == "cifar10",
+    "reg_gamma": lambda c: c["regularizer"] in ("nd_l1", "nd_linf"),
+    "reg_clip_every": lambda c: c["regularizer"] == "svc",
+    "reg_beta_scaling": lambda c: c["regularizer"] in ("nd_l1", "nd_linf"),
+    "reg_svc_linear": lambda c: c["regularizer"] == "svc",
+    "adv_preset": lambda c: c["adv_mode"] != "plain",
+    "cudnn_deterministic": lambda c: c["device"] != "cpu",
+    "lr_decay": lambda c: len(c["milestones"]) > 0,
+    "eval_eps": lambda c: c["attack"] != "none" or c["local_lipschitz"],
+    "attack_budget": lambda c: c["attack"] != "none",
+    "n_eval": lambda c: c["attack"] != "none" or c["local_lipschitz"],
+}
+_NULLABLE = {"n_eval": int, "data_root": str}
+#: Keys that once accepted None and no longer do, with the value to use instead.
+_NONE_REPLACED = {"train_subset": "use 0 for all training images"}
+_CHOICES = {"model": MODEL_NAMES, "dataset": DATASETS, "regularizer": KINDS, "adv_mode": ADV_MODES,
+            "adv_preset": tuple(ADV_PRESETS), "attack": ATTACKS, "amp": AMP_MODES,
+            "reg_beta_scaling": BETA_SCALINGS}
+
+
+# --------------------------------------------------------------------------- types
+def _check_nullable(key, value):
+    if value is None:
+        return None
+    want = _NULLABLE[key]
+    if want is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ValueError(f"cfg[{key!r}] must be an int or None, got {value!r}")
+    if want is str and not isinstance(value, (str, os.PathLike)):
+        raise ValueError(f"cfg[{key!r}] must be a path or None, got {value!r}")
+    return str(value) if want is str else value
+
+
+def _check_type(key, value):
+    """``value`` of ``cfg[key]`` checked against the type of its default and normalised (ints to floats
+    where the default is a float, tuples to lists of floats); ValueError naming the key otherwise."""
+    default = DEFAULT_CFG[key]
+    if key in _NULLABLE:
+        return _check_nullable(key, value)
+    if value is None and key in _NONE_REPLACED:
+        raise ValueError(f"cfg[{key!r}] = None is not accepted; {_NONE_REPLACED[key]}")
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ValueError(f"cfg[{key!r}] must be True or False, got {value!r}")
+        return value
+    if isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"cfg[{key!r}] must be an int, got {value!r}")
+        return value
+    if isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(f"cfg[{key!r}] must be a finite number, got {value!r}")
+        return float(value)
+    if isinstance(default, str):
+        if not isinstance(value, str):
+            raise ValueError(f"cfg[{key!r}] must be a string, got {value!r}")
+        return value
+    if isinstance(default, list):
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"cfg[{key!r}] must be a list, got {value!r}")
+        return [float(v) for v in value]
+    raise AssertionError(f"no type rule for {key!r}")  # pragma: no cover
+
+
+# --------------------------------------------------------------------------- values
+def _check_ranges(out: dict) -> None:
+    """Names among their choices and numbers within their ranges (ValueError naming the key)."""
+    for key, choices in _CHOICES.items():
+        if out[key] not in choices:
+            raise ValueError(f"cfg[{key!r}] = {out[key]!r}; choose one of {', '.join(choices)}")
+    for key in ("epochs", "batch_size", "reg_clip_every"):
+        if out[key] < 1:
+            raise ValueError(f"cfg[{key!r}] must be >= 1, got {out[key]}")
+    if out["train_subset"] < 0:
+        raise ValueError(f"cfg['train_subset'] must be >= 0 (0: all training images), got {out['train_subset']}")
+    if out["n_eval"] is not None and out["n_eval"] < 1:
+        raise ValueError(f"cfg['n_eval'] must be >= 1 or None, got {out['n_eval']}")
+    for key in ("lr", "eval_eps"):
+        if out[key] <= 0:
+            raise ValueError(f"cfg[{key!r}] must be > 0, got {out[key]}")
+    if not 0 < out["attack_budget"] <= 1:
+        raise ValueError(f"cfg['attack_budget'] must lie in (0, 1] (1 = standard AutoAttack), got "
+                         f"{out['attack_budget']}")
+    for key in ("momentum", "weight_decay", "reg_strength", "lr_decay"):
+        if out[key] < 0:
+            raise ValueError(f"cfg[{key!r}] must be >= 0, got {out[key]}")
+    if any(e <= 0 for e in out["extra_eval_eps"]):
+        raise ValueError(f"cfg['extra_eval_eps'] must hold radii > 0, got {out['extra_eval_eps']}")
+    if out["extra_eval_eps"] and out["attack"] == "none":
+        raise ValueError("cfg['extra_eval_eps'] needs an AutoAttack version in cfg['attack'], not 'none'")
+    ms = out["milestones"]
+    if any(not 0.0 < m <= 1.0 for m in ms) or ms != sorted(ms):
+        raise ValueError(f"cfg['milestones'] must be increasing fractions of the epochs in (0, 1], got {ms}")
+
+
+def _check_combinations(out: dict) -> None:
+    """Settings that would make a run a copy of another one, the regulariser's gamma, the device name and
+    the data-order seeds (ValueError naming the fix)."""
+    kind = out["regularizer"]
+    if kind == "none" and out["reg_strength"] != 0.0:
+        raise ValueError("cfg['reg_strength'] has no effect with regularizer 'none'; leave it 0")
+    if kind == "wd" and out["weight_decay"] != 0.0:
+        raise ValueError("regularizer 'wd' sets the weight decay to reg_strength; leave cfg['weight_decay'] 0")
+    if kind == "svc" and out["reg_strength"] <= 0:
+        raise ValueError("regularizer 'svc' needs the clip value reg_strength > 0")
+    if kind in ("wd", "nd_l1", "nd_linf") and out["reg_strength"] == 0.0:
+        raise ValueError(f"regularizer {kind!r} with reg_strength 0 has no effect (a copy of regularizer "
+                         "'none'); give a strength > 0 or use regularizer 'none'")
+    if not 0.0 <= out["reg_gamma"] < 1.0:
+        raise ValueError(f"cfg['reg_gamma'] must lie in [0, 1), got {out['reg_gamma']}")
+    dev = out["device"]
+    if not (dev == "cpu" or dev == "cuda" or (dev.startswith("cuda:") and dev[5:].isdigit())):
+        raise ValueError(f"cfg['device'] must be 'cpu', 'cuda' or 'cuda:N', got {dev!r}")
+    epoch_seed(out["seed"], out["epochs"] - 1)  # seed and epochs fit the data-order seeds (ValueError)
+
+
+def fill_cfg(cfg: Optional[dict] = None) -> dict:
+    """``cfg`` with the missing keys taken from :data:`DEFAULT_CFG`, validated and normalised.
+
+    Unknown keys raise ValueError naming them (a typo would otherwise be silently ignored); so do wrong
+    types, unknown names (model, dataset, regulariser, mode, preset, attack), out-of-range numbers (seed and
+    epochs within the data-order seeds of ``nblib.data.loader.epoch_seed``) and settings that would make a run a
+    copy of another one (a ``reg_strength`` with regulariser "none"; "wd", "nd_l1", "nd_linf" with strength
+    0; ``weight_decay`` next to "wd").  Numbers are normalised (``lr=1`` becomes ``1.0``, tuples become
+    lists) and the keys of :data:`IGNORED_UNLESS` that the run does not use are reset to their defaults
+    (``reg_gamma`` without norm decay, ``reg_clip_every`` without SVC, ``data_root`` with digits,
+    ``adv_preset`` with plain training, ``eval_eps`` / ``n_eval`` / ``attack_budget`` without an evaluation
+    that uses them, ...), so configs that train the same run are equal and hash equally.
+    """
+    cfg = dict(cfg or {})
+    unknown = sorted(set(cfg) - set(DEFAULT_CFG))
+    if unknown:
+        raise ValueError(f"unknown cfg keys {unknown}; known keys: {', '.join(DEFAULT_CFG)}")
+    out = {}
+    for key, default in DEFAULT_CFG.items():
+        out[key] = _check_type(key, cfg.get(key, default))
+    _check_ranges(out)
+    _check_combinations(out)
+    for key, used in IGNORED_UNLESS.items():
+        if not used(out):
+            out[key] = _check_type(key, DEFAULT_CFG[key])
+    return out
+
+
+# --------------------------------------------------------------------------- device and data
+def torch_device(name: str) -> torch.device:
+    """``cfg["device"]`` as a ``torch.device``; ValueError when it names CUDA and none is available."""
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"cfg['device'] = {name!r} but torch.cuda.is_available() is False; "
+                         "set device='cpu' or run on a machine with a GPU")
+    return dev
+
+
+def autocast_factory(amp: str, device: torch.device) -> Callable[[], contextlib.AbstractContextManager]:
+    """A factory of the training steps' autocast context: bfloat16 autocast for ``amp="bf16"`` (CUDA only:
+    the CPU path stays float32 and exact), a no-op for ``"none"``."""
+    if amp == "none":
+        return contextlib.nullcontext
+    if device.type != "cuda":
+        raise ValueError(f"cfg['amp'] = {amp!r} is for CUDA devices; the CPU path stays float32: set amp='none'")
+    return lambda: torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+
+
+_SIZES: dict = {}
+
+
+def check_runnable(cfg: dict) -> dict:
+    """Everything about ``cfg`` that can be checked before training, checked: :func:`fill_cfg`, the
+    device and ``amp`` on it, the data present (``get_dataset`` opens both splits), ``train_subset`` and
+    ``n_eval`` within the training / test set sizes.  Returns ``{"n_train": ..., "n_test": ...}``; raises
+    ValueError (or FileNotFoundError for missing data) naming the key and the fix."""
+    cfg = fill_cfg(cfg)
+    autocast_factory(cfg["amp"], torch_device(cfg["device"]))
+    key = (cfg["dataset"], cfg["data_root"])
+    if key not in _SIZES:
+        _SIZES[key] = {split: len(get_dataset(cfg["dataset"], split, cfg["data_root"]))
+                       for split in ("train", "test")}
+    n_train, n_test = _SIZES[key]["train"], _SIZES[key]["test"]
+    if cfg["train_subset"] > n_train:
+        raise ValueError(f"cfg['train_subset'] = {cfg['train_subset']} exceeds the {n_train} training images of "
+                         f"{cfg['dataset']}; lower it or set 0 (all training images)")
+    if (cfg["attack"] != "none" or cfg["local_lipschitz"]) and cfg["n_eval"] is not None \
+            and cfg["n_eval"] > n_test:
+        raise ValueError(f"cfg['n_eval'] = {cfg['n_eval']} exceeds the {n_test} test images of {cfg['dataset']}; "
+                         "lower it or set None (the whole test set)")
+    return {"n_train": n_train, "n_test": n_test}
+
+
+def run_settings(cfg: dict) -> dict:
+    """The resolved settings behind the names in ``cfg`` (what a result must record besides its config):
+    the adversarial-training preset's values (``nblib.training.adversarial.ADV_PRESETS``; None for plain training)
+    and the AutoAttack settings (``nblib.attacks.autoattack.attack_settings``: attacks, iterations, targets, queries,
+    budget; with the radius ``eps`` and the norm; None without an attack)."""
+    cfg = fill_cfg(cfg)
+    attack = None
+    if cfg["attack"] != "none":
+        attack = {**attack_settings(cfg["attack"], cfg["attack_budget"]), "eps": cfg["eval_eps"], "norm": "Linf"}
+    return {"adv_preset": dict(ADV_PRESETS[cfg["adv_preset"]]) if cfg["adv_mode"] != "plain" else None,
+            "attack": attack}
+
+
+def scaled_milestones(fractions, epochs: int) -> list[int]:
+    """The epochs (0-based indices of the first epoch at the decayed rate) of the lr decays:
+    ``round(f * epochs)`` (halves up) for each fraction ``f``.  The paper's ``75/120, 90/120, 100/120``
+    give ``[75, 90, 100]`` for 120 epochs and ``[6, 8, 8]`` for 10 (a repeated milestone decays twice)."""
+    return [int(math.floor(f * epochs + 0.5)) for f in fractions]
