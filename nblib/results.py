@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import os
 import tempfile
 from pathlib import Path
@@ -118,6 +119,17 @@ def save_table(table: pd.DataFrame, output_dir, name: str, index: bool = False, 
     if latex:
         write_atomic(folder / f"{name}.tex", table.to_latex(index=index, float_format=float_format, na_rep="--"))
     return folder / f"{name}.csv"
+
+
+def is_terminal(stream=None) -> bool:
+    """Whether ``stream`` (default ``sys.stderr``) is an interactive terminal: progress bars there, one flushed
+    line per step elsewhere (a log file, CI, a notebook run by papermill).  A stream without ``isatty`` or a
+    closed one is not a terminal."""
+    stream = sys.stderr if stream is None else stream
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
 
 
 def in_notebook_kernel() -> bool:

@@ -91,8 +91,7 @@ import torch
 from nblib.experiments import table2
 from nblib.results import save_figure
 from nblib.runs.grids import runs_root
-from nblib.vocabulary import METHOD_LABELS
-from nblib.claims.table2 import strongest_strength
+from nblib.vocabulary import REGULARIZER_LABELS, strongest_strength
 
 torch.manual_seed(seed)
 result = table2.run(globals())
@@ -125,7 +124,7 @@ for row, model in zip(axes, models):
         for kind in COEF:
             k = part[part.regularizer == kind].sort_values("reg_strength")
             if len(k):
-                ax.plot(k.reg_strength, k[col], marker="o", label=METHOD_LABELS[kind])
+                ax.plot(k.reg_strength, k[col], marker="o", label=REGULARIZER_LABELS[kind])
         ax.axhline(float(plain[col].iloc[0]), color="k", ls="--", label="plain")
         ax.set_xscale("log")
         ax.set_xlabel("strength: weight decay or beta (log; larger = stronger)")
@@ -149,7 +148,7 @@ save_figure(fig, output_dir, "03_norms_vs_strength");
 
 # %%
 layer_hist = result.layer_history
-kinds_present = [k for k in METHOD_LABELS if k in set(result.table.regularizer)]
+kinds_present = [k for k in REGULARIZER_LABELS if k in set(result.table.regularizer)]
 fig, axes = plt.subplots(len(models), len(kinds_present), figsize=(3.6 * len(kinds_present), 3.3 * len(models)),
                          squeeze=False, sharey="row")
 for row, model in zip(axes, models):
@@ -163,7 +162,7 @@ for row, model in zip(axes, models):
             ax.plot(g.epoch, g.linf, color=plt.cm.viridis(depth / depth_max), lw=1, marker="o", ms=2)
         ax.set_yscale("log")
         ax.set_xlabel("epoch")
-        ax.set_title(f"{METHOD_LABELS[kind]}" + (f" {s:g}" if kind != "none" else ""), fontsize=9)
+        ax.set_title(f"{REGULARIZER_LABELS[kind]}" + (f" {s:g}" if kind != "none" else ""), fontsize=9)
     row[0].set_ylabel(f"{model}: l_inf norm of a layer")
     fig.colorbar(plt.cm.ScalarMappable(cmap="viridis", norm=plt.Normalize(0, depth_max)), ax=list(row),
                  label="layer depth (0 = input side)")
@@ -183,7 +182,7 @@ for ax, model in zip(axes[0], models):
         ax.errorbar(k.clean, k.robust, xerr=[k.clean - k.clean_lo, k.clean_hi - k.clean],
                     yerr=[k.robust - k.robust_lo, k.robust_hi - k.robust], fmt=markers[kind],
                     ms=9 if kind == "none" else 6, color="k" if kind == "none" else sns.color_palette()[i],
-                    capsize=2, lw=0.8, label=METHOD_LABELS[kind])
+                    capsize=2, lw=0.8, label=REGULARIZER_LABELS[kind])
         for r in k[k.regularizer != "none"].itertuples():
             ax.annotate(f"{r.strength:g}", (r.clean, r.robust), textcoords="offset points", xytext=(4, 3), fontsize=7)
     ax.set_xlabel("clean accuracy (%)")

@@ -6,7 +6,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from nblib.training.adversarial import (ADV_MODES, ADV_PRESETS, adv_settings, adversarial_examples,
+from nblib.vocabulary import ADV_MODES
+from nblib.training.adversarial import (ADV_PRESETS, adv_settings, adversarial_examples,
                                adversarial_loss)
 
 

@@ -15,12 +15,16 @@ from nblib.training.run_config import fill_cfg
 from nblib.runs.folders import config_hash
 
 
+#: The columns every row of a sweep's result table has (what table2_frame reads besides the config).
+RUN_COLUMNS = dict(n_test=10_000, metric_n_eval=1024, status="done", stale=False)
+
+
 def test_table2_grid_is_the_papers():
     base = dict(dataset="cifar10", epochs=120, lr=0.01)
     cfgs = grids.table2_configs(list(PAPER_TABLE2), base, wd=PAPER_COEFFICIENTS, svc=PAPER_CLIP_VALUES,
                                       nd_l1=PAPER_COEFFICIENTS, nd_linf=PAPER_COEFFICIENTS)
     assert len(cfgs) == 4 * 17
-    fake = pd.DataFrame([dict(c, reg_strength=c["reg_strength"], clean_acc=0.9, robust_acc=0.5) for c in cfgs])
+    fake = pd.DataFrame([dict(c, clean_acc=0.9, robust_acc=0.5, **RUN_COLUMNS) for c in cfgs])
     cols = list(table2.table2_wide(table2.table2_frame(fake)).columns)
     assert cols == [(k, s) for k, s in PAPER_TABLE2["vgg11"]]  # the paper's column order
     assert len({config_hash(c) for c in cfgs}) == 4 * 17  # every config its own run folder
@@ -36,16 +40,18 @@ def test_table2_grid_is_the_papers():
 
 def test_table2_frame_and_wide_layout():
     results = pd.DataFrame([
-        dict(model="vgg11", regularizer="none", reg_strength=0.0, clean_acc=0.9, robust_acc=0.5),
-        dict(model="vgg11", regularizer="wd", reg_strength=1e-2, clean_acc=0.92, robust_acc=0.4),
-        dict(model="vgg11", regularizer="svc", reg_strength=0.7, clean_acc=0.8, robust_acc=None),
+        dict(model="vgg11", regularizer="none", reg_strength=0.0, clean_acc=0.9, robust_acc=0.5, **RUN_COLUMNS),
+        dict(model="vgg11", regularizer="wd", reg_strength=1e-2, clean_acc=0.92, robust_acc=0.4, **RUN_COLUMNS),
+        dict(model="vgg11", regularizer="svc", reg_strength=0.7, clean_acc=0.8, robust_acc=None, **RUN_COLUMNS),
     ])
     frame = table2.table2_frame(results)
     assert list(frame.clean) == pytest.approx([90, 92, 80])
     assert frame.robust.iloc[0] == pytest.approx(50) and math.isnan(frame.robust.iloc[2])
     assert frame.paper_clean.iloc[0] == 90.4 and frame.paper_robust.iloc[1] == 56.3
     assert math.isnan(frame.paper_clean.iloc[2])  # c = 0.7 is not in the paper
-    assert list(frame.status) == ["done"] * 3 and not frame.stale.any()  # defaults without the columns
+    assert list(frame.n_clean) == [10_000] * 3 and list(frame.n_robust) == [1024] * 3
+    with pytest.raises(ValueError, match="metric_n_eval"):  # a missing column is an error, not NaN
+        table2.table2_frame(results.drop(columns="metric_n_eval"))
     marked = table2.table2_frame(results.assign(status=["done", "diverged", "done"], stale=[False, False, True]))
     assert list(marked.status) == ["done", "diverged", "done"] and list(marked.stale) == [False, False, True]
     wide = table2.table2_wide(frame, with_paper=True)
@@ -169,7 +175,8 @@ def _made_up_run(tmp_path, h, model="smallcnn", regularizer="none", strength=0.0
                                                      norms_l1=dict(zip(names, linf)))]))
     return dict(model=model, regularizer=regularizer, reg_strength=strength, adv_mode=adv_mode, hash=h,
                 run_dir=str(d), clean_acc=clean, robust_acc=robust, n_test=10_000, metric_n_eval=n_eval,
-                lip_mean=lip, lip_max=2 * lip, grad_margin_mean=0.1, log10_linf_norm_product=float(sum(linf)))
+                lip_mean=lip, lip_max=2 * lip, grad_margin_mean=0.1, log10_linf_norm_product=float(sum(linf)),
+                status="done", stale=False)
 
 
 def _table2_runs(tmp_path, svc_robust):

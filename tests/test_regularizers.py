@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from nblib.training.regularizers import (KINDS, NormDecay, SingularValueClipping, build_regularizer,
+from nblib.vocabulary import REGULARIZERS
+from nblib.training.regularizers import (NormDecay, SingularValueClipping, build_regularizer,
                                 clip_linear_singular_values, clip_singular_values, make_optimizer,
                                 optimizer_weight_decay)
 
@@ -409,7 +410,7 @@ def test_build_regularizer_kinds():
         build_regularizer("nd_l2", model, (3, 8, 8), 1.0)
     with pytest.raises(ValueError):
         optimizer_weight_decay("l2", 1.0)
-    assert set(KINDS) == {"none", "wd", "svc", "nd_l1", "nd_linf"}
+    assert set(REGULARIZERS) == {"none", "wd", "svc", "nd_l1", "nd_linf"}
     opt = make_optimizer(model, lr=0.01, weight_decay=5e-4)
     assert isinstance(opt, torch.optim.SGD) and opt.defaults["momentum"] == 0.9
 

@@ -11,19 +11,12 @@ from typing import Optional
 
 import pandas as pd
 
-from nblib.vocabulary import METHOD_LABELS
+from nblib.vocabulary import NORM_DECAY_P, REGULARIZER_LABELS, strongest_strength
 from nblib.claims.stats import compare_rates, is_missing, rate_interval
 from nblib.claims.verdict import FAILS, HOLDS, UNTESTABLE, Verdict, require_columns
 
 
 TABLE2_COLUMNS = ["model", "regularizer", "strength", "clean", "robust", "n_clean", "n_robust"]
-
-
-def strongest_strength(kind: str, strengths) -> float:
-    """The strongest setting of a regulariser: the smallest clip value c for SVC, else the largest
-    coefficient (weight decay, beta)."""
-    strengths = list(strengths)
-    return min(strengths) if kind == "svc" else max(strengths)
 
 
 def _table2_pairs(frame: pd.DataFrame, acc: str, n_col: str, confidence: float, only_strongest: bool):
@@ -91,7 +84,7 @@ def table2_clean(frame: pd.DataFrame, confidence: float = 0.95) -> list[Verdict]
     run lies below beyond them, and is not testable otherwise (all differences inside the intervals).
     """
     pairs = _table2_pairs(frame, "clean", "n_clean", confidence, only_strongest=False)
-    out = [_clean_verdict(f"{METHOD_LABELS.get(k, k)} improves clean accuracy at some strength",
+    out = [_clean_verdict(f"{REGULARIZER_LABELS.get(k, k)} improves clean accuracy at some strength",
                           pairs[pairs.regularizer == k], confidence) for k in pairs.regularizer.unique()]
     out.append(_clean_verdict("norm regularization can improve clean accuracy", pairs, confidence))
     return out
@@ -109,7 +102,7 @@ def table2_robust(frame: pd.DataFrame, confidence: float = 0.95) -> list[Verdict
     """
     pairs = _table2_pairs(frame, "robust", "n_robust", confidence, only_strongest=True)
     pairs = pairs[pairs.relation != "missing"]
-    out = [_robust_verdict(f"the strongest {METHOD_LABELS.get(k, k)} does not improve robust accuracy",
+    out = [_robust_verdict(f"the strongest {REGULARIZER_LABELS.get(k, k)} does not improve robust accuracy",
                            pairs[pairs.regularizer == k], confidence) for k in pairs.regularizer.unique()]
     out.append(_robust_verdict("norm regularization at its strongest does not improve robust accuracy", pairs,
                                confidence))
@@ -125,13 +118,14 @@ def table2_norms_lowered(summary: pd.DataFrame, targets: Optional[dict] = None) 
     otherwise).
     """
     require_columns(summary, ["model", "regularizer", "reg_strength", "log_linf", "log_l1"], "table2_norms_lowered")
-    targets = targets or {"wd": "log_linf", "svc": "log_linf", "nd_l1": "log_l1", "nd_linf": "log_linf"}
+    targets = targets or {"wd": "log_linf", "svc": "log_linf",
+                          **{k: "log_l1" if p == 1 else "log_linf" for k, p in NORM_DECAY_P.items()}}
     plain = summary[summary.regularizer == "none"].set_index("model")
     out = []
     for kind in [k for k in targets if k in set(summary.regularizer)]:
         col = targets[kind]
         norm = col[4:].replace("inf", "_inf")
-        claim = f"the strongest {METHOD_LABELS.get(kind, kind)} lowers the mean {norm} layer norm"
+        claim = f"the strongest {REGULARIZER_LABELS.get(kind, kind)} lowers the mean {norm} layer norm"
         diffs = {}
         for model, g in summary[summary.regularizer == kind].groupby("model"):
             g = g[g.reg_strength == strongest_strength(kind, g.reg_strength)]

@@ -78,7 +78,7 @@ def figure2_result(runs: pd.DataFrame, settings: dict) -> Figure2Result:
     """Every table and verdict of Figure 2 from the sweep's result table ``runs`` (finished run folders)."""
     summary = figure2_summary(runs)
     norms = layer_norm_frame(runs)
-    norms["method"] = norms.adv_mode.map(ADV_LABELS)
+    norms["training"] = norms.adv_mode.map(ADV_LABELS)
     norms["log10_linf"] = np.log10(norms.linf)
     with_bn = l1_with_batchnorm_frame(runs)
     claims = figure2_claims(summary, norms, with_bn)

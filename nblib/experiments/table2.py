@@ -19,11 +19,11 @@ import pandas as pd
 from nblib.claims import table2 as judge
 from nblib.claims.paper_table2 import PAPER_TABLE2, paper_table2_frame
 from nblib.claims.stats import is_missing, with_intervals
-from nblib.claims.verdict import Verdict, records
+from nblib.claims.verdict import Verdict, records, require_columns
 from nblib.results import save_metrics, save_table
 from nblib.runs.grids import UNITS_255, config_values, table2_run_configs, train_runs
 from nblib.runs.tables import extra_robust_frame, layer_history_frame, layer_norm_frame
-from nblib.vocabulary import METHOD_LABELS
+from nblib.vocabulary import REGULARIZER_LABELS, strongest_first
 
 #: The larger radii (units of 1/255) at which the paper reports about 0 % robust accuracy for every
 #: regularised model.
@@ -36,16 +36,18 @@ def table2_frame(results: pd.DataFrame, clean="clean_acc", robust="robust_acc") 
     the same (model, regularizer, strength) appears in its Table 2 (NaN otherwise), the run's ``status``
     ("done", or "diverged" with NaN accuracies) and ``stale`` (a result of other code kept with
     ``run_sweep(..., reuse_stale=True)``)."""
+    require_columns(results, ["model", "regularizer", "reg_strength", clean, robust, "n_test", "metric_n_eval",
+                              "status", "stale"], "table2_frame")
     rows = []
     for r in results.itertuples(index=False):
         r = r._asdict()
         paper = PAPER_TABLE2.get(r["model"], {}).get((r["regularizer"], float(r["reg_strength"])), (None, None))
         rows.append(dict(model=r["model"], regularizer=r["regularizer"], strength=float(r["reg_strength"]),
-                         clean=100 * r[clean], robust=math.nan if is_missing(r.get(robust)) else 100 * r[robust],
-                         n_clean=r.get("n_test", math.nan), n_robust=r.get("metric_n_eval", math.nan),
+                         clean=100 * r[clean], robust=math.nan if is_missing(r[robust]) else 100 * r[robust],
+                         n_clean=r["n_test"], n_robust=r["metric_n_eval"],
                          paper_clean=math.nan if paper[0] is None else paper[0],
                          paper_robust=math.nan if paper[1] is None else paper[1],
-                         status=r.get("status", "done"), stale=bool(r.get("stale", False))))
+                         status=r["status"], stale=bool(r["stale"])))
     return pd.DataFrame(rows)
 
 
@@ -55,7 +57,7 @@ def table2_wide(frame: pd.DataFrame, with_paper: bool = False) -> pd.DataFrame:
     parts = {"Clean": "clean", "Robust": "robust"}
     if with_paper:
         parts.update({"Clean (paper)": "paper_clean", "Robust (paper)": "paper_robust"})
-    order = list(METHOD_LABELS)
+    order = list(REGULARIZER_LABELS)
     long = frame.melt(id_vars=["model", "regularizer", "strength"], value_vars=list(parts.values()),
                       var_name="acc", value_name="value")
     long["acc"] = long.acc.map({v: k for k, v in parts.items()})
@@ -63,7 +65,7 @@ def table2_wide(frame: pd.DataFrame, with_paper: bool = False) -> pd.DataFrame:
                             dropna=False)
     present = set(zip(frame.regularizer, frame.strength))  # dropna=False builds every (kind, strength) pair
     cols = sorted((c for c in wide.columns if c in present),
-                  key=lambda c: (order.index(c[0]) if c[0] in order else 99, c[1] if c[0] == "svc" else -c[1]))
+                  key=lambda c: (order.index(c[0]) if c[0] in order else 99, strongest_first(c[0], c[1])))
     return wide[cols]
 
 
@@ -71,7 +73,7 @@ def flat_columns(wide: pd.DataFrame) -> pd.DataFrame:
     """:func:`table2_wide` with one-level column names such as ``"weight decay 0.01"`` (for CSV, markdown
     and LaTeX files)."""
     out = wide.copy()
-    out.columns = [METHOD_LABELS.get(k, k) if k == "none" else f"{METHOD_LABELS.get(k, k)} {s:g}"
+    out.columns = [REGULARIZER_LABELS.get(k, k) if k == "none" else f"{REGULARIZER_LABELS.get(k, k)} {s:g}"
                    for k, s in wide.columns]
     return out
 
@@ -144,9 +146,9 @@ class Table2Result:
 
 def table2_metrics(settings: dict, frame: pd.DataFrame, claims, paper_claims, reading: dict,
                    with_paper: bool) -> dict:
-    radii = config_values(settings, UNITS_255)  # eval_eps, extra_eval_eps from the *_255 parameters
     """The metrics JSON of notebook 03: the settings that shaped the numbers, plain accuracies, verdicts and,
     on CIFAR-10 at 1/255, the mean absolute difference to the paper's numbers."""
+    radii = config_values(settings, UNITS_255)  # eval_eps, extra_eval_eps from the *_255 parameters
     plain = frame[frame.regularizer == "none"].set_index("model")
     metrics = dict(models=list(settings["models"]), dataset=settings["dataset"],
                    eps=radii["eval_eps"], extra_eps=radii["extra_eval_eps"],

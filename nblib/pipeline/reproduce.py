@@ -26,6 +26,8 @@ from pathlib import Path
 
 import yaml
 
+from nblib.results import is_terminal
+
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = ROOT / "notebooks"
 PARAMS = ROOT / "params"
@@ -287,7 +289,7 @@ def run(profile: str, only=None, device: str | None = None, output_root: Path = 
     todo = notebooks(only)
     params = {nb: parameters_for(nb, profile, config, output_dir, device) for nb in todo}
     if cell_progress is None:
-        cell_progress = not sys.stdout.isatty()
+        cell_progress = not is_terminal(sys.stdout)
     papermill_engines.register("nblib-cells", cell_progress_engine())
     executed = output_dir / "executed"
     executed.mkdir(parents=True, exist_ok=True)

@@ -100,7 +100,7 @@ def _move_aside(root: Path, path: Path, kind: str, reason: str) -> Path:
 
 
 def _check_attack_state(root: Path, run_dir: Path) -> None:
-    state = run_dir / "autoattack_state.json"
+    state = run_dir / train.AA_STATE
     if state.exists():
         try:
             json.loads(state.read_text())
@@ -137,7 +137,7 @@ def _train_in(cfg: dict, root: Path, run_dir: Path, step_callback) -> dict:
         _move_aside(root, run_dir, "_corrupt", f"checkpoint unusable: {err}")
         return _train_in(cfg, root, run_dir, step_callback)
     except AttackStateError as err:
-        _move_aside(root, run_dir / "autoattack_state.json", "_corrupt", str(err))
+        _move_aside(root, run_dir / train.AA_STATE, "_corrupt", str(err))
         return _train_in(cfg, root, run_dir, step_callback)
     except FloatingPointError as err:
         metrics = _diverged_metrics(cfg, run_dir, err)

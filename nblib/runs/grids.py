@@ -14,7 +14,7 @@ notebook does not have comes from ``DEFAULT_CFG``.
 """
 from __future__ import annotations
 
-from nblib.training.regularizers import KINDS
+from nblib import vocabulary
 from nblib.runs.sweep import expand_grid, run_sweep, slurm_kwargs
 
 #: Run-config keys that notebooks give in units of 1/255, as ``<key>_255``.
@@ -26,7 +26,7 @@ TABLE2_KEYS = ("dataset", "data_root", "train_subset", "epochs", "lr", "reg_gamm
 FIGURE2_KEYS = ("dataset", "data_root", "train_subset", "epochs", "lr", "adv_preset", "eval_eps", "attack",
                 "attack_budget", "n_eval", "seed", "device")
 #: The regularizers of Table 2, each with its list of strengths as a parameter of the same name.
-REGULARIZERS = tuple(k for k in KINDS if k != "none")
+REGULARIZERS = tuple(k for k in vocabulary.REGULARIZERS if k != "none")
 
 
 def config_values(settings: dict, keys) -> dict:

@@ -25,6 +25,7 @@ from typing import Iterable, Optional, Sequence
 import pandas as pd
 from tqdm.auto import tqdm
 
+from nblib.results import is_terminal
 from nblib.runs.cache import RunLocked, run_cached
 from nblib.training.run_config import check_runnable, fill_cfg
 from nblib.runs.folders import config_hash, inspect_run, old_hash_folders
@@ -77,8 +78,7 @@ class _Progress:
     def __init__(self, total: int, parallel: int):
         self.total, self.parallel, self.k = total, max(1, parallel), 0
         self.t0 = time.perf_counter()
-        tty = sys.stderr.isatty() if hasattr(sys.stderr, "isatty") else False
-        self.bar = tqdm(total=total, desc="runs") if tty else None
+        self.bar = tqdm(total=total, desc="runs") if is_terminal() else None
 
     def finished(self, cfg: dict, h: str, result, seconds: float) -> None:
         self.k += 1

@@ -40,9 +40,9 @@ import torch.nn.functional as F
 
 from nblib.attacks.inference import eval_mode
 from nblib.attacks.pgd import pgd_linf
+from nblib.vocabulary import ADV_MODES
 
 __all__ = [
-    "ADV_MODES",
     "ADV_PRESETS",
     "AdvLoss",
     "adv_settings",
@@ -50,8 +50,6 @@ __all__ = [
     "adversarial_loss",
 ]
 
-#: Training modes accepted by :func:`adversarial_loss`.
-ADV_MODES = ("plain", "pgd", "alp", "trades")
 
 #: Named settings.  eps / step: l_inf radius and PGD step length in [0, 1] pixel units; steps: PGD
 #: iterations; start: PGD-AT/ALP random start ("uniform" in the eps-ball or "normal": x + 0.001 N(0, 1);

@@ -24,8 +24,8 @@ import torch.nn as nn
 from nblib.norms.conv_geometry import dilated_kernel, pair, resolved_padding
 from nblib.norms import (CONV_TYPES, conv_norm, layer_input_shapes, linear_norm, norm_subgradient,
                          sparse_subgradient)
+from nblib.vocabulary import NORM_DECAY_P, REGULARIZERS
 
-KINDS = ("none", "wd", "svc", "nd_l1", "nd_linf")
 #: Readings of norm decay's beta: the paper's eq. (5) (beta/N) | the authors' code (beta).
 BETA_SCALINGS = ("per_layer", "total")
 #: Defaults of the regularisers' settings, held here once (``nblib.training.run_config.DEFAULT_CFG`` uses them): norm
@@ -374,14 +374,14 @@ def build_regularizer(kind: str, model: nn.Module, input_shape, strength: float,
         return None
     if kind == "svc":
         return SingularValueClipping(model, input_shape, c=strength, clip_every=clip_every, include_linear=svc_linear)
-    if kind in ("nd_l1", "nd_linf"):
-        return NormDecay(model, input_shape, p=1 if kind == "nd_l1" else math.inf, beta=strength, gamma=gamma,
+    if kind in NORM_DECAY_P:
+        return NormDecay(model, input_shape, p=NORM_DECAY_P[kind], beta=strength, gamma=gamma,
                          beta_scaling=beta_scaling)
-    raise ValueError(f"unknown regularizer kind {kind!r}; choose one of {KINDS}")
+    raise ValueError(f"unknown regularizer kind {kind!r}; choose one of {REGULARIZERS}")
 
 
 def optimizer_weight_decay(kind: str, strength: float) -> float:
     """The optimizer's ``weight_decay`` for a regulariser kind: ``strength`` for ``"wd"``, else 0."""
-    if kind not in KINDS:
-        raise ValueError(f"unknown regularizer kind {kind!r}; choose one of {KINDS}")
+    if kind not in REGULARIZERS:
+        raise ValueError(f"unknown regularizer kind {kind!r}; choose one of {REGULARIZERS}")
     return float(strength) if kind == "wd" else 0.0

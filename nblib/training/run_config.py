@@ -18,12 +18,13 @@ from typing import Callable, Optional
 
 import torch
 
-from nblib.training.adversarial import ADV_MODES, ADV_PRESETS
+from nblib.training.adversarial import ADV_PRESETS
 from nblib.attacks.autoattack import AA_VERSIONS, attack_settings
 from nblib.data import DATASETS, get_dataset
 from nblib.data.loader import epoch_seed
 from nblib.models import MODEL_NAMES
-from nblib.training.regularizers import BETA_SCALING, BETA_SCALINGS, CLIP_EVERY, GAMMA, KINDS, MOMENTUM, SVC_LINEAR
+from nblib.training.regularizers import BETA_SCALING, BETA_SCALINGS, CLIP_EVERY, GAMMA, MOMENTUM, SVC_LINEAR
+from nblib.vocabulary import ADV_MODES, NORM_DECAY_P, REGULARIZERS
 
 __all__ = ["DEFAULT_CFG", "ATTACKS", "AMP_MODES", "IGNORED_UNLESS", "fill_cfg", "check_runnable", "run_settings",
            "scaled_milestones", "torch_device", "autocast_factory"]
@@ -87,9 +88,9 @@ AMP_MODES = ("none", "bf16")
 #: profile may set ``reg_clip_every`` for every run, only the SVC runs use it).
 IGNORED_UNLESS = {
     "data_root": lambda c: c["dataset"] == "cifar10",
-    "reg_gamma": lambda c: c["regularizer"] in ("nd_l1", "nd_linf"),
+    "reg_gamma": lambda c: c["regularizer"] in NORM_DECAY_P,
     "reg_clip_every": lambda c: c["regularizer"] == "svc",
-    "reg_beta_scaling": lambda c: c["regularizer"] in ("nd_l1", "nd_linf"),
+    "reg_beta_scaling": lambda c: c["regularizer"] in NORM_DECAY_P,
     "reg_svc_linear": lambda c: c["regularizer"] == "svc",
     "adv_preset": lambda c: c["adv_mode"] != "plain",
     "cudnn_deterministic": lambda c: c["device"] != "cpu",
@@ -101,7 +102,7 @@ IGNORED_UNLESS = {
 _NULLABLE = {"n_eval": int, "data_root": str}
 #: Keys that once accepted None and no longer do, with the value to use instead.
 _NONE_REPLACED = {"train_subset": "use 0 for all training images"}
-_CHOICES = {"model": MODEL_NAMES, "dataset": DATASETS, "regularizer": KINDS, "adv_mode": ADV_MODES,
+_CHOICES = {"model": MODEL_NAMES, "dataset": DATASETS, "regularizer": REGULARIZERS, "adv_mode": ADV_MODES,
             "adv_preset": tuple(ADV_PRESETS), "attack": ATTACKS, "amp": AMP_MODES,
             "reg_beta_scaling": BETA_SCALINGS}
 
@@ -190,7 +191,7 @@ def _check_combinations(out: dict) -> None:
         raise ValueError("regularizer 'wd' sets the weight decay to reg_strength; leave cfg['weight_decay'] 0")
     if kind == "svc" and out["reg_strength"] <= 0:
         raise ValueError("regularizer 'svc' needs the clip value reg_strength > 0")
-    if kind in ("wd", "nd_l1", "nd_linf") and out["reg_strength"] == 0.0:
+    if (kind == "wd" or kind in NORM_DECAY_P) and out["reg_strength"] == 0.0:
         raise ValueError(f"regularizer {kind!r} with reg_strength 0 has no effect (a copy of regularizer "
                          "'none'); give a strength > 0 or use regularizer 'none'")
     if not 0.0 <= out["reg_gamma"] < 1.0:

@@ -50,13 +50,14 @@ from nblib.models import build
 from nblib.norms import layer_norms
 from nblib.training.regularizers import (AFTER_OPTIMIZER_STEP, BEFORE_OPTIMIZER_STEP, build_regularizer, make_optimizer,
                                 optimizer_weight_decay)
-from nblib.results import jsonable, write_atomic, write_json_atomic
+from nblib.results import is_terminal, jsonable, write_atomic, write_json_atomic
 from nblib.training.run_config import (autocast_factory, check_runnable, fill_cfg, run_settings, scaled_milestones,
                               torch_device)
 
 __all__ = ["run_one"]
 
-_AA_STATE = "autoattack_state.json"
+#: The file of an interrupted AutoAttack evaluation in the run folder (resumed by the next attempt).
+AA_STATE = "autoattack_state.json"
 
 
 @dataclass
@@ -172,7 +173,7 @@ def _resume(run: _Run, cfg: dict, run_dir: Path) -> None:
             run.reg.load_state_dict(state["regularizer"])
         set_rng_state(state["rng"])
         run.start_epoch, run.global_step, run.history = state["epoch"], state["global_step"], state["history"]
-    aa_state = run_dir / _AA_STATE
+    aa_state = run_dir / AA_STATE
     if run.start_epoch < cfg["epochs"] and aa_state.exists():
         aa_state.unlink()
 
@@ -191,13 +192,6 @@ def _save_checkpoint(run: _Run, cfg: dict, run_dir: Path, epoch: int) -> None:
 
 
 # --------------------------------------------------------------------------- training
-def _stderr_is_tty() -> bool:
-    try:
-        return sys.stderr.isatty()
-    except (AttributeError, ValueError):
-        return False
-
-
 def _check_finite(what: str, loss: float, epoch: int) -> None:
     """FloatingPointError (the run diverged) when ``loss`` is NaN or infinite."""
     if not math.isfinite(loss):
@@ -261,7 +255,7 @@ def _train_epochs(run: _Run, cfg: dict, run_dir: Path, stop_after_epochs, step_c
     """The epochs from ``run.start_epoch`` to ``cfg["epochs"]``, each followed by its checkpoint; False when
     ``stop_after_epochs`` stopped the run before its last epoch."""
     desc = f"{cfg['model']} {cfg['adv_mode']} {cfg['regularizer']}"
-    log_epochs = not _stderr_is_tty()
+    log_epochs = not is_terminal()
     bar = tqdm(range(run.start_epoch, cfg["epochs"]), initial=run.start_epoch, total=cfg["epochs"], desc=desc,
                disable=None)
     for epoch in bar:
@@ -321,7 +315,7 @@ def _attack_metrics(run: _Run, cfg: dict, run_dir: Path, metrics: dict) -> None:
         metrics["n_eval"] = n_eval
     if cfg["attack"] != "none":
         aa = autoattack_accuracy(model, x_eval, y_eval, eps=cfg["eval_eps"], version=cfg["attack"], seed=seed,
-                                 device=device, state_path=run_dir / _AA_STATE, budget=cfg["attack_budget"])
+                                 device=device, state_path=run_dir / AA_STATE, budget=cfg["attack_budget"])
         metrics.update(robust_acc=aa["robust_acc"], aa_clean_acc=aa["clean_acc"], aa_seconds=aa["seconds"],
                        aa_warnings=aa["warnings"], aa_resumed=aa["resumed"])
     metrics["robust_acc_extra"] = {}  # {"eps": robust accuracy} at cfg["extra_eval_eps"], same points
