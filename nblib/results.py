@@ -25,13 +25,13 @@ def _subdir(output_dir, kind: str) -> Path:
     return path
 
 
-def jsonable(value, nonfinite: str = "none"):
-    """``value`` with 0-dim tensors / numpy scalars as Python numbers, tuples as lists and NaN / inf as
-    None (``nonfinite="none"``: JSON-safe, reads back as "not measured"), as the strings ``"NaN"``,
-    ``"Infinity"``, ``"-Infinity"`` (``"string"``: JSON-safe and distinguishable from None) or kept as
-    floats (``"keep"``)."""
-    if nonfinite not in ("none", "string", "keep"):
-        raise ValueError(f"nonfinite must be 'none', 'string' or 'keep', got {nonfinite!r}")
+def jsonable(value, nonfinite: str = "string"):
+    """``value`` with 0-dim tensors / numpy scalars as Python numbers, tuples as lists and NaN / inf as the
+    strings ``"NaN"``, ``"Infinity"``, ``"-Infinity"`` (``"string"``: JSON-safe and distinguishable from None,
+    "not measured"; :func:`read_json` turns them back into floats) or kept as floats (``"keep"``).  Every
+    JSON file of the package (run folders and notebook metrics) uses this one convention."""
+    if nonfinite not in ("string", "keep"):
+        raise ValueError(f"nonfinite must be 'string' or 'keep', got {nonfinite!r}")
     if isinstance(value, dict):
         return {str(k): jsonable(v, nonfinite) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -39,8 +39,6 @@ def jsonable(value, nonfinite: str = "none"):
     if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value) and nonfinite != "keep":
-        if nonfinite == "none":
-            return None
         return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
     return value
 
@@ -71,7 +69,7 @@ def write_atomic(path, data: Union[bytes, str, Callable]) -> Path:
 def write_json_atomic(path, obj, indent: int = 1) -> Path:
     """:func:`write_atomic` of ``obj`` as JSON (sorted keys; non-finite floats as ``"NaN"`` /
     ``"Infinity"`` / ``"-Infinity"``, so that NaN and None -- "not measured" -- stay apart)."""
-    return write_atomic(path, json.dumps(jsonable(obj, nonfinite="string"), indent=indent, sort_keys=True,
+    return write_atomic(path, json.dumps(jsonable(obj), indent=indent, sort_keys=True,
                                          allow_nan=False) + "\n")
 
 
@@ -97,16 +95,16 @@ def read_json(path):
 
 
 def save_metrics(output_dir, name: str, metrics: dict) -> Path:
-    """Write ``metrics/<name>.json`` (NaN and inf become null)."""
-    path = _subdir(output_dir, "metrics") / f"{name}.json"
-    return write_atomic(path, json.dumps(jsonable(metrics), indent=2, sort_keys=True) + "\n")
+    """Write ``metrics/<name>.json`` atomically (:func:`write_json_atomic`: NaN and None stay apart)."""
+    return write_json_atomic(_subdir(output_dir, "metrics") / f"{name}.json", metrics, indent=2)
 
 
 def load_metrics(output_dir, name: str) -> dict:
+    """The metrics JSON of notebook ``name`` under ``output_dir`` (:func:`read_json`: NaN back as floats)."""
     path = Path(output_dir) / "metrics" / f"{name}.json"
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist: run the notebook {name!r} for this profile first")
-    return json.loads(path.read_text())
+    return read_json(path)
 
 
 def save_table(table: pd.DataFrame, output_dir, name: str, index: bool = False, latex: bool = False,

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from nblib.attacks import autoattack as attacks  # its private helpers are tested below
 from nblib.attacks.autoattack import autoattack_accuracy
-from nblib.attacks.inference import clean_accuracy
+from nblib.attacks.inference import eval_mode, model_device, predict
 from nblib.attacks.lipschitz import local_lipschitz
 from nblib.attacks.pgd import margin_loss, pgd_linf
 
@@ -53,7 +53,13 @@ def trained():
 # --------------------------------------------------------------------------
 # clean accuracy
 # --------------------------------------------------------------------------
-def test_clean_accuracy_eval_mode_and_restore(trained):
+def clean_accuracy(model, x, y, batch_size=256) -> float:
+    """Fraction of ``x`` that ``predict`` labels ``y`` in ``eval_mode`` (what the attacks count)."""
+    with eval_mode(model):
+        return (predict(model, x, batch_size, model_device(model))[0] == y).float().mean().item()
+
+
+def test_eval_mode_predicts_and_restores_every_flag(trained):
     model, x, y = trained
     net = nn.Sequential(*model, nn.Dropout(p=0.99))  # train mode would scramble
     net.train()
@@ -201,11 +207,11 @@ def test_autoattack_runs(trained, version, expected):
 
 def test_autoattack_authors_settings(trained):
     model = trained[0]
-    adv, n_t = attacks._make_adversary(model, EPS, "Linf", "authors", 0, "cpu", 10)
+    adv, n_t = attacks.make_adversary(model, EPS, "Linf", "authors", 0, "cpu", 10)
     assert adv.attacks_to_run == ["apgd-ce", "apgd-t"]
     assert adv.apgd.n_restarts == 1 and adv.apgd.n_iter == 100
     assert adv.apgd_targeted.n_restarts == 1 and n_t == 9
-    _, n_t5 = attacks._make_adversary(model, EPS, "Linf", "standard", 0, "cpu", 5)
+    _, n_t5 = attacks.make_adversary(model, EPS, "Linf", "standard", 0, "cpu", 5)
     assert n_t5 == 4
 
 
@@ -361,7 +367,7 @@ def test_quiet_context_restores_trace_function():
     old = sys.gettrace()
     sys.settrace(tracer)
     try:
-        with attacks._quiet_autoattack():
+        with attacks.quiet_autoattack():
             sys.settrace(None)  # what pyautoattack's check_dynamic does
         assert sys.gettrace() is tracer
     finally:

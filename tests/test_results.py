@@ -12,7 +12,8 @@ import nbformat  # noqa: E402
 import pytest  # noqa: E402
 from nbclient import NotebookClient  # noqa: E402
 
-from nblib.results import (in_notebook_kernel, jsonable, read_json, save_figure, write_atomic,  # noqa: E402
+from nblib.results import (in_notebook_kernel, jsonable, load_metrics, read_json, save_figure, save_metrics,  # noqa: E402
+                           write_atomic,
                            write_json_atomic)
 
 
@@ -86,7 +87,10 @@ def test_nan_and_not_measured_stay_apart(tmp_path):
     back = read_json(tmp_path / "m.json")
     assert math.isnan(back["nan"]) and back["inf"] == math.inf and back["ninf"] == -math.inf
     assert back["none"] is None and back["x"][0] == 1.5 and math.isnan(back["x"][1]) and back["s"] == "ok"
-    assert jsonable({"a": math.nan}) == {"a": None}  # notebook metrics keep their old convention
+    assert jsonable({"a": math.nan}) == {"a": "NaN"}  # one convention for every JSON file
+    save_metrics(tmp_path, "nb", {"nan": math.nan, "none": None})  # notebook metrics too
+    back = load_metrics(tmp_path, "nb")
+    assert math.isnan(back["nan"]) and back["none"] is None
     with pytest.raises(ValueError, match="nonfinite"):
         jsonable(1.0, nonfinite="drop")
 

@@ -27,7 +27,8 @@ import torch.nn as nn
 from nblib.attacks.inference import eval_mode, model_device, predict
 from nblib.results import write_atomic
 
-__all__ = ["AA_VERSIONS", "AttackStateError", "attack_settings", "autoattack_accuracy"]
+__all__ = ["AA_VERSIONS", "AttackStateError", "attack_settings", "autoattack_accuracy", "make_adversary",
+           "quiet_autoattack"]
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ class _ListHandler(logging.Handler):
 
 
 @contextlib.contextmanager
-def _quiet_autoattack():
+def quiet_autoattack():
     """Route pyautoattack's 'auto-attack' logger into a list (warnings and up
     are kept, debug/info chatter is dropped), swallow its ``print`` output,
     and undo its ``sys.settrace(None)`` (which would switch off coverage or
@@ -80,7 +81,9 @@ def _quiet_autoattack():
                 handler.messages.append(ln)
 
 
-def _make_adversary(model, eps, norm, version, seed, device, n_cls, budget=1.0):
+def make_adversary(model, eps, norm, version, seed, device, n_cls, budget=1.0):
+    """pyautoattack's ``AutoAttack`` for ``version`` ("standard", or "authors": APGD-CE + APGD-T) at ``budget``
+    of its iterations, and the number of target classes of its targeted attacks."""
     from pyautoattack import AutoAttack
 
     # Both variants start from pyautoattack's 'standard' configuration
@@ -110,7 +113,7 @@ def attack_settings(version: str, budget: float = 1.0) -> dict:
     standard configuration; a smaller budget scales every iteration / query count by it (at least 1)."""
     if version not in AA_VERSIONS:
         raise ValueError(f"unknown AutoAttack version {version!r}; known: {sorted(AA_VERSIONS)}")
-    adv, n_targets = _make_adversary(nn.Flatten(), 1.0, "Linf", version, 0, torch.device("cpu"), 10,
+    adv, n_targets = make_adversary(nn.Flatten(), 1.0, "Linf", version, 0, torch.device("cpu"), 10,
                                      _check_budget(budget))
     return {"version": version, "attacks": list(AA_VERSIONS[version]), "budget": float(budget),
             "apgd_n_iter": adv.apgd.n_iter, "apgd_restarts": adv.apgd.n_restarts,
@@ -300,13 +303,13 @@ def _attack(model, x, y, eps, norm, version, seed, batch_size, device, state_pat
     of the result; ``messages`` is complete only here, after the capture has closed."""
     attacks = list(AA_VERSIONS[version])
     with eval_mode(model), torch.random.fork_rng(devices=_fork_devices(device)), \
-            _quiet_autoattack() as aa_messages, _atomic_autoattack_state():
+            quiet_autoattack() as aa_messages, _atomic_autoattack_state():
         pred, n_cls = predict(model, x, batch_size, device)
         clean_correct = pred == y
         if n_cls < 4:
             raise ValueError("AutoAttack's (targeted) DLR loss needs >= 4 classes")
         _reset_check_counters()
-        adversary, n_targets = _make_adversary(model, eps, norm, version, seed,
+        adversary, n_targets = make_adversary(model, eps, norm, version, seed,
                                                device, n_cls, budget)
         resumed = state_path is not None and state_path.exists()
         x_adv, y_adv, flags, n_broken_before = _run_or_resume(adversary, state_path, resumed, attacks,

@@ -9,7 +9,7 @@ import contextlib
 import torch
 import torch.nn as nn
 
-__all__ = ["model_device", "eval_mode", "predict", "clean_accuracy"]
+__all__ = ["model_device", "eval_mode", "predict"]
 
 
 def model_device(model: nn.Module, device=None) -> torch.device:
@@ -45,15 +45,3 @@ def predict(model: nn.Module, x: torch.Tensor, batch_size: int,
             n_cls = out.shape[1]
             preds.append(out.argmax(1).to(x.device))
     return torch.cat(preds), n_cls
-
-
-def clean_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-                   batch_size: int = 256, device=None) -> float:
-    """Fraction of ``x`` classified as ``y`` (model in eval mode, batched on
-    ``device`` -- the model's device by default; previous modes restored)."""
-    if x.shape[0] == 0:
-        raise ValueError("empty input")
-    device = model_device(model, device)
-    with eval_mode(model):
-        pred, _ = predict(model, x, batch_size, device)
-    return (pred == y.to(pred.device)).float().mean().item()

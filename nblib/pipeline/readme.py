@@ -12,13 +12,14 @@ screenshot ``docs/jupyterlab.png``. Text outside the markers is left as it is.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from pathlib import Path
 
+from nblib.claims.verdict import OUTCOMES
+from nblib.results import load_metrics
+
 ROOT = Path(__file__).resolve().parents[2]
 START, END = "<!-- results:start -->", "<!-- results:end -->"
-OUTCOMES = ("holds", "does not hold", "not testable")
 SCREENSHOT = "docs/jupyterlab.png"
 KEY_FIGURES = (  # (figure name, caption)
     ("01_figure1", "Figure 1 (a)-(d) on a small layer: kernel, operator matrix M and its norms"),
@@ -40,7 +41,8 @@ def shown_profile(outputs: Path) -> str:
 
 def read_verdicts(metrics_file: Path) -> list[dict]:
     """The ``verdicts`` of one notebook's metrics JSON ([] when it has none); each entry is checked."""
-    data = json.loads(Path(metrics_file).read_text())
+    metrics_file = Path(metrics_file)
+    data = load_metrics(metrics_file.parent.parent, metrics_file.stem)
     verdicts = data.get("verdicts") or []
     for v in verdicts:
         if not isinstance(v, dict) or not {"claim", "outcome"} <= set(v) or v["outcome"] not in OUTCOMES:

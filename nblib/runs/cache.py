@@ -33,7 +33,7 @@ from pathlib import Path
 from nblib.training import train
 from nblib.attacks.autoattack import AttackStateError
 from nblib.results import read_json, write_atomic, write_json_atomic
-from nblib.runs.folders import check_metrics, config_hash, done_record, inspect_run, provenance, versions
+from nblib.runs.folders import check_metrics, done_record, run_dir_for, inspect_run, provenance, versions
 from nblib.training.checkpoint import CheckpointError
 from nblib.training.run_config import check_runnable, fill_cfg, run_settings
 
@@ -171,8 +171,8 @@ def run_cached(cfg: dict, root, *, wait: bool = True, reuse_stale: bool = False,
     passed to :func:`nblib.training.train.run_one` (a test hook)."""
     cfg = fill_cfg(cfg)
     root = Path(root)
-    h = config_hash(cfg)
-    run_dir = root / h
+    run_dir = run_dir_for(root, cfg)
+    h = run_dir.name
     status, reason, metrics = inspect_run(run_dir, cfg)
     if status in ("done", "diverged"):
         return metrics

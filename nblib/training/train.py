@@ -42,6 +42,7 @@ from tqdm.auto import tqdm
 
 from nblib.training.adversarial import adversarial_loss
 from nblib.attacks.autoattack import autoattack_accuracy
+from nblib.attacks.inference import eval_mode
 from nblib.attacks.lipschitz import local_lipschitz
 from nblib.training.checkpoint import CHECKPOINT, load_checkpoint, rng_state, seed_everything, set_rng_state
 from nblib.data import eval_subset, get_dataset
@@ -95,17 +96,13 @@ def _datasets(cfg: dict, device: torch.device):
 def _evaluate(model, test_tensors, channels_last: bool) -> tuple[float, float]:
     """(mean cross-entropy, accuracy) over the test tensors in eval mode, float32; the previous mode is
     restored."""
-    was = model.training
-    model.eval()
     loss = torch.zeros((), dtype=torch.float64, device=test_tensors[0].device)
     correct = torch.zeros((), dtype=torch.int64, device=test_tensors[0].device)
-    try:
+    with eval_mode(model):
         for x, y in eval_batches(*test_tensors, channels_last=channels_last):
             out = model(x)
             loss += F.cross_entropy(out, y, reduction="sum").double()
             correct += (out.argmax(1) == y).sum()
-    finally:
-        model.train(was)
     n = test_tensors[1].numel()
     return loss.item() / n, correct.item() / n
 
