@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from nblib.vocabulary import ADV_MODES
 from nblib.training.adversarial import (ADV_PRESETS, adv_settings, adversarial_examples,
-                               adversarial_loss)
+                                        adversarial_loss)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -8,7 +8,7 @@ import torch
 
 from nblib.data import cifar10
 from nblib.data.cifar10 import (CIFAR10_FOLDER, CIFAR10_MD5, FIXTURE_MANIFEST, CIFAR10Arrays, cifar10_checksums,
-                           fetch_cifar10, verify_cifar10, write_cifar10_fixture)
+                                fetch_cifar10, verify_cifar10, write_cifar10_fixture)
 from nblib.data import get_dataset
 
 

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from nblib.data import DATASETS, DigitsCIFARLike
 from nblib.data.loader import (EVAL_BATCH, HFLIP, PAD, TrainBatches, crop_flip, device_tensors, epoch_draws, epoch_seed,
-                          eval_batches, flips, subset_indices, to_float)
+                               eval_batches, flips, subset_indices, to_float)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -12,14 +12,14 @@ from hypothesis import strategies as st
 from torch import nn
 
 from nblib.models import (
-    MODEL_NAMES,
-    VGG,
-    RegNet,
-    ResNet,
-    SENet,
-    SmallCNN,
-    build,
-)
+                          MODEL_NAMES,
+                          VGG,
+                          RegNet,
+                          ResNet,
+                          SENet,
+                          SmallCNN,
+                          build,
+                          )
 
 CIFAR_MODELS = ("vgg11", "resnet18", "senet18", "regnetx_200mf")
 

@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 
 from nblib.vocabulary import REGULARIZERS
 from nblib.training.regularizers import (NormDecay, SingularValueClipping, build_regularizer,
-                                clip_linear_singular_values, clip_singular_values, make_optimizer,
-                                optimizer_weight_decay)
+                                         clip_linear_singular_values, clip_singular_values, make_optimizer,
+                                         optimizer_weight_decay)
 
 SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

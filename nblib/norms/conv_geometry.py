@@ -44,6 +44,11 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if dtype in LOW_PRECISION else dtype
 
 
+def compute_kernel(layer) -> torch.Tensor:
+    """The layer's weight in its :func:`compute_dtype` (fp16 / bf16 weights are summed in fp32)."""
+    return layer.weight.to(compute_dtype(layer.weight.dtype))
+
+
 def check_conv(layer) -> int:
     """Number of spatial dimensions of a supported conv layer; ValueError naming the fix otherwise."""
     if not isinstance(layer, CONV_TYPES):

@@ -33,7 +33,7 @@ import torch
 import torch.nn as nn
 
 from nblib.norms.conv_geometry import (ConvGeometry, apply, apply_adjoint, check_zero_padding, compute_dtype,
-                                 conv_geometry)
+                                       compute_kernel, conv_geometry)
 from nblib.norms.layer_shapes import BATCHNORM
 from nblib.norms.tap_sets import tap_set_norm, tap_set_subgradient
 from nblib.norms.spectral import eq3_bound, gram_iteration, power_iteration, singular_values_fft
@@ -102,11 +102,6 @@ def _max(t: torch.Tensor) -> torch.Tensor:
     return (t if t.dim() == 1 else t.reshape(-1)).max(0).values
 
 
-def _kernel(layer) -> torch.Tensor:
-    k = layer.weight
-    return k.to(compute_dtype(k.dtype))
-
-
 @functools.lru_cache(maxsize=1024)
 def _lemma1_classes(kernel_size, stride, span, device=None, dtype=None) -> torch.Tensor | None:
     """Indicator matrix Q[(a,b), (c,d)] = 1 iff (c,d) is in the class A_(a,b) of Lemma 1, or None when
@@ -140,7 +135,7 @@ def theorem1_l1(conv: nn.Conv2d, input_size) -> torch.Tensor:
     j's group); the class sums are then a product with the small Lemma 1 indicator matrix.
     """
     g = _require_assumption1(conv, input_size)
-    return theorem1_l1_kernel(_kernel(conv), conv.groups, g.kernel_size, g.stride, tuple(lo for lo, _ in g.pads),
+    return theorem1_l1_kernel(compute_kernel(conv), conv.groups, g.kernel_size, g.stride, tuple(lo for lo, _ in g.pads),
                               g.in_size).to(conv.weight.dtype)
 
 
@@ -162,7 +157,7 @@ def theorem1_l1_kernel(k: torch.Tensor, groups: int, kernel_size, stride, paddin
 def theorem1_linf(conv: nn.Conv2d, input_size) -> torch.Tensor:
     """Eq. (2): ``max_i sum_{j,k,t} |K[i,j,k,t]|`` (Assumption 1 required)."""
     _require_assumption1(conv, input_size)
-    return _max(_kernel(conv).abs().reshape(conv.out_channels, -1).sum(1)).to(conv.weight.dtype)
+    return _max(compute_kernel(conv).abs().reshape(conv.out_channels, -1).sum(1)).to(conv.weight.dtype)
 
 
 def _c_linf(g: ConvGeometry, kabs: torch.Tensor) -> torch.Tensor:
@@ -180,7 +175,7 @@ def general_linf(layer, input_size) -> torch.Tensor:
     transposed layer)."""
     g = conv_geometry(layer, input_size)
     check_zero_padding(g, math.inf)
-    kabs = _kernel(layer).abs()
+    kabs = compute_kernel(layer).abs()
     return (_c_l1(g, kabs) if g.transposed else _c_linf(g, kabs)).to(layer.weight.dtype)
 
 
@@ -189,7 +184,7 @@ def general_l1(layer, input_size) -> torch.Tensor:
     transposed layer)."""
     g = conv_geometry(layer, input_size)
     check_zero_padding(g, 1)
-    kabs = _kernel(layer).abs()
+    kabs = compute_kernel(layer).abs()
     return (_c_linf(g, kabs) if g.transposed else _c_l1(g, kabs)).to(layer.weight.dtype)
 
 
@@ -198,7 +193,7 @@ def taps_l1(layer, input_size) -> torch.Tensor:
     ``||C||_1``, or ``||C||_inf`` for a transposed layer)."""
     g = conv_geometry(layer, input_size)
     check_zero_padding(g, 1)
-    return tap_set_norm(g, _kernel(layer).abs(), "row" if g.transposed else "col").to(layer.weight.dtype)
+    return tap_set_norm(g, compute_kernel(layer).abs(), "row" if g.transposed else "col").to(layer.weight.dtype)
 
 
 def taps_linf(layer, input_size) -> torch.Tensor:
@@ -206,7 +201,7 @@ def taps_linf(layer, input_size) -> torch.Tensor:
     ``||C||_inf``, or ``||C||_1`` for a transposed layer)."""
     g = conv_geometry(layer, input_size)
     check_zero_padding(g, math.inf)
-    return tap_set_norm(g, _kernel(layer).abs(), "col" if g.transposed else "row").to(layer.weight.dtype)
+    return tap_set_norm(g, compute_kernel(layer).abs(), "col" if g.transposed else "row").to(layer.weight.dtype)
 
 
 L1_LINF_METHODS = {"theorem1": (theorem1_l1, theorem1_linf), "taps": (taps_l1, taps_linf),
@@ -282,7 +277,7 @@ def linear_norm(linear: nn.Linear, p) -> torch.Tensor:
     if not isinstance(linear, nn.Linear):
         raise ValueError(f"expected an nn.Linear, got {type(linear).__name__}")
     p = check_p(p)
-    w = _kernel(linear)
+    w = compute_kernel(linear)
     if p == 1:
         out = _max(w.abs().sum(0))
     elif p == math.inf:

@@ -24,16 +24,11 @@ import warnings
 
 import torch
 
-from nblib.norms.conv_geometry import (ConvGeometry, apply, apply_adjoint, check_zero_padding, compute_dtype,
-                                 conv_geometry, dilated_kernel)
+from nblib.norms.conv_geometry import (ConvGeometry, apply, apply_adjoint, check_zero_padding, compute_kernel,
+                                       conv_geometry, dilated_kernel)
 
 DENSE_MAX_INPUTS = 4096  # l2_interval: a dense eigensolve when C has at most this many input entries
 GRAM_MAX_ENTRIES = 2**25  # frequency-matrix entries (complex) Gram iteration may hold
-
-
-def _kernel(layer) -> torch.Tensor:
-    k = layer.weight
-    return k.to(compute_dtype(k.dtype))
 
 
 def _power(g: ConvGeometry, kd: torch.Tensor, v: torch.Tensor, tol: float, max_iter: int, block: int,
@@ -96,7 +91,7 @@ def power_iteration(layer, input_size, tol: float = 1e-6, max_iter: int = 1000, 
     """
     g = conv_geometry(layer, input_size)
     check_zero_padding(g, 2)
-    k = _kernel(layer)
+    k = compute_kernel(layer)
     shape = (1, g.in_channels, *g.in_size)
     with torch.no_grad():
         kd = k.detach()
@@ -129,7 +124,7 @@ def singular_values_fft(layer, input_size) -> torch.Tensor:
                          "use method='power' (exact to a tolerance) or 'gram' (upper bound)")
     if any(r > n for r, n in zip(g.reach, g.in_size)):
         raise ValueError(f"kernel reach {g.reach} exceeds the circular input size {g.in_size}")
-    k = _kernel(layer)
+    k = compute_kernel(layer)
     full = torch.fft.fftn(dilated_kernel(k, g.dilation).to(torch.promote_types(k.dtype, torch.complex64)),
                           s=g.in_size, dim=tuple(range(2, k.dim())))
     m = full.reshape(g.groups, g.out_channels // g.groups, g.in_channels // g.groups, -1).permute(0, 3, 1, 2)
@@ -207,14 +202,14 @@ def gram_iteration(layer, input_size, n_iter: int = 6) -> torch.Tensor:
     if not _gram_fits(g):
         raise ValueError(f"Gram iteration would hold over {GRAM_MAX_ENTRIES} complex entries for circular size "
                          f"{size}; use method='power' for a layer this large")
-    return _gram_bound(frequency_matrices(g, _kernel(layer)), n_iter).to(layer.weight.dtype)
+    return _gram_bound(frequency_matrices(g, compute_kernel(layer)), n_iter).to(layer.weight.dtype)
 
 
 def eq3_bound(layer, input_size) -> torch.Tensor:
     """Eq. (3): ``||M||_2 <= (o sum K^2)^(1/2)`` with ``o`` the number of ``C``'s output positions
     (``h_out w_out`` for a Conv2d); a Frobenius bound valid for every geometry."""
     g = conv_geometry(layer, input_size)
-    return (math.prod(g.out_size) * _kernel(layer).pow(2).sum()).sqrt().to(layer.weight.dtype)
+    return (math.prod(g.out_size) * compute_kernel(layer).pow(2).sum()).sqrt().to(layer.weight.dtype)
 
 
 def _dense_gram(g: ConvGeometry, kd: torch.Tensor) -> torch.Tensor:

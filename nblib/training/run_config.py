@@ -56,8 +56,7 @@ DEFAULT_CFG = {
     "reg_svc_linear": SVC_LINEAR,  # svc: also clip Linear layers (ours); False: convs only (Sedghi, authors)
     # ---- adversarial training (Figure 2)
     "adv_mode": "plain",          # plain | pgd | alp | trades (nblib.training.adversarial)
-    "adv_preset": "standard",     # nblib.training.adversarial.ADV_PRESETS: "standard" (8/255, 2/255, 10 steps,
-                                  # TRADES beta 6) | "authors" (0.031, 0.007, 10 steps, beta 1)
+    "adv_preset": "standard",     # a name of nblib.training.adversarial.ADV_PRESETS: "standard" | "authors"
     # ---- run
     "seed": 0,                    # 0 <= seed < 2**16: seeds python, numpy, torch, data order, subsets, attacks
     "device": "cpu",              # "cpu" | "cuda" | "cuda:N"

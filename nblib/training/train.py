@@ -50,10 +50,10 @@ from nblib.data.loader import TrainBatches, device_tensors, eval_batches, flips,
 from nblib.models import build
 from nblib.norms import layer_norms
 from nblib.training.regularizers import (AFTER_OPTIMIZER_STEP, BEFORE_OPTIMIZER_STEP, build_regularizer, make_optimizer,
-                                optimizer_weight_decay)
+                                         optimizer_weight_decay)
 from nblib.results import is_terminal, jsonable, write_atomic, write_json_atomic
 from nblib.training.run_config import (autocast_factory, check_runnable, fill_cfg, run_settings, scaled_milestones,
-                              torch_device)
+                                       torch_device)
 
 __all__ = ["run_one"]
 
