@@ -16,6 +16,8 @@ from nblib.pipeline import reproduce
 from nblib.runs import grids, folders
 from nblib.data.cifar10 import write_cifar10_fixture
 from nblib.pipeline.plan import notebook_parameters
+from nblib.claims import OUTCOMES
+from nblib.models import build
 from nblib.results import load_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,7 +76,18 @@ def test_every_model_and_adversarial_mode_ran_the_paper_path(rehearsal):
 
 
 def test_rehearsal_notebooks_wrote_their_outputs(rehearsal):
-    output_dir, _ = rehearsal
+    """Each notebook's metrics describe the profile's own runs (counted here from the profile and the models,
+    not by the code that wrote them) and carry well-formed verdicts."""
+    output_dir, config = rehearsal
     for nb in ("01_theorem1", "02_table1", "03_table2", "04_adversarial_norms", "05_propositions"):
-        assert load_metrics(output_dir, nb)
+        verdicts = load_metrics(output_dir, nb)["verdicts"]
+        assert verdicts and all(v["outcome"] in OUTCOMES and v["reason"] for v in verdicts), nb
+    convs = sum(isinstance(m, torch.nn.Conv2d) for name in MODELS for m in build(name).modules())
+    assert load_metrics(output_dir, "01_theorem1")["n_model_convs"] == convs
+    t2, c2 = load_metrics(output_dir, "03_table2"), config["03_table2"]
+    assert t2["models"] == MODELS and t2["dataset"] == "cifar10"
+    assert t2["n_runs"] == len(MODELS) * (1 + sum(len(c2[k]) for k in ("wd", "svc", "nd_l1", "nd_linf")))
+    f2 = load_metrics(output_dir, "04_adversarial_norms")
+    assert f2["models"] == MODELS and set(f2["clean_acc"]) == {f"{m}/{a}" for m in MODELS
+                                                               for a in ("plain", "pgd", "alp", "trades")}
     assert (output_dir / "tables" / "03_table2.csv").exists()
