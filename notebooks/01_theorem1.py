@@ -35,69 +35,43 @@ tolerance = 1e-9  # largest relative error accepted as float rounding (float64)
 
 import matplotlib.pyplot as plt
 import numpy as np
-import pandas as pd
 import seaborn as sns
 import torch
 
 from nblib import norms
-from nblib.claims import theorem1 as judge
-from nblib.claims.verdict import records
 from nblib.experiments import theorem1
-from nblib.results import save_figure, save_metrics, save_table
-
-torch.set_default_dtype(torch.float64)
+from nblib.results import save_figure
 
 # %% [markdown]
 # ## Random layers against the dense operator
 
 # %%
-random_rows = pd.DataFrame([theorem1.check_against_dense(c, hw) for c, hw in
-                            theorem1.random_conv_layers(n_random_layers, seed=seed, max_hw=max_input_size)])
-save_table(random_rows.drop(columns=["kernel", "stride", "padding", "dilation", "input", "output"]).assign(
-    kernel=random_rows.kernel.astype(str), stride=random_rows.stride.astype(str), input=random_rows.input.astype(str)),
-    output_dir, "01_random_layers")
-random_rows.groupby("assumption1")[["err_l1", "err_linf", "err_eq1", "err_eq2", "err_power"]].max()
+result = theorem1.run(globals())  # float64 throughout; tables and metrics JSON written below
+result.save(output_dir)
+random_rows = result.random_layers
+result.random_summary()
 
 # %% [markdown]
 # ## Every Conv2d of the four CIFAR models at 32x32
 
 # %%
-model_rows = theorem1.model_conv_rows(models, device, seed=seed)
-save_table(model_rows.drop(columns="convs_in_model"), output_dir, "01_model_layers")
-model_rows.groupby("model").agg(convs=("layer", "size"), outside_assumption1=("assumption1", lambda s: int((~s).sum())),
-                                max_err_l1=("err_l1", "max"), max_err_linf=("err_linf", "max"))
+result.model_summary()
 
 # %% [markdown]
 # ## Verdict
 
 # %%
-inside, outside = random_rows[random_rows.assumption1], random_rows[~random_rows.assumption1]
-metrics = dict(
-    n_random_layers=len(random_rows), n_random_outside_assumption1=len(outside), n_model_convs=len(model_rows),
-    n_model_convs_outside_assumption1=int((~model_rows.assumption1).sum()),
-    max_err_exact_random=float(random_rows[["err_l1", "err_linf"]].max().max()),
-    max_err_closed_form_inside=float(inside[["err_eq1", "err_eq2"]].max().max()),
-    frac_closed_form_wrong_outside=float(((outside.err_eq1 > tolerance) | (outside.err_eq2 > tolerance)).mean()),
-    max_err_model_convs=float(model_rows[["err_l1", "err_linf"]].max().max()),
-    max_err_power=float(random_rows.err_power.max()),
-    eq3_over_sigma_median=float(random_rows.eq3_over_sigma.median()),
-    eq3_over_sigma_max=float(random_rows.eq3_over_sigma.max()),
-    gram_is_upper_bound=bool((random_rows.gram >= random_rows.sigma * (1 - 1e-9)).all()),
-)
-claims = [*judge.theorem1(random_rows, tolerance), judge.exact_model_norms(model_rows, tolerance)]
-metrics["verdicts"] = records(claims)
-save_metrics(output_dir, "01_theorem1", metrics)
-for v in claims:
+for v in result.verdicts:
     print(v.explained())
-print(f"outside Assumption 1 the closed forms are wrong for {100 * metrics['frac_closed_form_wrong_outside']:.0f}% "
-      f"of random layers")
+wrong = result.metrics["frac_closed_form_wrong_outside"]
+print(f"outside Assumption 1 the closed forms are wrong for {100 * wrong:.0f}% of random layers")
 
 # %%
 # NBVAL_CHECK_OUTPUT
-for v in claims:
+for v in result.verdicts:
     print(v.line())
-print("every model conv checked, none skipped:", theorem1.all_convs_checked(model_rows))
-print("Gram iteration is an upper bound on every random layer:", metrics["gram_is_upper_bound"])
+print("every model conv checked, none skipped:", result.all_convs_checked)
+print("Gram iteration is an upper bound on every random layer:", result.metrics["gram_is_upper_bound"])
 
 # %% [markdown]
 # ## Figures: where the closed forms break, how loose eq. 3 is, and the structure of M

@@ -41,70 +41,37 @@ floor_factor = 3.0  # eq. 1-2 must cost at most this many times one pass over th
 # %%
 
 import matplotlib.pyplot as plt
-import pandas as pd
-import torch
 
-from nblib.perf import benchmark
-from nblib.claims import table1 as judge
-from nblib.claims.verdict import UNTESTABLE, records
-from nblib.results import save_figure, save_metrics, save_table
-
-torch.manual_seed(0)
+from nblib.claims.verdict import UNTESTABLE
+from nblib.experiments import table1
+from nblib.results import save_figure
 
 # %%
-table = benchmark.run_table1(device=device, runs=runs, budget_s=entry_budget_s, method_budget_s=method_budget_s,
-                             tol=power_tol, progress=False)
-save_table(table, output_dir, "02_table1_long")
-wide = benchmark.speedups(table)
-save_table(wide.reset_index(), output_dir, "02_table1")
+result = table1.run(globals())  # times every (kernel, method) entry; tables and metrics JSON written below
+result.save(output_dir)
+wide = result.wide
 wide.round(5)
 
 # %% [markdown]
 # ## Side by side with the paper (seconds per 100 runs; paper: GTX 1080 Ti)
 
 # %%
-paper = pd.DataFrame(benchmark.PAPER_TABLE1).T
-paper.index = [str(k) for k in paper.index]
-side = pd.concat({"ours (" + device + ")": wide[["l1", "linf", "power", "fft"]], "paper (GPU)": paper}, axis=1)
-save_table(side.reset_index(names="kernel"), output_dir, "02_table1_vs_paper")
-side.round(5)
+result.vs_paper.round(5)
 
 # %% [markdown]
 # ## Verdict
 
 # %%
-measured = table[table.measured]
-values = table.pivot(index="kernel", columns="method", values="value")
-power_le_gram = bool(((values.power <= values.gram * (1 + 1e-4)) | values.power.isna() | values.gram.isna()).all())
-l2_fft_vs_power = (values.fft / values.power).dropna()
-paper_power = judge.paper_speedup(benchmark.PAPER_TABLE1, "power")
-paper_fft = judge.paper_speedup(benchmark.PAPER_TABLE1, "fft")
-claims = [judge.table1_speed(wide, "power", float(paper_power.min()), "power iteration"),
-          judge.table1_speed(wide, "fft", float(paper_fft.min()), "the Sedghi FFT"),
-          judge.table1_floor(wide, floor_factor)]
-metrics = dict(
-    device=device,
-    max_ours_over_floor=float(wide[["l1/floor", "linf/floor"]].max().max()),
-    min_power_over_ours=float(wide[["power/l1", "power/linf"]].min().min()),
-    min_fft_over_ours=float(wide[["fft/l1", "fft/linf"]].min().min()),
-    paper_power_over_ours=[float(paper_power.min()), float(paper_power.max())],
-    paper_fft_over_ours=[float(paper_fft.min()), float(paper_fft.max())],
-    n_entries=len(table), n_measured=len(measured),
-    not_measured=[f"{r.method} {r.kernel}" for r in table[~table.measured].itertuples()],
-    power_le_gram=power_le_gram,
-    fft_over_power_median=float(l2_fft_vs_power.median()) if len(l2_fft_vs_power) else None,
-    verdicts=records(claims),
-)
-save_metrics(output_dir, "02_table1", metrics)
 # timing verdicts depend on the machine and its load: printed here, not in the checked cell below
-for v in claims:
+for v in result.verdicts:
     print(v.line() + ("" if v.outcome == UNTESTABLE else f" ({v.reason})"))
+paper_power, paper_fft = result.paper_power, result.paper_fft
 print(f"paper (GTX 1080 Ti): power iteration / ours {paper_power.min():,.0f}x to {paper_power.max():,.0f}x; "
       f"Sedghi FFT / ours {paper_fft.min():,.0f}x to {paper_fft.max():,.0f}x")
 
 # %%
 # NBVAL_CHECK_OUTPUT
-print("power iteration never exceeds the Gram upper bound:", power_le_gram)
+print("power iteration never exceeds the Gram upper bound:", result.power_le_gram)
 
 # %%
 fig, ax = plt.subplots(figsize=(10, 4))

@@ -13,10 +13,11 @@
 # constant is 0. **Claim (Theorem 2, Proposition 2).** On 2-epsilon-separable data (Assumption 2) a network
 # with robust accuracy 1 under attacks of size epsilon exists, and its Lipschitz constant can exceed any xi.
 #
-# **Check.** The constructions of `nblib.experiments.toys`: norms versus a scale factor swept over several orders of
-# magnitude, with the output's spread over random inputs; then on 2-D separable classes a network built
-# as in the proof, verified robust exactly on a grid over every epsilon-ball and by a strong PGD attack,
-# with its Lipschitz constant estimated from below and bounded from above by the product of layer norms.
+# **Check.** The constructions of `nblib.experiments.toys`, run by `nblib.experiments.propositions`: norms
+# versus a scale factor swept over several orders of magnitude, with the output's spread over random inputs;
+# then on 2-D separable classes a network built as in the proof, verified robust exactly on a grid over every
+# epsilon-ball and by a strong PGD attack, with its Lipschitz constant estimated from below and bounded from
+# above by the product of layer norms.
 
 # %% tags=["parameters"]
 profile = "smoke"  # name of the params/ profile that ran this notebook
@@ -35,82 +36,40 @@ pgd_restarts = 5  # PGD restarts
 seed = 0  # seed of data and networks
 
 # %%
-import math
-
 import matplotlib.pyplot as plt
 import numpy as np
-import pandas as pd
-import torch
 
-from nblib.experiments import toys
-from nblib.claims import propositions as judge
-from nblib.claims.verdict import UNTESTABLE, records
-from nblib.norms import layer_norms
-from nblib.results import save_figure, save_metrics, save_table
-
-torch.manual_seed(seed)
+from nblib.claims.verdict import UNTESTABLE
+from nblib.experiments import propositions, toys
+from nblib.results import save_figure
 
 # %% [markdown]
 # ## Proposition 1
 
 # %%
-x = 100 * torch.randn(n_random_inputs, 2, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
-rows = []
-for s in scales:
-    net = toys.prop1_network(s, depth=prop1_depth, seed=seed, dtype=torch.float64)
-    for p, label in [(1, "l1"), (2, "l2"), (math.inf, "linf")]:
-        t = layer_norms(net, (2,), p)
-        rows += [dict(scale=s, p=label, layer=i, norm=v) for i, v in enumerate(t.norm)]
-    rows.append(dict(scale=s, p="output spread", layer=-1, norm=toys.output_spread(net, x)))
-    rows.append(dict(scale=s, p="empirical Lipschitz", layer=-1, norm=toys.empirical_lipschitz(net, x, seed=seed)))
-prop1 = pd.DataFrame(rows)
-save_table(prop1, output_dir, "05_prop1")
-prop1.pivot_table(index="scale", columns="p", values="norm", aggfunc="min")
+result = propositions.run(globals())  # both propositions; tables and metrics JSON written below
+result.save(output_dir)
+prop1, X, y = result.prop1, result.X, result.y
+result.prop1_summary()
 
 # %% [markdown]
 # ## Theorem 2 and Proposition 2
 
 # %%
-X, y = toys.separable_blobs(n_per_class=n_per_class, n_classes=n_classes, eps=eps, seed=seed)
-d_min = toys.min_interclass_distance(X, y)
-prop2 = []
-nets = {}
-for xi in xis:
-    net, delta = toys.prop2_network(X, y, eps, xi)
-    nets[xi] = (net, delta)
-    _, pgd_acc = toys.pgd_linf(net, X, y, eps, steps=pgd_steps, restarts=pgd_restarts, seed=seed)
-    prop2.append(dict(xi=xi, delta=delta,
-                      grid_robust_acc=toys.robust_accuracy_grid(net, X, y, eps, grid_points_per_dim),
-                      pgd_robust_acc=pgd_acc, lipschitz_lower=toys.lipschitz_lower_bound(net, X, seed=seed),
-                      lipschitz_upper_product=toys.lipschitz_upper_bound_product(net)))
-prop2 = pd.DataFrame(prop2)
-save_table(prop2, output_dir, "05_prop2")
-prop2
+result.prop2
 
 # %% [markdown]
 # ## Verdict
 
 # %%
-spread = prop1[prop1.p == "output spread"].norm
-smallest = prop1[prop1.layer >= 0].groupby("scale").norm.min()
-metrics = dict(
-    prop1_min_layer_norm_at_max_scale=float(smallest.iloc[-1]), prop1_max_output_spread=float(spread.max()),
-    prop1_norm_growth=float(smallest.iloc[-1] / smallest.iloc[0]),
-    prop2_min_interclass_distance=d_min, prop2_eps=eps,
-    prop2_grid_robust_acc=prop2.grid_robust_acc.tolist(), prop2_pgd_robust_acc=prop2.pgd_robust_acc.tolist(),
-    prop2_xi=prop2.xi.tolist(), prop2_lipschitz_lower=prop2.lipschitz_lower.tolist(),
-)
-claims = [judge.proposition1(prop1), *judge.proposition2(prop2, d_min, eps)]
-metrics["verdicts"] = records(claims)
-save_metrics(output_dir, "05_propositions", metrics)
-for v in claims:
+for v in result.verdicts:
     print(v.line() + ("" if v.outcome == UNTESTABLE else f" ({v.reason})"))
-print(f"Prop. 2: data 2eps-separable (d_min = {d_min:.3f} > {2 * eps}); Lipschitz lower bounds "
-      f"{[f'{v:.3g}' for v in prop2.lipschitz_lower]} for xi = {xis}")
+print(f"Prop. 2: data 2eps-separable (d_min = {result.d_min:.3f} > {2 * eps}); Lipschitz lower bounds "
+      f"{[f'{v:.3g}' for v in result.prop2.lipschitz_lower]} for xi = {xis}")
 
 # %%
 # NBVAL_CHECK_OUTPUT
-for v in claims:
+for v in result.verdicts:
     print(v.line())
 
 # %%
@@ -118,13 +77,14 @@ fig, axes = plt.subplots(1, 2, figsize=(11, 4))
 for p in ["l1", "l2", "linf"]:
     d = prop1[(prop1.p == p)].groupby("scale").norm.min()
     axes[0].loglog(d.index, d.values, marker="o", label=f"smallest layer {p} norm")
+spread = prop1[prop1.p == "output spread"].norm
 axes[0].loglog(spread.index.map(lambda i: prop1.scale[i]), spread.clip(lower=1e-300).values + 1e-12, "k--",
                label="output spread (+1e-12)")
 axes[0].set_xlabel("scale factor of the construction")
 axes[0].set_ylabel("norm / output spread")
 axes[0].legend(fontsize=8)
 axes[0].set_title("Prop. 1: norms grow, the network stays constant", fontsize=10)
-net, delta = nets[xis[0]]
+net, delta = result.nets[xis[0]]
 pad = 3 * eps
 xx, yy, pred = toys.decision_grid(net, (X[:, 0].min() - pad, X[:, 0].max() + pad),
                                   (X[:, 1].min() - pad, X[:, 1].max() + pad), n=300)

@@ -67,7 +67,7 @@ def test_on_iterate_sees_every_iterate_with_its_logits():
 
 
 def test_toy_pgd_is_the_shared_pgd_with_restarts():
-    """toys.pgd_linf keeps the lowest-margin iterate: on a linear 2-class model its robust accuracy is the
+    """toys.pgd_robust_accuracy keeps the lowest-margin iterate: on a linear 2-class model its robust accuracy is the
     exact one, margin minus eps * ||w_1 - w_0||_1 > 0."""
     W = torch.tensor([[1.0, 0.0], [0.0, 1.0]], dtype=torch.float64)
     net = _linear(W)
@@ -76,6 +76,6 @@ def test_toy_pgd_is_the_shared_pgd_with_restarts():
     eps = 0.1
     exact = ((-margin_loss(net(X), y, reduction="none") - 2 * eps) > 0).double().mean().item()
     assert exact == 0.5
-    x_adv, acc = toys.pgd_linf(net, X, y, eps, steps=10, restarts=2)
+    acc, x_adv = toys.pgd_robust_accuracy(net, X, y, eps, steps=10, restarts=2)
     assert acc == pytest.approx(exact)
     assert (x_adv - X).abs().max() <= eps + 1e-12

@@ -2,6 +2,7 @@
 numpy norms / forward passes, brute-force pairwise distances, the closed-form plateau score and the
 exact robust accuracy of a linear classifier."""
 import itertools
+import math
 
 import numpy as np
 import pytest
@@ -40,6 +41,16 @@ def plateau_oracle(X, y, eps, delta, C, pts):
     return np.stack([P[:, y == c].max(1) if (y == c).any() else np.zeros(len(pts)) for c in range(C)], 1)
 
 
+def killed_by_a_nonpositive_layer(net: nn.Sequential) -> bool:
+    """Proposition 1's certificate of constancy, read off the weights: some Linear layer sits between two ReLUs
+    and has all weights and biases <= 0, so its input is >= 0, its pre-activation <= 0 for every x, and the
+    ReLU after it outputs 0 (everything after it is constant)."""
+    mods = list(net)
+    return any(isinstance(m, nn.Linear) and isinstance(a, nn.ReLU) and isinstance(b, nn.ReLU)
+               and bool((m.weight <= 0).all()) and (m.bias is None or bool((m.bias <= 0).all()))
+               for a, m, b in zip(mods, mods[1:], mods[2:]))
+
+
 def brute_min_interclass(X, y):
     X, y = np.asarray(X), np.asarray(y)
     best = np.inf
@@ -58,7 +69,7 @@ def test_prop1_layer_norms_grow_linearly(depth):
         Ws = [W for W, _ in np_weights(net)]
         assert len(Ws) == depth
         norms = {p: np.array([np.linalg.norm(W, p) for W in Ws]) for p in (1, 2, np.inf)}
-        for p, ours in [(1, 1), (2, 2), (np.inf, "inf")]:
+        for p, ours in [(1, 1), (2, 2), (np.inf, math.inf)]:
             np.testing.assert_allclose(toys.layer_operator_norms(net, ours), norms[p], rtol=1e-6)
             assert (norms[p] >= 0.5 * s).all()  # every layer is large
         np.testing.assert_allclose(toys.lipschitz_upper_bound_product(net), np.prod(norms[np.inf]), rtol=1e-6)
@@ -72,7 +83,7 @@ def test_prop1_layer_norms_grow_linearly(depth):
 @pytest.mark.parametrize("scale", SCALES)
 def test_prop1_output_exactly_constant(scale, depth):
     net = toys.prop1_network(scale, in_dim=2, width=8, depth=depth, out_dim=2, seed=3)
-    assert toys.prop1_is_constant(net)
+    assert killed_by_a_nonpositive_layer(net)
     g = torch.Generator().manual_seed(0)
     x = torch.cat([torch.randn(1000, 2, generator=g) * 10.0 ** k for k in (0, 3, 6, 12)])
     x = torch.cat([x, torch.zeros(1, 2), torch.tensor([[1e15, -1e15], [-1e15, -1e15]])])
@@ -89,7 +100,7 @@ def test_prop1_output_exactly_constant(scale, depth):
 def test_prop1_certificate_not_vacuous():
     torch.manual_seed(0)
     generic = nn.Sequential(nn.Linear(2, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 1))
-    assert not toys.prop1_is_constant(generic)
+    assert not killed_by_a_nonpositive_layer(generic)
     assert toys.output_spread(generic, torch.randn(500, 2)) > 0
     with pytest.raises(ValueError):
         toys.prop1_network(1.0, depth=2)
@@ -102,7 +113,7 @@ def test_prop1_hypothesis(seed, in_dim, width, depth, log_scale):
     net = toys.prop1_network(10.0 ** log_scale, in_dim, width, depth, seed=seed, dtype=torch.float64)
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(300, in_dim, dtype=torch.float64, generator=g) * 10.0 ** torch.randint(0, 8, (300, 1), generator=g)
-    assert toys.prop1_is_constant(net)
+    assert killed_by_a_nonpositive_layer(net)
     assert (net(x) == net[-1].bias).all()
 
 
@@ -113,9 +124,20 @@ def test_empirical_lipschitz_linear_oracle():
         net[0].weight.copy_(w)
     x = torch.randn(50, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     assert toys.empirical_lipschitz(net, x, p=2) == pytest.approx(5.0)  # ||w||_2
-    assert toys.empirical_lipschitz(net, x, p="inf") == pytest.approx(7.0)  # ||w||_1 (l_inf -> l_inf)
+    assert toys.empirical_lipschitz(net, x, p=math.inf) == pytest.approx(7.0)  # ||w||_1 (l_inf -> l_inf)
     # finite differences on random segments approach but cannot exceed ||w||_1 = 7
     assert 6.5 <= toys.lipschitz_lower_bound(net, x) <= 7.0 + 1e-9
+
+
+@pytest.mark.parametrize("p", ["inf", 3, 0.5])
+def test_p_is_parsed_by_the_norms_package(p):
+    """toys reads p through nblib.norms.check_p, the package's one parser: 1, 2 or math.inf, nothing else."""
+    net = toys.prop1_network(1.0)
+    x = torch.zeros(3, 2)
+    for call in (lambda: toys.layer_operator_norms(net, p), lambda: toys.empirical_lipschitz(net, x, p=p),
+                 lambda: toys.min_interclass_distance(x, torch.tensor([0, 1, 1]), p=p)):
+        with pytest.raises(ValueError, match="p must be one of 1, 2, math.inf"):
+            call()
 
 
 # ---------------------------------------------------------------- Assumption 2 data
@@ -161,7 +183,7 @@ def test_prop2_robust_and_large_lipschitz(blobs, xi):
     assert delta <= 0.5 / xi and 2 * (eps + delta) < brute_min_interclass(X.numpy(), y.numpy())
     assert toys.robust_accuracy_grid(net, X, y, eps, points_per_dim=21, margin=0.5) == 1.0
     for loss in ("margin", "ce"):
-        x_adv, acc = toys.pgd_linf(net, X, y, eps, steps=30, restarts=3, loss=loss)
+        acc, x_adv = toys.pgd_robust_accuracy(net, X, y, eps, steps=30, restarts=3, loss=loss)
         assert acc == 1.0
         assert (x_adv - X.float()).abs().max() <= eps + 1e-6
     lb = toys.lipschitz_lower_bound(net, X, radius=2 * eps)
@@ -208,7 +230,7 @@ def test_pgd_and_grid_match_linear_oracle():
     X, y, s = X[keep], y[keep], s[keep]
     exact = (torch.where(y == 0, s, -s) > eps * w.abs().sum()).double().mean().item()
     assert 0.2 < exact < 0.9
-    assert toys.pgd_linf(net, X, y, eps, steps=20, restarts=2)[1] == pytest.approx(exact)
+    assert toys.pgd_robust_accuracy(net, X, y, eps, steps=20, restarts=2).accuracy == pytest.approx(exact)
     assert toys.robust_accuracy_grid(net, X, y, eps, points_per_dim=3) == pytest.approx(exact)
 
 

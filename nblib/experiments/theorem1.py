@@ -1,17 +1,30 @@
-"""Numerical checks of Theorem 1 (notebook 01): closed forms and exact methods against the dense operator."""
+"""Notebook 01 end to end (Theorem 1): closed forms and exact methods against the dense operator.
+
+``run(settings) -> Theorem1Result``: random small layers (:func:`random_conv_layers`) checked against their
+dense operator matrix M (:func:`check_against_dense`: eq. 1 = largest absolute column sum, eq. 2 = largest
+absolute row sum under Assumption 1, eq. 3 >= sigma_max(M)), and every Conv2d of the CIFAR models at its true
+input size against the exact general method (:func:`model_conv_rows`), all in float64; the claims are decided by
+:mod:`nblib.claims.theorem1`.  ``settings`` is the notebook's parameters (``globals()``) or the same names in a
+dict.
+"""
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import warnings
+from dataclasses import dataclass, field
 
 import pandas as pd
 import torch
 import torch.nn as nn
 
 from nblib import norms
-from nblib.norms.layer_shapes import layer_input_shapes
+from nblib.claims import theorem1 as judge
+from nblib.claims.verdict import records
 from nblib.models import build
+from nblib.norms.layer_shapes import layer_input_shapes
+from nblib.results import save_metrics, save_table
 
 
 def random_weights(layer: nn.Module, generator: torch.Generator, kind: str) -> nn.Module:
@@ -149,3 +162,90 @@ def tap_matrix(kernel_size, stride, padding, input_size) -> tuple[torch.Tensor, 
     taps = m.clamp_min(0)
     cls = (taps // k2 % stride[0]) * stride[1] + (taps % k2 % stride[1])
     return m, torch.where(m >= 0, cls, torch.full_like(cls, -1))
+
+
+# --------------------------------------------------------------------------- notebook 01 end to end
+#: The parameters of notebook 01 that :func:`run` reads.
+SETTINGS = ("device", "n_random_layers", "max_input_size", "seed", "models", "tolerance")
+
+
+@contextlib.contextmanager
+def default_dtype(dtype: torch.dtype):
+    """``torch``'s default dtype set to ``dtype`` inside the block and restored after it (also on error)."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(old)
+
+
+@dataclass
+class Theorem1Result:
+    """Notebook 01's tables and verdicts (errors relative to max(|exact|, 1))."""
+
+    random_layers: pd.DataFrame   # one row per random layer (check_against_dense)
+    model_layers: pd.DataFrame    # one row per Conv2d of each model (model_conv_rows)
+    all_convs_checked: bool       # every Conv2d of every model has a row (all_convs_checked)
+    verdicts: list = field(default_factory=list)  # Theorem 1's claims (nblib.claims.theorem1)
+    metrics: dict = field(default_factory=dict)   # outputs/<profile>/metrics/01_theorem1.json
+
+    def random_summary(self) -> pd.DataFrame:
+        """Largest error of every method, inside and outside Assumption 1."""
+        return self.random_layers.groupby("assumption1")[["err_l1", "err_linf", "err_eq1", "err_eq2",
+                                                          "err_power"]].max()
+
+    def model_summary(self) -> pd.DataFrame:
+        """Per model: convs checked, how many lie outside Assumption 1, largest l1 / l_inf error."""
+        return self.model_layers.groupby("model").agg(
+            convs=("layer", "size"), outside_assumption1=("assumption1", lambda s: int((~s).sum())),
+            max_err_l1=("err_l1", "max"), max_err_linf=("err_linf", "max"))
+
+    def save(self, output_dir) -> None:
+        """Write the tables (``tables/01_random_layers``, ``tables/01_model_layers``) and the metrics JSON."""
+        rows = self.random_layers
+        save_table(rows.drop(columns=["kernel", "stride", "padding", "dilation", "input", "output"]).assign(
+            kernel=rows.kernel.astype(str), stride=rows.stride.astype(str), input=rows.input.astype(str)),
+            output_dir, "01_random_layers")
+        save_table(self.model_layers.drop(columns="convs_in_model"), output_dir, "01_model_layers")
+        save_metrics(output_dir, "01_theorem1", self.metrics)
+
+
+def theorem1_metrics(random_rows: pd.DataFrame, model_rows: pd.DataFrame, tolerance: float) -> dict:
+    """The numbers of notebook 01's metrics JSON (without the verdicts): layer counts, the largest errors of
+    the exact methods and of the closed forms inside Assumption 1, how often the closed forms are wrong
+    outside it, the looseness of eq. 3 (bound / sigma_max) and whether Gram iteration bounds sigma_max from
+    above on every random layer."""
+    inside, outside = random_rows[random_rows.assumption1], random_rows[~random_rows.assumption1]
+    wrong_outside = (outside.err_eq1 > tolerance) | (outside.err_eq2 > tolerance)
+    return dict(
+        n_random_layers=len(random_rows), n_random_outside_assumption1=len(outside), n_model_convs=len(model_rows),
+        n_model_convs_outside_assumption1=int((~model_rows.assumption1).sum()),
+        max_err_exact_random=float(random_rows[["err_l1", "err_linf"]].max().max()),
+        max_err_closed_form_inside=float(inside[["err_eq1", "err_eq2"]].max().max()),
+        frac_closed_form_wrong_outside=float(wrong_outside.mean()),
+        max_err_model_convs=float(model_rows[["err_l1", "err_linf"]].max().max()),
+        max_err_power=float(random_rows.err_power.max()),
+        eq3_over_sigma_median=float(random_rows.eq3_over_sigma.median()),
+        eq3_over_sigma_max=float(random_rows.eq3_over_sigma.max()),
+        gram_is_upper_bound=bool((random_rows.gram >= random_rows.sigma * (1 - 1e-9)).all()),
+    )
+
+
+def run(settings: dict) -> Theorem1Result:
+    """Notebook 01 end to end, in float64 (torch's default dtype is float64 during the call, so the models'
+    initial weights are drawn in float64, and restored after it)."""
+    missing = [k for k in SETTINGS if k not in settings]
+    if missing:
+        raise KeyError(f"theorem1.run needs the notebook parameters {missing}")
+    with default_dtype(torch.float64):
+        layers = random_conv_layers(settings["n_random_layers"], seed=settings["seed"],
+                                    max_hw=settings["max_input_size"])
+        random_rows = pd.DataFrame([check_against_dense(c, hw) for c, hw in layers])
+        model_rows = model_conv_rows(settings["models"], settings["device"], seed=settings["seed"])
+    tolerance = settings["tolerance"]
+    claims = [*judge.theorem1(random_rows, tolerance), judge.exact_model_norms(model_rows, tolerance)]
+    metrics = theorem1_metrics(random_rows, model_rows, tolerance)
+    metrics["verdicts"] = records(claims)
+    return Theorem1Result(random_layers=random_rows, model_layers=model_rows,
+                          all_convs_checked=all_convs_checked(model_rows), verdicts=claims, metrics=metrics)

@@ -7,7 +7,8 @@ generic norm code of the package can be run on it unchanged.
   ``scale`` (arbitrarily large), yet the network is constant (Lipschitz constant 0).
 * Theorem 2 / Proposition 2 -- ``robust_network`` / ``prop2_network``: on a 2-eps-separable data set
   (Assumption 2, l_inf metric) a ReLU network with robust accuracy 1 (Definition 2, vector outputs)
-  whose global Lipschitz constant is >= 1/delta, i.e. as large as we like.
+  whose global Lipschitz constant is >= 1/delta, i.e. as large as we like; checked by
+  ``robust_accuracy_grid``, ``pgd_robust_accuracy`` and ``lipschitz_lower_bound``.
 
 Norm pairing used for Lipschitz constants of the Proposition 2 tools: l_inf on inputs and outputs.
 Nothing is computed at import time.
@@ -16,23 +17,17 @@ from __future__ import annotations
 
 import copy
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from nblib.attacks import pgd
-from nblib.norms import linear_norm
 from nblib.attacks.pgd import margin_loss
+from nblib.norms import check_p, linear_norm
 
-INF = float("inf")
-
-
-def _p(p) -> float:
-    p = INF if p in ("inf", INF) else float(p)
-    if p not in (1.0, 2.0, INF):
-        raise ValueError(f"p must be 1, 2 or inf, got {p}")
-    return p
+INF = math.inf
 
 
 def _dtype(net: nn.Module) -> torch.dtype:
@@ -88,7 +83,7 @@ def prop1_network(scale: float, in_dim: int = 2, width: int = 8, depth: int = 3,
 def layer_operator_norms(net: nn.Module, p=2) -> list[float]:
     """Operator norms ||W||_p of the nn.Linear layers of ``net`` in module order (:func:`nblib.norms.linear_norm`:
     p = 1 max abs column sum, p = 2 largest singular value, p = inf max abs row sum)."""
-    p = _p(p)
+    p = check_p(p)
     return [linear_norm(m, p).item() for m in net.modules() if isinstance(m, nn.Linear)]
 
 
@@ -97,26 +92,13 @@ def lipschitz_upper_bound_product(net: nn.Module, p=INF) -> float:
     return math.prod(layer_operator_norms(net, p))
 
 
-def prop1_is_constant(net: nn.Sequential) -> bool:
-    """Analytic certificate of constancy: some Linear layer sits between two ReLUs and has all weights
-    <= 0 and all biases <= 0. Its input is >= 0, so its pre-activation is <= 0 for every input x and
-    the following ReLU outputs 0; everything after it is constant."""
-    mods = list(net)
-    for i in range(1, len(mods) - 1):
-        m = mods[i]
-        if (isinstance(m, nn.Linear) and isinstance(mods[i - 1], nn.ReLU) and isinstance(mods[i + 1], nn.ReLU)
-                and bool((m.weight <= 0).all()) and (m.bias is None or bool((m.bias <= 0).all()))):
-            return True
-    return False
-
-
 def empirical_lipschitz(net: nn.Module, x: torch.Tensor, n_pairs: int = 1000, radius: float = 1.0,
                         seed: int = 0, p=2) -> float:
     """Empirical lower bound of the l_p -> l_p Lipschitz constant: the max over random pairs
     (x1 = x + U[-r, r], x2 = x1 + U[-r, r]) of ||f(x1) - f(x2)||_p / ||x1 - x2||_p, and the max over the
     x1 of ||grad f_c(x1)||_q (q dual to p), which is <= ||J||_{p->p}."""
-    p = _p(p)
-    q = {1.0: INF, 2.0: 2.0, INF: 1.0}[p]
+    p = check_p(p)
+    q = {1: INF, 2: 2, INF: 1}[p]
     gen = torch.Generator().manual_seed(seed)
     x = x.to(_dtype(net))
     idx = torch.randint(len(x), (n_pairs,), generator=gen)
@@ -143,7 +125,7 @@ def output_spread(net: nn.Module, x: torch.Tensor) -> float:
 # ---- Assumption 2 data ---------------------------------------------------------------------------
 def min_interclass_distance(X: torch.Tensor, y: torch.Tensor, p=INF) -> float:
     """inf { ||x_i - x_j||_p : y_i != y_j } (brute force); inf when there is a single class."""
-    p, X = _p(p), X.double()
+    p, X = check_p(p), X.double()
     best = INF
     for c in torch.unique(y):
         a, b = X[y == c], X[y != c]
@@ -291,13 +273,21 @@ def robust_accuracy_grid(net: nn.Module, X: torch.Tensor, y: torch.Tensor, eps: 
     return sum(ok) / len(ok)
 
 
-def pgd_linf(net: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int = 50,
-             step_size: float | None = None, restarts: int = 5, seed: int = 0, loss: str = "margin"):
-    """l_inf PGD with restarts (:func:`nblib.attacks.pgd.pgd_linf` without the [0, 1] box: toy inputs are not
-    images), ascending the margin loss ``max_{j != y} z_j - z_y`` (:func:`nblib.attacks.pgd.margin_loss`) or CE.
+class RobustAccuracy(NamedTuple):
+    """What :func:`pgd_robust_accuracy` returns."""
+
+    accuracy: float       # mean(margin(x_adv) > 0): the fraction of points PGD did not flip
+    x_adv: torch.Tensor   # per point, the iterate of lowest margin found (in the eps-ball around x)
+
+
+def pgd_robust_accuracy(net: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int = 50,
+                        step_size: float | None = None, restarts: int = 5, seed: int = 0,
+                        loss: str = "margin") -> RobustAccuracy:
+    """Robust accuracy under l_inf PGD with restarts (:func:`nblib.attacks.pgd.pgd_linf` without the [0, 1]
+    box: toy inputs are not images), ascending the margin loss ``max_{j != y} z_j - z_y``
+    (:func:`nblib.attacks.pgd.margin_loss`) or CE.
     Restart 0 starts at x, the others uniformly in the ball. Keeps, per point, the iterate of lowest margin
-    z_y - max_{j != y} z_j over all steps and restarts. Returns (x_adv, robust accuracy =
-    mean(margin(x_adv) > 0))."""
+    z_y - max_{j != y} z_j over all steps and restarts. Returns ``RobustAccuracy(accuracy, x_adv)``."""
     if loss not in ("margin", "ce"):
         raise ValueError(f"loss must be 'margin' or 'ce', got {loss!r}")
     dt = _dtype(net)
@@ -320,7 +310,7 @@ def pgd_linf(net: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps
                           generator=gen, clip=None, on_iterate=keep_lowest)
         with torch.no_grad():
             keep_lowest(xa, net(xa))
-    return best["x"], (best["m"] > 0).double().mean().item()
+    return RobustAccuracy((best["m"] > 0).double().mean().item(), best["x"])
 
 
 def lipschitz_lower_bound(net: nn.Module, X: torch.Tensor, radius: float | None = None, n_random: int = 256,
