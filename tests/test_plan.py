@@ -72,3 +72,18 @@ def test_reproduce_plan_prints_every_notebook(capsys, monkeypatch, tmp_path):
     assert "01_theorem1: no training runs" in out
     assert "03_table2: 9 runs, 0 cached, 9 to train: about 9.00 h" in out
     assert "04_adversarial_norms: 4 runs" in out and "total projected: 13.00 h" in out
+
+
+def test_project_hours_takes_the_plans_run_counts_as_they_are():
+    """issue 18: ``benchmarks/train_throughput.py`` fed ``run_counts`` (``adv_modes``) to ``project_hours``
+    (which read ``modes``): KeyError.  The plan's real output for the paper profile goes in unchanged."""
+    from nblib.perf import throughput
+    counts = plan.run_counts({nb.stem: p for nb, p in (params_of("paper", "03"), params_of("paper", "04"))})
+    rate = dict(ips={"plain": 1000.0, "pgd": 100.0, "alp": 100.0, "trades": 100.0}, eval_ips=5000.0, norms_s=1.0,
+                aa_s={nb: 10.0 for nb in counts})
+    hours = throughput.project_hours(counts, {m: rate for spec in counts.values() for m in spec["models"]})
+    epoch = {mode: throughput.CIFAR_TRAIN / ips + throughput.CIFAR_TEST / 5000.0 + 1.0
+             for mode, ips in rate["ips"].items()}
+    table2 = 4 * 17 * (120 * epoch["plain"] + 10.0)
+    assert hours["03_table2"] == pytest.approx(table2 / 3600)
+    assert hours["total"] == pytest.approx(hours["03_table2"] + hours["04_adversarial_norms"])
