@@ -72,3 +72,58 @@ def test_reproduce_plan_prints_every_notebook(capsys, monkeypatch, tmp_path):
     assert "01_theorem1: no training runs" in out
     assert "03_table2: 9 runs, 0 cached, 9 to train: about 9.00 h" in out
     assert "04_adversarial_norms: 4 runs" in out and "total projected: 13.00 h" in out
+
+
+def test_project_hours_takes_the_plans_run_counts_as_they_are():
+    """issue 18: ``benchmarks/train_throughput.py`` fed ``run_counts`` (``adv_modes``) to ``project_hours``
+    (which read ``modes``): KeyError.  The plan's real output for the paper profile goes in unchanged."""
+    from nblib.perf import throughput
+    counts = plan.run_counts({nb.stem: p for nb, p in (params_of("paper", "03"), params_of("paper", "04"))})
+    rate = dict(ips={"plain": 1000.0, "pgd": 100.0, "alp": 100.0, "trades": 100.0}, eval_ips=5000.0, norms_s=1.0,
+                aa_s={nb: 10.0 for nb in counts})
+    hours = throughput.project_hours(counts, {m: rate for spec in counts.values() for m in spec["models"]})
+    epoch = {mode: throughput.CIFAR_TRAIN / ips + throughput.CIFAR_TEST / 5000.0 + 1.0
+             for mode, ips in rate["ips"].items()}
+    table2 = 4 * 17 * (120 * epoch["plain"] + 10.0)
+    assert hours["03_table2"] == pytest.approx(table2 / 3600)
+    assert hours["total"] == pytest.approx(hours["03_table2"] + hours["04_adversarial_norms"])
+
+
+def test_paper_plan_without_a_gpu_estimates_labelled_and_probes_nothing(capsys, monkeypatch, tmp_path):
+    """issue 18: ``--plan`` of the paper profile (device cuda) on a machine without CUDA ended in "Found no NVIDIA
+    driver"; now it projects from the FLOP-count estimate of nblib.perf.reference, says so with its assumed
+    rate, and probes nothing (a77f116 probed, and with --device cpu probed for 10 minutes)."""
+    import torch
+    from nblib.perf import throughput
+
+    def no_probe(*a, **k):
+        raise AssertionError("probed a device")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(throughput, "measure_step", no_probe)
+    monkeypatch.setattr(throughput, "measure_eval", no_probe)
+    tables = reproduce.plan("paper", output_root=tmp_path)
+    out = capsys.readouterr().out
+    assert "03_table2: 68 runs" in out and "04_adversarial_norms: 16 runs" in out and "total projected" in out
+    assert "assumed 30 TFLOP/s" in out and "no GPU rate of this code has been measured" in out
+    for table in tables.values():
+        assert all(b.startswith("estimate (FLOP count at an assumed") for b in table.basis)
+        assert (table.train_s > 0).all() and (table.attack_s > 0).all()
+
+
+def test_forward_flops_match_torch_flop_counter():
+    """The reference model's forward FLOPs per image equal torch's own FlopCounterMode (an independent count)
+    for a plain, a residual and a grouped-conv model; the paper models' values as the issue gives them."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+    from nblib.models import build
+    from nblib.perf import reference
+    for name in ("smallcnn", "vgg11", "regnetx_200mf"):
+        model = build(name, num_classes=10).to("meta").eval()
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            model(torch.zeros(2, 3, 32, 32, device="meta"))
+        assert reference.forward_flops(name) == pytest.approx(counter.get_total_flops() / 2, rel=1e-9)
+    assert reference.forward_flops("vgg11") / 1e9 == pytest.approx(0.31, abs=0.01)
+    assert reference.forward_flops("resnet18") / 1e9 == pytest.approx(1.11, abs=0.01)
+    assert reference.image_flops("vgg11", "pgd") == 23 * reference.forward_flops("vgg11")
+    with pytest.raises(ValueError, match="no assumed rate"):
+        reference.estimate(fill_cfg({"device": "cpu"}))

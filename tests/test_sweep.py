@@ -557,3 +557,59 @@ def test_slurm_kwargs():
     assert slurm_kwargs("local", "gpu") is None
     assert slurm_kwargs("slurm") == dict(timeout_min=SLURM_TIMEOUT_MIN, gpus_per_node=1, cpus_per_task=8)
     assert slurm_kwargs("slurm", "gpu", 60)["slurm_partition"] == "gpu"
+
+
+class InProcessPool:
+    """A stand-in for ``ProcessPoolExecutor`` that records each worker's ``initargs`` and runs in this process."""
+    started: list = []
+
+    def __init__(self, max_workers, mp_context, initializer, initargs):
+        InProcessPool.started.append(initargs)
+
+    def submit(self, fn, *args, **kwargs):
+        from concurrent.futures import Future
+        future = Future()
+        future.set_result(fn(*args, **kwargs))
+        return future
+
+    def shutdown(self, wait=True):
+        pass
+
+
+def test_gpu_workers_map_through_the_parents_visible_devices(tmp_path, monkeypatch, fake_run_one):
+    """Inside an allocation with ``CUDA_VISIBLE_DEVICES=4,5`` (2 GPUs seen), ``gpus=[0, 1]`` run on physical
+    GPUs 4 and 5 (a77f116 gave the workers "0" and "1"); UUIDs pass through; an index the allocation does not
+    hold, or a config naming ``cuda:1`` (each worker sees its GPU as cuda:0), fails before any run."""
+    import concurrent.futures
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,5")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor", InProcessPool)
+    InProcessPool.started = []
+    cfgs = expand_grid(TINY, seed=[0, 1, 2])
+    df = run_sweep(cfgs, tmp_path, gpus=[0, 1])
+    assert len(df) == 3 and sorted(InProcessPool.started) == [("4",), ("5",)]
+    from nblib.runs.sweep import worker_devices
+    assert worker_devices([1, 0, 1]) == ["5", "4", "5"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-aaaa, GPU-bbbb")
+    assert worker_devices([1]) == ["GPU-bbbb"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,5")
+    with pytest.raises(ValueError, match="sees 2 GPU"):
+        run_sweep(expand_grid(TINY, seed=[3]), tmp_path, gpus=[2])
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    with pytest.raises(ValueError, match="sees 2 GPU"):
+        worker_devices([0, 2])
+    with pytest.raises(ValueError, match="cuda:0"):
+        run_sweep([dict(TINY, seed=4, device="cuda:1")], tmp_path, gpus=[0, 1])
+    assert len(fake_run_one) == 3
+
+
+def test_cuda_ordinal_that_this_process_does_not_see_is_refused(monkeypatch):
+    """``device="cuda:1"`` with one visible GPU is refused by check_runnable, naming the fix (a77f116 let it
+    through to an "invalid device ordinal" in the worker)."""
+    from nblib.training.run_config import check_runnable
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    check_runnable(dict(TINY, device="cuda:0"))
+    with pytest.raises(ValueError, match="sees 1 GPU"):
+        check_runnable(dict(TINY, device="cuda:1"))

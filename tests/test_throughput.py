@@ -11,8 +11,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_project_hours_by_hand():
-    runs = {"a": dict(models=["m"], epochs=2, n_eval=10, modes={"plain": 3}),
-            "b": dict(models=["m"], epochs=1, n_eval=10, modes={"plain": 1, "pgd": 2})}
+    runs = {"a": dict(models=["m"], epochs=2, n_eval=10, adv_modes={"plain": 3}),
+            "b": dict(models=["m"], epochs=1, n_eval=10, adv_modes={"plain": 1, "pgd": 2})}
     rates = {"m": dict(ips={"plain": 100.0, "pgd": 10.0}, eval_ips=50.0, norms_s=1.0, aa_s={"a": 7.0, "b": 11.0})}
     # epoch: 1000 train images / ips + 100 test images / 50 + 1 s of norms
     plain_epoch, pgd_epoch = 10 + 2 + 1, 100 + 2 + 1

@@ -296,3 +296,47 @@ def test_smallcnn_learns_digits(tmp_path):
     m = run_one(dict(model="smallcnn", dataset="digits", epochs=8, lr=0.05, attack="none"), tmp_path)
     assert m["n_train"] == 1437 and m["milestone_epochs"] == [5, 6, 7]
     assert m["clean_acc"] >= 0.90
+
+
+@pytest.mark.parametrize("regularizer", ["none", "wd", "svc", "nd_l1", "nd_linf"])
+def test_training_step_reads_nothing_back_to_the_host(regularizer):
+    """One training step (``train_step``: loss, backward, regulariser, SGD; SVC clipping at this step) of every
+    regulariser and adversarial mode runs on the ``meta`` device, where reading a value back to the host
+    (``.item()``, ``int()``, ``bool()``: a GPU sync) raises (issue 18: norm decay synced once per layer)."""
+    from nblib.training.regularizers import build_regularizer, make_optimizer
+    from nblib.training.step import train_step
+    for mode in ("plain", "pgd", "alp", "trades"):
+        torch.manual_seed(0)
+        model = build("vgg11", num_classes=10)
+        strength = {"none": 0.0, "svc": 1.0}.get(regularizer, 1e-2)
+        reg = build_regularizer(regularizer, model, (3, 32, 32), strength, clip_every=1)
+        model.to("meta")
+        cfg = fill_cfg({"adv_mode": mode, "regularizer": regularizer, "reg_strength": strength})
+        x, y = torch.rand(2, 3, 32, 32, device="meta"), torch.randint(0, 10, (2,), device="meta")
+        out = train_step(model, make_optimizer(model, 0.1), reg, cfg, x, y, global_step=1)
+        assert out.loss.is_meta
+
+
+def test_checkpoint_for_another_device_keeps_rng_states_on_the_cpu(tmp_path):
+    """issue 18: a checkpoint read for a GPU run (here the ``meta`` device, which fails as CUDA does) keeps its
+    RNG states CPU ByteTensors, so that ``set_rng_state`` accepts them; the weights go to the device.  a77f116
+    loaded everything with ``map_location=device``: ``set_rng_state`` raised, and a resumed run on CUDA failed."""
+    from nblib.training.checkpoint import load_checkpoint, set_rng_state
+    run_one(dict(TINY, epochs=2), tmp_path, stop_after_epochs=1)
+    state = load_checkpoint(tmp_path / CHECKPOINT, fill_cfg(dict(TINY, epochs=2)), torch.device("meta"))
+    assert state["rng"]["torch"].device.type == "cpu" and state["rng"]["torch"].dtype == torch.uint8
+    assert all(t.is_meta for t in state["model"].values())
+    set_rng_state(state["rng"])
+
+
+def test_checkpoint_that_cannot_be_restored_is_a_checkpoint_error(tmp_path):
+    """Any failure to restore a checkpoint (here a weight of another shape) is a CheckpointError, which the run
+    cache answers by setting the folder aside (a77f116 let the RuntimeError of ``load_state_dict`` through)."""
+    cfg = dict(TINY, epochs=2)
+    run_one(cfg, tmp_path, stop_after_epochs=1)
+    state = _checkpoint(tmp_path)
+    name = next(iter(state["model"]))
+    state["model"][name] = torch.zeros(1)
+    torch.save(state, tmp_path / CHECKPOINT)
+    with pytest.raises(CheckpointError, match="(?s)cannot restore.*delete it"):
+        run_one(cfg, tmp_path)

@@ -306,11 +306,14 @@ def batchnorm_norm(bn: nn.modules.batchnorm._BatchNorm, p=None) -> torch.Tensor:
 
 
 def sparse_subgradient(layer, input_size, p) -> tuple[torch.Tensor, tuple, torch.Tensor]:
-    """``(||M||_p, index, block)`` for ``p`` in ``{1, inf}`` of a conv layer (at spatial size ``input_size``) or
-    a Linear (``input_size=None``), without autograd (Algorithm 1, line 3): a subgradient w.r.t. the weight is
-    0 except ``[index] = block``, which is ``sign(K)`` on the entries of one maximising row (``p = inf``) or
-    column (``p = 1``) of ``M`` mapped back to the kernel.  Its entries are in ``{-1, 0, 1}`` and
-    ``<subgradient, K> = ||M||_p``.  Values in the weight's dtype (computed in fp32 for fp16/bf16).
+    """``(||M||_p, (dim, index), block)`` for ``p`` in ``{1, inf}`` of a conv layer (at spatial size
+    ``input_size``) or a Linear (``input_size=None``), without autograd (Algorithm 1, line 3): a subgradient
+    w.r.t. the weight is 0 except ``subgradient.index_select(dim, index) = block`` (``dim`` 0 for a row of
+    ``M``, 1 for a column; ``index`` a 1-element int64 tensor on the weight's device), which is ``sign(K)`` on
+    the entries of one maximising row (``p = inf``) or column (``p = 1``) of ``M`` mapped back to the kernel.
+    Its entries are in ``{-1, 0, 1}`` and ``<subgradient, K> = ||M||_p``.  Values in the weight's dtype
+    (computed in fp32 for fp16/bf16).  Nothing is read back to the host (no ``.item()``), so a training step
+    on a GPU does not wait here; apply it with ``index_add_`` / ``index_copy_``.
     """
     p = check_p(p)
     if p == 2:
@@ -318,10 +321,10 @@ def sparse_subgradient(layer, input_size, p) -> tuple[torch.Tensor, tuple, torch
     w = layer.weight.detach()
     wc = w.to(compute_dtype(w.dtype))
     if isinstance(layer, nn.Linear):
-        sums = wc.abs().sum(1 if p == math.inf else 0)
-        i = int(sums.argmax())
-        index = (i,) if p == math.inf else (slice(None), i)
-        return sums[i].to(w.dtype), index, wc[index].sign().to(w.dtype)
+        dim = 0 if p == math.inf else 1
+        sums = wc.abs().sum(1 - dim)
+        i = sums.argmax().reshape(1)
+        return sums.gather(0, i).reshape(()).to(w.dtype), (dim, i), wc.index_select(dim, i).sign().to(w.dtype)
     g = conv_geometry(layer, input_size)
     check_zero_padding(g, p)
     value, index, block = tap_set_subgradient(g, wc, "row" if (p == math.inf) != g.transposed else "col")
@@ -330,7 +333,6 @@ def sparse_subgradient(layer, input_size, p) -> tuple[torch.Tensor, tuple, torch
 
 def norm_subgradient(layer, input_size, p) -> tuple[torch.Tensor, torch.Tensor]:
     """``(||M||_p, subgradient)``: :func:`sparse_subgradient` with the subgradient as a dense tensor."""
-    value, index, block = sparse_subgradient(layer, input_size, p)
+    value, (dim, index), block = sparse_subgradient(layer, input_size, p)
     sub = torch.zeros_like(layer.weight, memory_format=torch.contiguous_format).detach()
-    sub[index] = block
-    return value, sub
+    return value, sub.index_copy_(dim, index, block)

@@ -83,28 +83,34 @@ def tap_set_norm(g: ConvGeometry, kabs: torch.Tensor, kind: str) -> torch.Tensor
 
 @torch.no_grad()
 def tap_set_subgradient(g: ConvGeometry, kernel: torch.Tensor, kind: str) -> tuple[torch.Tensor, tuple, torch.Tensor]:
-    """``(norm, index, block)``: :func:`tap_set_norm` and its subgradient w.r.t. the kernel, without autograd.
+    """``(norm, (dim, index), block)``: :func:`tap_set_norm` and its subgradient w.r.t. the kernel, without
+    autograd and without reading a value back to the host (no ``.item()`` / ``int()``: the maximiser's position
+    stays a device tensor, so a CUDA step never waits for the GPU).
 
-    The subgradient is 0 except ``subgradient[index] = block``: ``sign(K)`` on the taps of one maximising row
-    (``"row"``: output channel ``o*``, every input channel of its group) or column (``"col"``: input channel
-    ``j*``, every output of its group), restricted to the maximal tap sets that attain the norm."""
-    kabs = kernel.abs()
+    The subgradient is 0 except ``subgradient.index_select(dim, index) = block``, with ``index`` a 1-element
+    int64 tensor on the kernel's device: ``sign(K)`` on the taps of one maximising row (``"row"``, ``dim = 0``:
+    output channel ``o*``, every input channel of its group) or column (``"col"``, ``dim = 1``: input channel
+    ``j*``, every output of its group; the outputs of the other groups hold 0 in ``block``), restricted to the
+    maximal tap sets that attain the norm.  The maximiser is the first one in ``argmax``'s order."""
     indicators = _indicators(g, kind, kernel.device, kernel.dtype)
-    b = _set_sums(_per_tap_sums(g, kabs, kind), indicators)
-    idx = int(b.reshape(-1).argmax())
-    value = b.reshape(-1)[idx]
+    b = _set_sums(_per_tap_sums(g, kernel.abs(), kind), indicators)
+    flat = b.reshape(-1)
+    idx = flat.argmax().reshape(1)
+    value = flat.gather(0, idx).reshape(())
     pos = []
     for size in reversed(b.shape):
         pos.append(idx % size)
-        idx //= size
+        idx = idx.div(size, rounding_mode="floor")
     c, *sets = reversed(pos)
     mask = kernel.new_ones(())
     for q, m, k in zip(indicators, sets, g.kernel_size):
-        mask = mask.unsqueeze(-1) * (kernel.new_ones(k) if q is None else q[m])
+        mask = mask.unsqueeze(-1) * (kernel.new_ones(k) if q is None else q.index_select(0, m).reshape(k))
     if kind == "row":
-        index = (c,)
-    else:
-        c_out_g, c_in_g = kernel.shape[0] // g.groups, kernel.shape[1]
-        group, j = divmod(c, c_in_g)
-        index = (slice(group * c_out_g, (group + 1) * c_out_g), j)
-    return value, index, kernel[index].sign() * mask
+        return value, (0, c), kernel.index_select(0, c).sign() * mask
+    c_out_g, c_in_g = kernel.shape[0] // g.groups, kernel.shape[1]
+    block = kernel.index_select(1, c % c_in_g).sign() * mask
+    if g.groups > 1:  # the outputs of the maximising column's group only
+        outputs = torch.arange(kernel.shape[0], device=kernel.device).div(c_out_g, rounding_mode="floor")
+        block = block * (outputs == c.div(c_in_g, rounding_mode="floor")).to(block.dtype).reshape(
+            -1, *[1] * (block.dim() - 1))
+    return value, (1, c % c_in_g), block

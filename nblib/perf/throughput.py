@@ -200,6 +200,8 @@ def autoattack_seconds(n_eval: int, aa_grad_s: float, aa_forward_s: float, survi
 def project_hours(runs: dict, rates: dict, n_train: int = CIFAR_TRAIN, n_test: int = CIFAR_TEST) -> dict:
     """GPU-hours of the runs of :func:`nblib.pipeline.plan.run_counts` run one after the other.
 
+    ``runs[notebook]`` is ``run_counts``'s entry as it is: ``models``, ``epochs`` and ``adv_modes``
+    (``{training mode: runs per model}``; the notebooks' own name, one name on both sides).
     ``rates[model]`` holds ``ips`` (``{training mode: training images per second}``), ``eval_ips``,
     ``norms_s`` and ``aa_s`` (``{notebook: seconds of AutoAttack per run}``).  One epoch of a run costs
     ``n_train / ips[mode] + n_test / eval_ips + norms_s``; a run costs ``epochs`` epochs plus ``aa_s``.
@@ -210,11 +212,11 @@ def project_hours(runs: dict, rates: dict, n_train: int = CIFAR_TRAIN, n_test: i
         seconds = 0.0
         for m in spec["models"]:
             r = rates[m]
-            missing = sorted(set(spec["modes"]) - set(r["ips"]))
+            missing = sorted(set(spec["adv_modes"]) - set(r["ips"]))
             if missing:
                 raise ValueError(f"no measured images/s of {m} for modes {missing} (needed by {nb})")
             overhead = n_test / r["eval_ips"] + r["norms_s"]
-            for mode, count in spec["modes"].items():
+            for mode, count in spec["adv_modes"].items():
                 seconds += count * (spec["epochs"] * (n_train / r["ips"][mode] + overhead) + r["aa_s"][nb])
         out[nb] = seconds / 3600
     out["total"] = float(np.sum(list(out.values())))

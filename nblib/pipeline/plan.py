@@ -9,10 +9,14 @@ cache already holds, and the projected time of the rest, without training anythi
 with ``t_step`` the seconds of one SGD step at the run's batch size (plain, or with the adversarial loss of
 its mode) taken, in this order, from the cache (the median per-step time of finished or partial runs of the
 same model, mode and device in their ``history.json``) or from a probe that times ``probe_steps`` steps of
-that model on the device now (:func:`nblib.perf.throughput.measure_step` on the new data path).  AutoAttack is
-projected from cached runs of the same model and attack when there are any, else bounded from above by
-:func:`nblib.perf.throughput.autoattack_seconds` with every point surviving every attack, from per-image forward
-and gradient times measured now (:func:`nblib.perf.throughput.measure_eval`), scaled by the attack budget.
+that model on the device now (:func:`nblib.perf.throughput.measure_step` on the new data path), or, when this
+machine does not have the run's device (the paper profile's ``cuda`` without a GPU), from the FLOP-count
+estimate of :mod:`nblib.perf.reference` at an assumed rate (labelled "estimate": no GPU rate has been measured).
+AutoAttack is projected from cached runs of the same model and attack when there are any, else bounded from
+above by :func:`nblib.perf.throughput.autoattack_seconds` with every point surviving every attack, from
+per-image forward and gradient times measured now (:func:`nblib.perf.throughput.measure_eval`) or estimated,
+scaled by the attack budget.  Not projected yet: the per-epoch test pass and norms, ``extra_eval_eps`` radii,
+the regularisers' own cost (norm decay, SVC) and several runs per GPU.
 """
 from __future__ import annotations
 
@@ -25,11 +29,12 @@ from pathlib import Path
 import pandas as pd
 
 from nblib.runs import grids, folders
-from nblib.perf import throughput
+from nblib.perf import reference, throughput
 from nblib.data import get_dataset
 from nblib.training.run_config import fill_cfg
 
-__all__ = ["FINISHED", "NOMINAL_TRAIN_SIZE", "notebook_parameters", "run_counts", "project_run", "plan_notebook"]
+__all__ = ["FINISHED", "NOMINAL_TRAIN_SIZE", "notebook_parameters", "run_counts", "device_here", "project_run",
+           "plan_notebook"]
 
 #: Cache statuses of runs that will not train again (a diverged run is stored, not retried).
 FINISHED = ("done", "diverged")
@@ -112,30 +117,43 @@ def _probe(cfg: dict, probe_steps: int) -> dict:
     return {"step_s": cfg["batch_size"] / ips, **throughput.measure_eval(cfg["model"], cfg["device"])}
 
 
+def device_here(device: str) -> bool:
+    """Whether this machine has ``device`` (a CUDA device needs ``torch.cuda.is_available()``)."""
+    import torch
+    return torch.device(device).type != "cuda" or torch.cuda.is_available()
+
+
+def _rates(cfg: dict, probes: dict, probe_steps: int) -> dict:
+    """Step and AutoAttack pass times of ``cfg``'s model and mode, with their ``basis``: probed on ``cfg``'s
+    device when this machine has it, else the FLOP-count estimate of :mod:`nblib.perf.reference` (labelled,
+    never a measurement); cached in ``probes`` per (model, mode, batch size, device)."""
+    key = (cfg["model"], cfg["adv_mode"], cfg["batch_size"], cfg["device"])
+    if key not in probes:
+        probes[key] = ({**_probe(cfg, probe_steps), "basis": f"probe ({probe_steps} steps)"}
+                       if device_here(cfg["device"]) else reference.estimate(cfg))
+    return probes[key]
+
+
 def project_run(cfg: dict, n_train: int, runs_dir: Path, probes: dict, probe_steps: int = 2) -> dict:
     """Projected seconds of one run (training + AutoAttack) and where each number comes from; ``probes``
     caches measurements per (model, mode, batch size, device) across calls."""
     steps = cfg["epochs"] * math.ceil(n_train / cfg["batch_size"])
-    key = (cfg["model"], cfg["adv_mode"], cfg["batch_size"], cfg["device"])
     cached = _cached_step_seconds(runs_dir, cfg)
     if cached:
         t_step, basis = statistics.median(cached), f"cache ({len(cached)} epochs)"
     else:
-        if key not in probes:
-            probes[key] = _probe(cfg, probe_steps)
-        t_step, basis = probes[key]["step_s"], f"probe ({probe_steps} steps)"
+        r = _rates(cfg, probes, probe_steps)
+        t_step, basis = r["step_s"], r["basis"]
     aa = 0.0
     if cfg["attack"] != "none":
         per_point = _cached_attack_seconds(runs_dir, cfg)
         if per_point:
             aa, basis = statistics.median(per_point) * cfg["n_eval"], basis + ", attack from cache"
         else:
-            if key not in probes:
-                probes[key] = _probe(cfg, probe_steps)
-            e = probes[key]
+            e = _rates(cfg, probes, probe_steps)
             aa = cfg["attack_budget"] * throughput.autoattack_seconds(cfg["n_eval"], e["aa_grad_s"],
                                                                       e["aa_forward_s"], survivors=1.0)
-            basis += ", attack upper bound"
+            basis += ", attack upper bound" + ("" if e["basis"] in basis else f" from {e['basis'].split(' (')[0]}")
     return {"train_s": steps * t_step, "attack_s": aa, "basis": basis}
 
 

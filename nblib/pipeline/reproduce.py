@@ -212,6 +212,11 @@ def plan(profile: str, only=None, device: str | None = None, output_root: Path =
               f"AutoAttack {table.attack_s.sum() / 3600:.2f} h; {', '.join(sorted(set(table.basis)))})",
               flush=True)
     print(f"total projected: {total / 3600:.2f} h (runs in sequence on one device)", flush=True)
+    estimated = sorted({d for t in out.values() if not t.empty for d in t.basis if "estimate" in d})
+    if estimated:
+        from nblib.perf.reference import ASSUMPTION
+        print(f"estimate: {params['device']} is not on this machine: FLOP counts (nblib.perf.reference) at "
+              f"{ASSUMPTION[params['device'].split(':')[0]]}", flush=True)
     return out
 
 

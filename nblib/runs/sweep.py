@@ -30,7 +30,7 @@ from nblib.runs.cache import RunLocked, run_cached
 from nblib.training.run_config import check_runnable, fill_cfg
 from nblib.runs.folders import config_hash, inspect_run, old_hash_folders
 
-__all__ = ["EXECUTORS", "SLURM_TIMEOUT_MIN", "run_sweep", "expand_grid", "slurm_kwargs"]
+__all__ = ["EXECUTORS", "SLURM_TIMEOUT_MIN", "run_sweep", "expand_grid", "slurm_kwargs", "worker_devices"]
 
 #: Values of ``run_sweep(executor=...)``.
 EXECUTORS = ("local", "slurm")
@@ -98,12 +98,41 @@ class _Progress:
             self.bar.close()
 
 
-def _worker_init(gpu) -> None:
-    os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
+def _worker_init(device: str) -> None:
+    os.environ["CUDA_VISIBLE_DEVICES"] = device
+
+
+def worker_devices(gpus: Sequence) -> list[str]:
+    """The ``CUDA_VISIBLE_DEVICES`` value of the worker of each entry of ``gpus``: ``gpus`` are indices into
+    the GPUs this process sees, so inside an allocation with ``CUDA_VISIBLE_DEVICES=4,5`` (ids or UUIDs, as
+    Slurm and MIG set them) ``gpus=[0, 1]`` map to ``"4"`` and ``"5"``; without ``CUDA_VISIBLE_DEVICES`` an
+    index is the GPU's own.  ValueError for an index this process does not see (checked against
+    ``torch.cuda.device_count()`` when CUDA is available)."""
+    import torch
+    parent = os.environ.get("CUDA_VISIBLE_DEVICES")
+    visible = None if parent is None else [e.strip() for e in parent.split(",") if e.strip()]
+    n = len(visible) if visible is not None else (torch.cuda.device_count() if torch.cuda.is_available() else None)
+    out = []
+    for gpu in gpus:
+        if isinstance(gpu, bool) or not isinstance(gpu, int) or gpu < 0 or (n is not None and gpu >= n):
+            raise ValueError(f"gpus={list(gpus)} lists {gpu!r}, but this process sees {n} GPU(s) (CUDA_VISIBLE_"
+                             f"DEVICES={parent!r}); list indices 0..{(n or 1) - 1} of the visible GPUs")
+        out.append(visible[gpu] if visible is not None else str(gpu))
+    return out
+
+
+def _check_worker_device(cfg: dict) -> None:
+    """ValueError when ``cfg`` names a CUDA device other than ``cuda`` / ``cuda:0``: a GPU worker sees its
+    one GPU as ``cuda:0`` (fails before any run, not in the worker with "invalid device ordinal")."""
+    device = str(cfg["device"])
+    if device.startswith("cuda:") and device != "cuda:0":
+        raise ValueError(f"cfg['device'] = {device!r}, but each worker of run_sweep(gpus=...) sees only its own "
+                         "GPU, as cuda:0; set device='cuda' and pick the GPUs with gpus=[...]")
 
 
 def _run_on_gpus(pending: list[dict], root: Path, gpus: Sequence, progress: _Progress, reuse_stale: bool) -> dict:
-    """One worker process per GPU (spawned, ``CUDA_VISIBLE_DEVICES`` set to that GPU), each taking the
+    """One worker process per GPU (spawned, ``CUDA_VISIBLE_DEVICES`` set to that GPU as
+    :func:`worker_devices` maps it through this process's own), each taking the
     next pending config when it finishes one.  Returns ``{hash: metrics or exception}``."""
     import multiprocessing as mp
     import queue
@@ -145,7 +174,7 @@ def _run_on_gpus(pending: list[dict], root: Path, gpus: Sequence, progress: _Pro
             if pool is not None:
                 pool.shutdown()
 
-    threads = [threading.Thread(target=drive, args=(g,), daemon=True) for g in gpus]
+    threads = [threading.Thread(target=drive, args=(g,), daemon=True) for g in worker_devices(gpus)]
     for t in threads:
         t.start()
     for t in threads:
@@ -288,7 +317,8 @@ def run_sweep(cfgs: Iterable[dict], root, executor: str = "local", gpus: Optiona
     * ``executor="local"``, ``gpus=None``: one run after the other in this process (runs that another
       worker is training are waited for at the end).
     * ``executor="local"``, ``gpus=[0, 1, ...]``: one spawned worker process per listed GPU with
-      ``CUDA_VISIBLE_DEVICES`` set to it (give the configs ``device="cuda"``); list a GPU twice
+      ``CUDA_VISIBLE_DEVICES`` set to it (indices into this process's visible GPUs, :func:`worker_devices`;
+      give the configs ``device="cuda"``); list a GPU twice
       (``gpus=[0, 0, 1, 1]``) to run two runs at a time on it when one run cannot fill it.
     * ``executor="slurm"``: one Slurm job (array task) per unfinished config through ``submitit``
       (``AutoExecutor(folder=submitit_folder or <root>/_submitit, cluster=submitit_cluster)``, then
@@ -307,8 +337,12 @@ def run_sweep(cfgs: Iterable[dict], root, executor: str = "local", gpus: Optiona
     root = Path(root).resolve()  # workers and Slurm jobs may start in another directory
     root.mkdir(parents=True, exist_ok=True)
     results, pending = _cached_results(unique, root, reuse_stale)
+    if gpus:
+        worker_devices(gpus)
     for cfg in pending:  # fail now, not after hours of other runs
         check_runnable(cfg)
+        if gpus:
+            _check_worker_device(cfg)
     results.update(_report_old_folders(root, pending, reuse_stale))
     pending = [c for c in pending if config_hash(c) not in results]
     results.update(_run_pending(pending, root, executor, gpus, slurm_kwargs, submitit_cluster, submitit_folder,

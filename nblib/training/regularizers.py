@@ -158,16 +158,17 @@ class NormDecay:
 
         (``beta h`` with ``beta_scaling="total"``.)  ``p`` is non-zero on one row / column only
         (``sparse_subgradient``): ``h`` is scaled in place and the block added, so a step costs one pass over
-        ``|K|`` and two over ``h`` per layer."""
+        ``|K|`` and two over ``h`` per layer, and reads nothing back to the host (the maximiser's index stays a
+        device tensor), so a CUDA training step is not stalled once per layer."""
         scale = self.scale
         for name, (m, size) in self.layers.items():
             w = m.weight
             if not w.requires_grad:
                 raise ValueError(f"layer {name!r}: weight no longer requires grad; norm decay cannot update it")
-            _, index, block = sparse_subgradient(m, size, self.p)
+            _, (dim, index), block = sparse_subgradient(m, size, self.p)
             h = self._buffer(name, w)
             h.mul_(self.gamma)
-            h[index] += (1.0 - self.gamma) * block
+            h.index_add_(dim, index, (1.0 - self.gamma) * block)  # index stays on the device: no host sync
             if w.grad is None:
                 w.grad = h.mul(scale)
             else:

@@ -231,11 +231,16 @@ def fill_cfg(cfg: Optional[dict] = None) -> dict:
 
 # --------------------------------------------------------------------------- device and data
 def torch_device(name: str) -> torch.device:
-    """``cfg["device"]`` as a ``torch.device``; ValueError when it names CUDA and none is available."""
+    """``cfg["device"]`` as a ``torch.device``; ValueError when it names CUDA and none is available, or a CUDA
+    ordinal this process does not see (``cuda:1`` with one visible GPU: "invalid device ordinal" later)."""
     dev = torch.device(name)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"cfg['device'] = {name!r} but torch.cuda.is_available() is False; "
                          "set device='cpu' or run on a machine with a GPU")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"cfg['device'] = {name!r} but this process sees {torch.cuda.device_count()} GPU(s) "
+                         f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')!r}); set device='cuda' "
+                         "and choose the GPU with CUDA_VISIBLE_DEVICES or run_sweep(gpus=[...])")
     return dev
 
 

@@ -40,20 +40,19 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from nblib.training.adversarial import adversarial_loss
 from nblib.attacks.autoattack import autoattack_accuracy
 from nblib.attacks.inference import eval_mode
 from nblib.attacks.lipschitz import local_lipschitz
-from nblib.training.checkpoint import CHECKPOINT, load_checkpoint, rng_state, seed_everything, set_rng_state
+from nblib.training.checkpoint import CHECKPOINT, load_checkpoint, restore_checkpoint, rng_state, seed_everything
 from nblib.data import eval_subset, get_dataset
 from nblib.data.loader import TrainBatches, device_tensors, eval_batches, flips, subset_indices
 from nblib.models import build
 from nblib.norms import layer_norms
-from nblib.training.regularizers import (AFTER_OPTIMIZER_STEP, BEFORE_OPTIMIZER_STEP, build_regularizer, make_optimizer,
-                                         optimizer_weight_decay)
+from nblib.training.regularizers import build_regularizer, make_optimizer, optimizer_weight_decay
 from nblib.results import is_terminal, jsonable, write_atomic, write_json_atomic
 from nblib.training.run_config import (autocast_factory, check_runnable, fill_cfg, run_settings, scaled_milestones,
                                        torch_device)
+from nblib.training.step import train_step
 
 __all__ = ["run_one"]
 
@@ -162,14 +161,9 @@ def _resume(run: _Run, cfg: dict, run_dir: Path) -> None:
     regulariser, every global RNG state, history); an AutoAttack state is deleted when epochs remain (it
     attacked weights that are about to change)."""
     state = load_checkpoint(run_dir / CHECKPOINT, cfg, run.device)
-    if state is not None:
-        run.model.load_state_dict(state["model"])
-        run.optimizer.load_state_dict(state["optimizer"])
-        run.scheduler.load_state_dict(state["scheduler"])
-        if state["regularizer"] is not None:
-            run.reg.load_state_dict(state["regularizer"])
-        set_rng_state(state["rng"])
-        run.start_epoch, run.global_step, run.history = state["epoch"], state["global_step"], state["history"]
+    if state is not None:  # any failure to restore it is a CheckpointError
+        run.start_epoch, run.global_step, run.history = restore_checkpoint(
+            state, run_dir / CHECKPOINT, run.model, run.optimizer, run.scheduler, run.reg)
     aa_state = run_dir / AA_STATE
     if run.start_epoch < cfg["epochs"] and aa_state.exists():
         aa_state.unlink()
@@ -209,17 +203,9 @@ def _train_epoch(run: _Run, cfg: dict, epoch: int, step_callback) -> tuple[float
     for i, (x, y) in enumerate(bar):
         if step_callback is not None:
             step_callback(epoch, i)
-        with run.autocast():
-            out = adversarial_loss(cfg["adv_mode"], model, x, y, preset=cfg["adv_preset"], return_details=True)
-        optimizer.zero_grad(set_to_none=True)
-        out.loss.backward()
-        if reg is not None and reg.hook == BEFORE_OPTIMIZER_STEP:
-            reg.step()
-        optimizer.step()
         run.global_step += 1
-        if reg is not None and reg.hook == AFTER_OPTIMIZER_STEP:
-            reg.step(run.global_step)
-        loss_sum += out.loss.detach().double() * y.numel()
+        out = train_step(model, optimizer, reg, cfg, x, y, run.global_step, run.autocast)
+        loss_sum += out.loss.detach().double() * y.numel()  # summed on the device, read once per epoch
         correct += (out.logits.detach().argmax(1) == out.targets).sum()
         n += y.numel()
         n_ce += out.targets.numel()
