@@ -101,7 +101,7 @@ def test_paper_plan_without_a_gpu_estimates_labelled_and_probes_nothing(capsys, 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(throughput, "measure_step", no_probe)
     monkeypatch.setattr(throughput, "measure_eval", no_probe)
-    tables = reproduce.plan("paper", output_root=tmp_path)
+    tables = reproduce.print_plan("paper", output_root=tmp_path)
     out = capsys.readouterr().out
     assert "03_table2: 68 runs" in out and "04_adversarial_norms: 16 runs" in out and "total projected" in out
     assert "assumed 30 TFLOP/s" in out and "no GPU rate of this code has been measured" in out

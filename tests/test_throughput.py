@@ -48,17 +48,42 @@ def test_old_path_is_the_cifar_crop_and_flip():
         assert len(found) >= 1
 
 
+def scripted_clock(monkeypatch, seconds: dict):
+    """Replace ``time_calls`` by a fake that runs the timed function once (after its untimed warm-up calls) and
+    returns the scripted seconds of its name: the rates are then exact numbers computed here by hand."""
+    calls = []
+
+    def fake(fn, runs, budget_s=math.inf, device="cpu", warmup=1):
+        for _ in range(warmup + 1):
+            fn()
+        calls.append(fn.__name__)
+        return seconds[fn.__name__], 1
+
+    monkeypatch.setattr(tp, "time_calls", fake)
+    return calls
+
+
 @pytest.mark.parametrize("path", ["old", "new"])
-def test_measure_step_tiny(path):
+def test_measure_step_tiny(path, monkeypatch):
+    """The rate is the images of the ``n`` timed steps over their time, each step one loss of ``mode`` (the
+    warm-up steps untimed), and the batches wrap into the next epoch."""
+    scripted_clock(monkeypatch, {"stream": 2.0})
+    losses = []
+    real_loss = tp.adversarial_loss
+    monkeypatch.setattr(tp, "adversarial_loss", lambda mode, *a, **k: losses.append(mode) or real_loss(mode, *a, **k))
     images, targets = tp.synthetic_cifar(40)
     make = (lambda: tp.old_loader(images, targets, 8, "cpu")) if path == "old" else \
         (lambda: tp.new_batches(images, targets, 8, "cpu"))
     for model, mode in ((None, "plain"), ("smallcnn", "plain"), ("smallcnn", "pgd")):
+        losses.clear()
         ips = tp.measure_step(model, make(), mode, 6, "cpu", warmup=1)  # 7 batches: wraps into epoch 2
-        assert math.isfinite(ips) and ips > 0
+        assert ips == pytest.approx(6 * 8 / 2.0)  # 6 timed batches of 8 images in the scripted 2 s
+        assert losses == ([] if model is None else [mode] * 7)  # the data path alone computes nothing
 
 
-def test_measure_eval_tiny():
-    out = tp.measure_eval("smallcnn", "cpu", n_images=16)
-    assert set(out) == {"eval_ips", "norms_s", "aa_forward_s", "aa_grad_s"}
-    assert all(math.isfinite(v) and v > 0 for v in out.values())
+def test_measure_eval_tiny(monkeypatch):
+    calls = scripted_clock(monkeypatch, {"forward_all": 4.0, "norms": 0.5, "forward_aa": 0.2, "grad_aa": 0.8})
+    out = tp.measure_eval("smallcnn", "cpu", n_images=16, aa_batch=8)
+    assert sorted(calls) == ["forward_aa", "forward_all", "grad_aa", "norms"]
+    assert out == pytest.approx({"eval_ips": 16 / 4.0, "norms_s": 0.5, "aa_forward_s": 0.2 / 8,
+                                 "aa_grad_s": 0.8 / 8})

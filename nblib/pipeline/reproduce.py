@@ -184,8 +184,8 @@ def check_data(profile: str, config: dict, todo) -> None:
                              f"`{step}` first.\n{err}") from None
 
 
-def plan(profile: str, only=None, device: str | None = None, output_root: Path = ROOT / "outputs",
-         probe_steps: int = 2) -> dict:
+def print_plan(profile: str, only=None, device: str | None = None, output_root: Path = ROOT / "outputs",
+               probe_steps: int = 2) -> dict:
     """Print, per notebook of ``profile``, its training runs, how many are cached and the projected time
     (:mod:`nblib.pipeline.plan`), without training anything; returns ``{notebook: table}``."""
     from nblib.runs.grids import RUN_CONFIGS
@@ -327,7 +327,7 @@ def main(argv=None) -> None:
     parser.add_argument("--probe-steps", type=int, default=2, help="--plan: timed steps per model and mode")
     args = parser.parse_args(argv)
     if args.plan:
-        plan(args.profile, args.only, args.device, args.output_root, args.probe_steps)
+        print_plan(args.profile, args.only, args.device, args.output_root, args.probe_steps)
     else:
         run(args.profile, args.only, args.device, args.output_root)
 
