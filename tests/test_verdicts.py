@@ -1,12 +1,13 @@
 """nblib.claims: every claim function on made-up tables where the claim holds, fails, and cannot be tested;
 the statistics against scipy as an independent oracle."""
 import math
+from statistics import NormalDist
 
+import numpy as np
 import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from scipy import stats
 
 from nblib.claims import figure2 as F2
 from nblib.claims import stats as S
@@ -25,18 +26,66 @@ H, F, U = V.HOLDS, V.FAILS, V.UNTESTABLE
 @settings(max_examples=200, deadline=None)
 @given(st.integers(1, 5000).flatmap(lambda n: st.tuples(st.integers(0, n), st.just(n))),
        st.sampled_from([0.9, 0.95, 0.99]))
-def test_wilson_interval_matches_scipy(kn, conf):
+def test_wilson_interval_matches_the_formula(kn, conf):
+    """Oracle: the Wilson score formula written out."""
     k, n = kn
-    ci = stats.binomtest(k, n).proportion_ci(conf, method="wilson")
-    assert S.wilson_interval(k, n, conf) == pytest.approx((ci.low, ci.high), abs=1e-12)
+    z = NormalDist().inv_cdf(0.5 + conf / 2)
+    p, d = k / n, 1 + z * z / n
+    centre, half = (p + z * z / (2 * n)) / d, z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
+    assert S.wilson_interval(k, n, conf) == pytest.approx((max(0, centre - half), min(1, centre + half)), abs=1e-9)
+
+
+def _upper_tail(k, n):
+    return sum(math.comb(n, i) for i in range(k, n + 1)) / 2 ** n
 
 
 @settings(max_examples=100, deadline=None)
 @given(st.integers(0, 60).flatmap(lambda n: st.tuples(st.integers(0, n), st.just(n))))
-def test_sign_test_matches_scipy(kn):
+def test_sign_test_matches_the_binomial_sum(kn):
     k, n = kn
-    expected = stats.binomtest(k, n, 0.5, alternative="greater").pvalue if n else 1.0
-    assert S.sign_test_p(k, n) == pytest.approx(expected, rel=1e-9)
+    assert S.sign_test_p(k, n) == pytest.approx(_upper_tail(k, n) if n else 1.0, rel=1e-9)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), st.booleans()), min_size=1, max_size=80))
+def test_mcnemar_is_the_binomial_sum_over_discordant_points(pairs):
+    a, b = np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs])
+    m = S.mcnemar(a, b)
+    n_a, n_b = sum(x and not y for x, y in pairs), sum(y and not x for x, y in pairs)
+    assert (m["n_a_only"], m["n_b_only"]) == (n_a, n_b)
+    d = n_a + n_b
+    assert m["p_higher"] == pytest.approx(_upper_tail(n_a, d) if d else 1.0, rel=1e-9)
+    assert m["p_lower"] == pytest.approx(_upper_tail(n_b, d) if d else 1.0, rel=1e-9)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.floats(0, 1), min_size=1, max_size=12), st.sampled_from([0.01, 0.05, 0.1]))
+def test_holm_rejects_what_the_step_down_definition_rejects(p, alpha):
+    """Oracle: Holm's definition -- reject H_(1..k) for the largest k with p_(j) <= alpha / (m - j + 1) for
+    every j <= k (sorted ascending)."""
+    m, order = len(p), sorted(range(len(p)), key=lambda i: p[i])
+    rejected = set()
+    for j, i in enumerate(order):
+        if p[i] > alpha / (m - j):
+            break
+        rejected.add(i)
+    adjusted = S.holm(p)
+    assert {i for i in range(m) if adjusted[i] <= alpha} == rejected
+    assert all(adjusted[i] >= p[i] for i in range(m))
+
+
+def test_holm_leaves_nan_out_of_the_family():
+    out = S.holm([0.01, math.nan, 0.04])
+    assert out[0] == pytest.approx(0.02) and math.isnan(out[1]) and out[2] == pytest.approx(0.04)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.permutations(list(range(12))))
+def test_spearman_is_pearson_of_ranks(perm):
+    x, y = np.arange(12.0), np.array(perm, dtype=float)
+    s = S.spearman(x, y)
+    assert s["rho"] == pytest.approx(np.corrcoef(x, y)[0, 1], abs=1e-12)
+    assert s["p_negative"] + s["p_positive"] == pytest.approx(1.0, abs=1e-9)
 
 
 def test_compare_rates_needs_disjoint_intervals():
@@ -57,7 +106,7 @@ def test_verdict_type():
     v = V.Verdict("c", U, "too few points", {"x": math.nan})
     assert v.line() == "c: not testable (too few points)"
     assert V.Verdict("c", H, "r").line() == "c: holds" and V.Verdict("c", F, "r").line() == "c: does not hold"
-    assert v.record() == {"claim": "c", "outcome": U, "reason": "too few points", "numbers": {"x": None}}
+    assert v.record() == {"claim": "c", "outcome": U, "reason": "too few points", "numbers": {"x": "NaN"}}
     with pytest.raises(ValueError):
         V.Verdict("c", "maybe", "r")
     with pytest.raises(ValueError, match="no reason"):
