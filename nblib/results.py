@@ -14,7 +14,8 @@ from typing import Callable, Union
 import numpy as np
 import pandas as pd
 
-__all__ = ["jsonable", "pack_outcomes", "unpack_outcomes", "write_atomic", "write_json_atomic", "read_json", "save_metrics", "load_metrics",
+__all__ = ["jsonable", "pack_outcomes", "unpack_outcomes",
+           "write_atomic", "write_json_atomic", "read_json", "save_metrics", "load_metrics",
            "save_table", "save_figure"]
 
 #: How :func:`write_json_atomic` stores non-finite floats (JSON has none); :func:`read_json` reads them back.

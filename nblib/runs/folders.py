@@ -15,16 +15,15 @@ lives in
 
 :func:`run_status` says what a folder holds: ``done`` or ``diverged`` (a result), ``partial`` (resume),
 ``stale`` (a result or partial run of other code or other settings, or a finished run without the per-point
-outcomes (:data:`nblib.runs.schema.OUTCOME_KEYS`) that the paired tests of the claims need), ``corrupt`` (must not be read:
-unreadable JSON, ``metrics.json`` failing :func:`nblib.runs.schema.check_metrics`, a checkpoint that does not match ``DONE``,
-``cfg.json`` of another config) or ``new``.  This module only reads folders; :mod:`nblib.runs.cache` trains
-into them under a lock and moves bad ones aside.
+outcomes, :data:`nblib.runs.schema.OUTCOME_KEYS`, that the paired tests of the claims need), ``corrupt`` (must
+not be read: unreadable JSON, ``metrics.json`` failing :func:`nblib.runs.schema.check_metrics`, a checkpoint
+that does not match ``DONE``, ``cfg.json`` of another config) or ``new``.  This module only reads folders;
+:mod:`nblib.runs.cache` trains into them under a lock and moves bad ones aside.
 """
 from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import platform
 import subprocess
