@@ -9,6 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from nblib.claims import figure2 as judgef2
+from nblib.claims import table2 as judge2
 from nblib.experiments import figure2, table2
 from nblib.runs import grids, tables
 from nblib.claims.paper_table2 import PAPER_CLIP_VALUES, PAPER_COEFFICIENTS, PAPER_TABLE2
@@ -216,6 +218,11 @@ def test_table2_result_holds_on_runs_that_lose_robustness(tmp_path):
     assert all("unpaired" in v.reason for v in r.paper_verdicts[:20])  # the published table has no outcomes
     r.save(tmp_path / "out")
     assert (tmp_path / "out" / "metrics" / "03_table2.json").exists()
+    saved = table2.table2_frame_from_tables(pd.read_csv(tmp_path / "out" / "tables" / "03_table2_long.csv"),
+                                            pd.read_csv(tmp_path / "out" / "tables" / "03_table2_outcomes.csv"))
+    again = [*judge2.table2_clean(saved), *judge2.table2_robust(saved)]
+    assert len(again) == 12 and [(v.claim, v.outcome, v.reason) for v in again] == \
+        [(v.claim, v.outcome, v.reason) for v in r.verdicts[:12]]
     assert (tmp_path / "out" / "tables" / "03_table2.tex").exists()
 
 
@@ -273,4 +280,8 @@ def test_figure2_result_holds_with_larger_norms_and_fails_with_smaller(tmp_path)
     outcome = {v.claim: v.outcome for v in wide_band.verdicts}
     assert outcome["smallcnn PGD-AT: l_inf layer norms comparable to or larger than plain"] == "holds"
     shrunk.save(tmp_path / "out")  # the per-point outcomes stay out of the saved table
-    assert "robust_acc_points" not in (tmp_path / "out" / "tables" / "04_accuracy_lipschitz.csv").read_text()
+    saved = pd.read_csv(tmp_path / "out" / "tables" / "04_accuracy_lipschitz.csv")
+    assert "robust_acc_points" not in saved  # packed as robust_correct, read back by summary_from_table
+    again = judgef2.figure2_more_robust(figure2.summary_from_table(saved))
+    assert [(v.claim, v.reason) for v in again] == \
+        [(v.claim, v.reason) for v in shrunk.verdicts if "more robust" in v.claim]

@@ -15,7 +15,7 @@ import pandas as pd
 from nblib.claims import figure2 as judge
 from nblib.claims.stats import with_intervals
 from nblib.claims.verdict import Verdict, records
-from nblib.results import save_metrics, save_table
+from nblib.results import pack_outcomes, save_metrics, save_table
 from nblib.runs.grids import config_values, figure2_run_configs, train_runs
 from nblib.runs.tables import l1_with_batchnorm_frame, layer_norm_frame, point_outcomes
 from nblib.vocabulary import ADV_LABELS
@@ -34,7 +34,7 @@ class Figure2Result:
 
     def save(self, output_dir) -> None:
         """Write the tables (``tables/04_*``) and the metrics JSON."""
-        save_table(self.summary.drop(columns=["robust_acc_points"]), output_dir, "04_accuracy_lipschitz")
+        save_table(saved_summary(self.summary), output_dir, "04_accuracy_lipschitz")
         save_table(self.norms, output_dir, "04_layer_norms")
         save_table(self.norms_with_batchnorm, output_dir, "04_layer_norms_l1_with_batchnorm")
         save_metrics(output_dir, "04_adversarial_norms", self.metrics)
@@ -48,6 +48,18 @@ def figure2_summary(runs: pd.DataFrame) -> pd.DataFrame:
                     "log10_linf_norm_product"]].assign(n_eval=runs.metric_n_eval,
                                                        robust_acc_points=point_outcomes(runs, "robust_correct"))
     return with_intervals(summary, "robust_acc", "n_eval", percent=False)
+
+
+def saved_summary(summary: pd.DataFrame) -> pd.DataFrame:
+    """:func:`figure2_summary` as a table to save: the per-point robust outcomes packed into ``robust_correct``
+    (``nblib.results.pack_outcomes``; empty where a run has none); :func:`summary_from_table` reads it back."""
+    return summary.drop(columns=["robust_acc_points"]).assign(
+        robust_correct=[None if v is None else pack_outcomes(v) for v in summary.robust_acc_points])
+
+
+def summary_from_table(table: pd.DataFrame) -> pd.DataFrame:
+    """:func:`figure2_summary` again from the saved ``04_accuracy_lipschitz`` table (``pandas.read_csv``)."""
+    return table.assign(robust_acc_points=point_outcomes(table, "robust_correct"))
 
 
 def figure2_claims(summary: pd.DataFrame, norms: pd.DataFrame, with_bn: pd.DataFrame,

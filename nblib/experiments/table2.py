@@ -20,7 +20,7 @@ from nblib.claims import table2 as judge
 from nblib.claims.paper_table2 import PAPER_TABLE2, paper_table2_frame
 from nblib.claims.stats import is_missing, with_intervals
 from nblib.claims.verdict import Verdict, records, require_columns
-from nblib.results import save_metrics, save_table
+from nblib.results import pack_outcomes, save_metrics, save_table
 from nblib.runs.grids import UNITS_255, config_values, table2_run_configs, train_runs
 from nblib.runs.tables import extra_robust_frame, layer_history_frame, layer_norm_frame, point_outcomes
 from nblib.vocabulary import REGULARIZER_LABELS, strongest_first
@@ -54,6 +54,26 @@ def table2_frame(results: pd.DataFrame, clean="clean_acc", robust="robust_acc") 
                          paper_robust=math.nan if paper[1] is None else paper[1],
                          status=r["status"], stale=bool(r["stale"]), clean_points=cp, robust_points=rp))
     return pd.DataFrame(rows)
+
+
+def saved_outcomes(frame: pd.DataFrame) -> pd.DataFrame:
+    """The per-point outcomes of :func:`table2_frame` as a table to save (``tables/03_table2_outcomes``): model,
+    regularizer, strength and the packed ``clean_correct`` / ``robust_correct`` (``nblib.results.pack_outcomes``;
+    empty where a run has none), so that the verdicts can be computed again from the saved tables
+    (:func:`table2_frame_from_tables`)."""
+    def packed(col):
+        return [None if v is None else pack_outcomes(v) for v in frame[col]]
+
+    return frame[["model", "regularizer", "strength"]].assign(clean_correct=packed("clean_points"),
+                                                              robust_correct=packed("robust_points"))
+
+
+def table2_frame_from_tables(long: pd.DataFrame, outcomes: pd.DataFrame) -> pd.DataFrame:
+    """:func:`table2_frame` again from the saved ``03_table2_long`` and ``03_table2_outcomes`` tables (read
+    back with ``pandas.read_csv``): the long table with ``clean_points`` / ``robust_points``."""
+    merged = long.merge(outcomes, on=["model", "regularizer", "strength"], how="left", validate="one_to_one")
+    return merged.assign(clean_points=point_outcomes(merged, "clean_correct"),
+                         robust_points=point_outcomes(merged, "robust_correct"))
 
 
 def table2_wide(frame: pd.DataFrame, with_paper: bool = False) -> pd.DataFrame:
@@ -145,6 +165,7 @@ class Table2Result:
                    latex=True)
         save_table(flat_columns(self.robust_ci).reset_index().assign(**self.reading), output_dir,
                    "03_table2_robust_ci")
+        save_table(saved_outcomes(self.table), output_dir, "03_table2_outcomes")
         save_table(self.norm_summary, output_dir, "03_mean_log10_norms")
         save_table(self.radii.assign(**self.reading), output_dir, "03_robust_by_radius")
         save_metrics(output_dir, "03_table2", self.metrics)
