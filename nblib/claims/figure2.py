@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from nblib.vocabulary import ADV_LABELS
-from nblib.claims.comparisons import compare, decide, missing_text, rule
+from nblib.claims.comparisons import compare, decide, rule
 from nblib.claims.stats import is_missing, sign_test_p
 from nblib.claims.verdict import FAILS, HOLDS, UNTESTABLE, Verdict, combine, require_columns
 
@@ -102,7 +102,7 @@ def _more_robust(claim: str, run: dict, base: dict, paired: bool, alpha: float) 
     outcome = {"higher": HOLDS, "lower": FAILS, "neither": UNTESTABLE, "missing": UNTESTABLE}[rel]
     reason = {"higher": "more robust than plain", "lower": "less robust than plain",
               "neither": f"no difference at {int(run['n_eval'])} attacked points",
-              "missing": "no per-point outcomes" + missing_text(dict(missing=1))}[rel]
+              "missing": "no per-point outcomes (a stale result of older code: rerun it)"}[rel]
     return Verdict(claim, outcome, f"{reason} ({how})", nums)
 
 
