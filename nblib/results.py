@@ -2,6 +2,7 @@
 and the one atomic file writer of the package (:func:`write_atomic`, :func:`write_json_atomic`)."""
 from __future__ import annotations
 
+import base64
 import json
 import math
 import sys
@@ -10,9 +11,11 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Union
 
+import numpy as np
 import pandas as pd
 
-__all__ = ["jsonable", "write_atomic", "write_json_atomic", "read_json", "save_metrics", "load_metrics",
+__all__ = ["jsonable", "pack_outcomes", "unpack_outcomes",
+           "write_atomic", "write_json_atomic", "read_json", "save_metrics", "load_metrics",
            "save_table", "save_figure"]
 
 #: How :func:`write_json_atomic` stores non-finite floats (JSON has none); :func:`read_json` reads them back.
@@ -41,6 +44,27 @@ def jsonable(value, nonfinite: str = "string"):
     if isinstance(value, float) and not math.isfinite(value) and nonfinite != "keep":
         return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
     return value
+
+
+def pack_outcomes(mask) -> str:
+    """Per-point outcomes (booleans, e.g. "classified correctly" on each test image) as the compact text
+    ``"<n>:<base64 of the bits, packed little-endian>"`` (10,000 points take about 1.7 kB of JSON), read back
+    by :func:`unpack_outcomes`."""
+    bits = np.asarray(mask, dtype=bool).ravel()
+    return f"{bits.size}:" + base64.b64encode(np.packbits(bits, bitorder="little").tobytes()).decode("ascii")
+
+
+def unpack_outcomes(text: str):
+    """The boolean numpy array of :func:`pack_outcomes`; ValueError when ``text`` is not such a string."""
+    try:
+        n, data = text.split(":", 1)
+        n = int(n)
+        raw = np.frombuffer(base64.b64decode(data.encode("ascii"), validate=True), dtype=np.uint8)
+    except (AttributeError, ValueError, TypeError) as err:
+        raise ValueError(f"not packed per-point outcomes ('<n>:<base64>'): {str(text)[:40]!r} ({err})") from None
+    if n < 0 or raw.size != (n + 7) // 8:
+        raise ValueError(f"packed outcomes of {n} points need {(n + 7) // 8} bytes, got {raw.size}")
+    return np.unpackbits(raw, bitorder="little")[:n].astype(bool)
 
 
 def write_atomic(path, data: Union[bytes, str, Callable]) -> Path:

@@ -5,14 +5,18 @@ and verdicts from made-up runs."""
 import json
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
 
+from nblib.claims import figure2 as judgef2
+from nblib.claims import table2 as judge2
 from nblib.experiments import figure2, table2
 from nblib.runs import grids, tables
 from nblib.claims.paper_table2 import PAPER_CLIP_VALUES, PAPER_COEFFICIENTS, PAPER_TABLE2
 from nblib.training.run_config import fill_cfg
 from nblib.runs.folders import config_hash
+from nblib.results import pack_outcomes
 
 
 #: The columns every row of a sweep's result table has (what table2_frame reads besides the config).
@@ -176,7 +180,9 @@ def _made_up_run(tmp_path, h, model="smallcnn", regularizer="none", strength=0.0
     return dict(model=model, regularizer=regularizer, reg_strength=strength, adv_mode=adv_mode, hash=h,
                 run_dir=str(d), clean_acc=clean, robust_acc=robust, n_test=10_000, metric_n_eval=n_eval,
                 lip_mean=lip, lip_max=2 * lip, grad_margin_mean=0.1, log10_linf_norm_product=float(sum(linf)),
-                status="done", stale=False)
+                status="done", stale=False,  # per-point outcomes as the sweep's table holds them: nested sets,
+                clean_correct=pack_outcomes(np.arange(10_000) < round(10_000 * clean)),  # every difference
+                robust_correct=pack_outcomes(np.arange(n_eval) < round(n_eval * robust)))  # one-directional
 
 
 def _table2_runs(tmp_path, svc_robust):
@@ -193,7 +199,13 @@ def test_table2_result_holds_on_runs_that_lose_robustness(tmp_path):
     r = table2.table2_result(_table2_runs(tmp_path, svc_robust=0.2), settings)
     outcome = {v.claim: v.outcome for v in r.verdicts}
     assert outcome["norm regularization at its strongest does not improve robust accuracy"] == "holds"
+    assert outcome["norm regularization does not improve robust accuracy at any strength"] == "holds"
     assert outcome["weight decay improves clean accuracy at some strength"] == "holds"  # 95 % vs 90 % of 10,000
+    assert outcome["weight decay typically improves clean accuracy"] == "holds"  # its one run is above
+    assert outcome["smallcnn: higher clean accuracy goes with lower robust accuracy"] in ("holds", "not testable")
+    robust = {v.claim: v for v in r.verdicts}["norm regularization at its strongest does not improve robust accuracy"]
+    assert "exact McNemar" in robust.reason and "Holm-corrected over 2 comparisons" in robust.reason
+    assert "clean_points" not in r.long and "robust_points" in r.table  # outcomes reach the claims, not the CSV
     assert outcome["the strongest weight decay lowers the mean l_inf layer norm"] == "holds"
     assert outcome["regularized models have about 0% robust accuracy at 4/255 (below 5%)"] == "holds"
     assert outcome["regularized models have about 0% robust accuracy at 8/255 (below 5%)"] == "not testable"
@@ -202,9 +214,15 @@ def test_table2_result_holds_on_runs_that_lose_robustness(tmp_path):
     assert r.metrics["n_runs"] == 3 and r.metrics["reading"] == {"reg_beta_scaling": "per_layer",
                                                                  "reg_svc_linear": True}
     assert r.metrics["plain_robust"] == {"smallcnn": pytest.approx(50.0)}
-    assert len(r.paper_verdicts) == 10
+    assert len(r.paper_verdicts) == 25  # clean (2 readings) and robust (2 readings) x 5, the trade-off x 5
+    assert all("unpaired" in v.reason for v in r.paper_verdicts[:20])  # the published table has no outcomes
     r.save(tmp_path / "out")
     assert (tmp_path / "out" / "metrics" / "03_table2.json").exists()
+    saved = table2.table2_frame_from_tables(pd.read_csv(tmp_path / "out" / "tables" / "03_table2_long.csv"),
+                                            pd.read_csv(tmp_path / "out" / "tables" / "03_table2_outcomes.csv"))
+    again = [*judge2.table2_clean(saved), *judge2.table2_robust(saved)]
+    assert len(again) == 12 and [(v.claim, v.outcome, v.reason) for v in again] == \
+        [(v.claim, v.outcome, v.reason) for v in r.verdicts[:12]]
     assert (tmp_path / "out" / "tables" / "03_table2.tex").exists()
 
 
@@ -213,6 +231,17 @@ def test_table2_result_says_does_not_hold_when_a_regularizer_is_more_robust(tmp_
     outcome = {v.claim: v.outcome for v in r.verdicts}
     assert outcome["the strongest singular value clipping does not improve robust accuracy"] == "does not hold"
     assert outcome["norm regularization at its strongest does not improve robust accuracy"] == "does not hold"
+
+
+def test_table2_result_does_not_compare_a_stale_run_unpaired(tmp_path):
+    """A run kept with reuse_stale from older code has no per-point outcomes: its comparisons are not
+    testable (and say why), even where the accuracies alone would differ beyond the intervals."""
+    runs = _table2_runs(tmp_path, svc_robust=0.8)
+    runs.loc[runs.hash == "s", ["clean_correct", "robust_correct", "stale"]] = [None, None, True]
+    r = table2.table2_result(runs, SMOKE_T2)
+    v = {v.claim: v for v in r.verdicts}["the strongest singular value clipping does not improve robust accuracy"]
+    assert v.outcome == "not testable" and "without per-point outcomes" in v.reason
+    assert table2.table2_frame(runs.drop(columns=["clean_correct", "robust_correct"])).robust_points.isna().all()
 
 
 def _figure2_runs(tmp_path, pgd_scale):
@@ -240,9 +269,19 @@ def test_figure2_result_holds_with_larger_norms_and_fails_with_smaller(tmp_path)
     outcome = {v.claim: v.outcome for v in r.verdicts}
     assert outcome["smallcnn PGD-AT: l_inf layer norms comparable to or larger than plain"] == "holds"
     assert outcome["smallcnn PGD-AT more robust than plain"] == "holds"
+    assert "exact McNemar" in {v.claim: v for v in r.verdicts}["smallcnn PGD-AT more robust than plain"].reason
     assert outcome["smallcnn PGD-AT smaller local Lipschitz estimate than plain"] == "holds"
     assert r.metrics["n_layers"] == 6 and r.metrics["n_layers_with_batchnorm"] == 10
     assert r.metrics["adv_modes"] == ["plain", "pgd"] and r.metrics["eps"] == 8 / 255
     shrunk = figure2.figure2_result(_figure2_runs(tmp_path / "b", pgd_scale=0.5), settings)
     outcome = {v.claim: v.outcome for v in shrunk.verdicts}
     assert outcome["smallcnn PGD-AT: l_inf layer norms comparable to or larger than plain"] == "does not hold"
+    wide_band = figure2.figure2_result(_figure2_runs(tmp_path / "c", pgd_scale=0.5), dict(settings, norm_band=2.5))
+    outcome = {v.claim: v.outcome for v in wide_band.verdicts}
+    assert outcome["smallcnn PGD-AT: l_inf layer norms comparable to or larger than plain"] == "holds"
+    shrunk.save(tmp_path / "out")  # the per-point outcomes stay out of the saved table
+    saved = pd.read_csv(tmp_path / "out" / "tables" / "04_accuracy_lipschitz.csv")
+    assert "robust_acc_points" not in saved  # packed as robust_correct, read back by summary_from_table
+    again = judgef2.figure2_more_robust(figure2.summary_from_table(saved))
+    assert [(v.claim, v.reason) for v in again] == \
+        [(v.claim, v.reason) for v in shrunk.verdicts if "more robust" in v.claim]

@@ -16,6 +16,8 @@ import yaml
 
 from nblib.perf import benchmark
 from nblib.claims import figure2, table2, verdict
+from nblib.experiments.figure2 import summary_from_table
+from nblib.experiments.table2 import table2_frame_from_tables
 from nblib.pipeline import reproduce
 from nblib.results import load_metrics
 
@@ -178,7 +180,8 @@ def test_smoke_table2(smoke):
     radii = _table(smoke, "03_robust_by_radius")
     radii = radii[radii.regularizer != "none"]
     assert set(radii.eps_255) == {4.0, 8.0}
-    check_verdicts(m, [*table2.table2_clean(frame), *table2.table2_robust(frame),
+    frame = table2_frame_from_tables(frame, _table(smoke, "03_table2_outcomes"))  # paired tests need them
+    check_verdicts(m, [*table2.table2_clean(frame), *table2.table2_robust(frame), *table2.table2_tradeoff(frame),
                        *table2.table2_norms_lowered(summary),
                        *(table2.near_zero_robust(radii[radii.eps_255 == e], f"{e}/255") for e in (4, 8))])
 
@@ -191,7 +194,7 @@ def test_smoke_adversarial_norms(smoke):
     assert m["clean_acc"]["smallcnn/plain"] >= 0.9
     assert set(m["lip_mean"]) == set(m["log10_linf_norm_product"]) == {f"smallcnn/{a}" for a in m["adv_modes"]}
     assert all(0 < lip < math.inf for lip in m["lip_mean"].values())
-    summary = _table(smoke, "04_accuracy_lipschitz")
+    summary = summary_from_table(_table(smoke, "04_accuracy_lipschitz"))
     check_verdicts(m, [*figure2.figure2_norms(_table(smoke, "04_layer_norms"), "linf", "l_inf"),
                        *figure2.figure2_norms(_table(smoke, "04_layer_norms_l1_with_batchnorm"), "norm",
                                                        "l1-with-BatchNorm"),

@@ -11,6 +11,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -19,10 +20,11 @@ from nblib.training import adversarial, train
 from nblib.attacks import autoattack
 from nblib.runs import folders
 from nblib.training.checkpoint import CHECKPOINT
-from nblib.results import read_json, write_json_atomic
+from nblib.results import pack_outcomes, read_json, unpack_outcomes, write_json_atomic
 from nblib.runs.cache import RunLocked, run_cached
 from nblib.training.run_config import DEFAULT_CFG, IGNORED_UNLESS, fill_cfg
-from nblib.runs.folders import check_metrics, config_hash, run_dir_for, run_status
+from nblib.runs.folders import config_hash, run_dir_for, run_status
+from nblib.runs.schema import check_metrics
 from nblib.runs.sweep import SLURM_TIMEOUT_MIN, expand_grid, run_sweep, slurm_kwargs
 from run_results import TIME_KEYS, without_times
 
@@ -65,7 +67,10 @@ def fake_metrics(cfg):
             "global_steps": 4, "layer_names": ["a", "b"], "norms_linf": [1.0, 2.0], "norms_l1": [1.0, 3.0],
             "linf_norm_product": 2.0, "robust_acc": 0.25 if attacked else None,
             "aa_clean_acc": 0.5 if attacked else None, "lip_mean": 1.0 if lip else None,
-            "lip_max": 2.0 if lip else None, "attack": cfg["attack"], "eval_eps": cfg["eval_eps"], "epochs": -1}
+            "lip_max": 2.0 if lip else None, "attack": cfg["attack"], "eval_eps": cfg["eval_eps"], "epochs": -1,
+            "clean_correct": pack_outcomes(np.arange(360) < round(360 * (0.5 + 0.01 * cfg["seed"]))),
+            "n_eval": 8 if attacked else None,
+            "robust_correct": pack_outcomes(np.arange(8) < 2) if attacked else None}
 
 
 @pytest.fixture
@@ -230,6 +235,42 @@ def test_check_metrics_schema():
     attacked = fill_cfg(dict(TINY, attack="authors"))
     assert "robust_acc" in " ".join(check_metrics(good, attacked))  # None where an attack was run
     assert check_metrics([good], cfg) == ["metrics is a list, not a dict"]
+
+
+def test_packed_outcomes_round_trip():
+    rng = np.random.default_rng(0)
+    for n in (1, 7, 8, 9, 1000, 10_000):
+        mask = rng.random(n) < 0.3
+        assert np.array_equal(unpack_outcomes(pack_outcomes(mask)), mask)
+    assert len(pack_outcomes(np.ones(10_000, bool))) < 1700  # compact: 10,000 test images in about 1.7 kB
+    for bad in ("", "3:", "9:AA==", "x:AA==", None):
+        with pytest.raises(ValueError):
+            unpack_outcomes(bad)
+
+
+def test_check_metrics_needs_per_point_outcomes():
+    attacked = fill_cfg(dict(TINY, attack="authors"))
+    good = fake_metrics(attacked)
+    assert check_metrics(good, attacked) == []
+    wrong_mean = dict(good, clean_correct=pack_outcomes(np.zeros(360, bool)))   # does not average to clean_acc
+    wrong_size = dict(good, robust_correct=pack_outcomes(np.arange(9) < 2))     # not the n_eval attacked points
+    assert "clean_correct" in " ".join(check_metrics(wrong_mean, attacked))
+    assert "robust_correct" in " ".join(check_metrics(wrong_size, attacked))
+    assert "robust_correct" in " ".join(check_metrics(dict(good, robust_correct="garbage"), attacked))
+
+
+def test_finished_run_without_per_point_outcomes_is_stale(tmp_path, fake_run_one):
+    """A run of older code that kept only accuracies cannot take part in a paired test: stale, not read as
+    done (and not corrupt: reuse_stale may keep it, marked)."""
+    run_cached(TINY, tmp_path)
+    d = run_dir_for(tmp_path, TINY)
+    metrics = read_json(d / "metrics.json")
+    del metrics["clean_correct"], metrics["robust_correct"]
+    write_json_atomic(d / "metrics.json", metrics)
+    status, reason = run_status(d, TINY)
+    assert status == "stale" and "no per-point outcomes" in reason and "clean_correct missing" in reason
+    write_json_atomic(d / "metrics.json", dict(metrics, clean_correct="3:AA=="))  # present but wrong: corrupt
+    assert run_status(d, TINY)[0] == "corrupt"
 
 
 def test_unreadable_checkpoint_is_moved_aside_and_rerun(tmp_path):

@@ -9,7 +9,9 @@ import torch
 
 from nblib.training import run_config
 from nblib.training.checkpoint import CHECKPOINT, CheckpointError
+from nblib.data import get_dataset
 from nblib.models import build
+from nblib.results import unpack_outcomes
 from nblib.norms import layer_norms
 from nblib.training.run_config import DEFAULT_CFG, fill_cfg, scaled_milestones
 from nblib.training.train import run_one
@@ -193,6 +195,15 @@ def test_run_one_metrics_history_and_files(tmp_path):
     assert m["norms_l1"] == pytest.approx(list(oracle_1["norm"]), rel=1e-6)
     assert m["linf_norm_product"] == pytest.approx(np.prod(oracle_inf["norm"]), rel=1e-6)
     assert m["log10_linf_norm_product"] == pytest.approx(np.log10(np.prod(oracle_inf["norm"])), rel=1e-6)
+
+    # per-point outcomes: the checkpointed model's own predictions on the test set, and the attacked subset
+    test = get_dataset("digits", "test")
+    images = test.images.float() / 255 if test.images.dtype == torch.uint8 else test.images
+    with torch.no_grad():
+        right = (model.eval()(images).argmax(1) == test.targets).numpy()
+    assert np.array_equal(unpack_outcomes(m["clean_correct"]), right)
+    robust = unpack_outcomes(m["robust_correct"])
+    assert robust.size == m["n_eval"] and robust.mean() == pytest.approx(m["robust_acc"])
 
     history = json.loads((tmp_path / "history.json").read_text())
     assert [h["epoch"] for h in history] == [1, 2]

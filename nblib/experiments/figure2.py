@@ -15,9 +15,9 @@ import pandas as pd
 from nblib.claims import figure2 as judge
 from nblib.claims.stats import with_intervals
 from nblib.claims.verdict import Verdict, records
-from nblib.results import save_metrics, save_table
+from nblib.results import pack_outcomes, save_metrics, save_table
 from nblib.runs.grids import config_values, figure2_run_configs, train_runs
-from nblib.runs.tables import l1_with_batchnorm_frame, layer_norm_frame
+from nblib.runs.tables import l1_with_batchnorm_frame, layer_norm_frame, point_outcomes
 from nblib.vocabulary import ADV_LABELS
 
 
@@ -34,7 +34,7 @@ class Figure2Result:
 
     def save(self, output_dir) -> None:
         """Write the tables (``tables/04_*``) and the metrics JSON."""
-        save_table(self.summary, output_dir, "04_accuracy_lipschitz")
+        save_table(saved_summary(self.summary), output_dir, "04_accuracy_lipschitz")
         save_table(self.norms, output_dir, "04_layer_norms")
         save_table(self.norms_with_batchnorm, output_dir, "04_layer_norms_l1_with_batchnorm")
         save_metrics(output_dir, "04_adversarial_norms", self.metrics)
@@ -43,16 +43,32 @@ class Figure2Result:
 def figure2_summary(runs: pd.DataFrame) -> pd.DataFrame:
     """One row per run: accuracies (fractions) with the Wilson interval of the robust one over ``n_eval``
     attacked points, mean / largest local Lipschitz estimate, gradient margin, log10 product of the layers'
-    l_inf norms."""
+    l_inf norms, and ``robust_acc_points`` (the per-point robust outcomes of the paired test; None without)."""
     summary = runs[["model", "adv_mode", "clean_acc", "robust_acc", "lip_mean", "lip_max", "grad_margin_mean",
-                    "log10_linf_norm_product"]].assign(n_eval=runs.metric_n_eval)
+                    "log10_linf_norm_product"]].assign(n_eval=runs.metric_n_eval,
+                                                       robust_acc_points=point_outcomes(runs, "robust_correct"))
     return with_intervals(summary, "robust_acc", "n_eval", percent=False)
 
 
-def figure2_claims(summary: pd.DataFrame, norms: pd.DataFrame, with_bn: pd.DataFrame) -> list[Verdict]:
-    """Figure 2's verdicts: norms comparable or larger in both views, more robust, smaller local Lipschitz."""
-    return [*judge.figure2_norms(norms, "linf", "l_inf"),
-            *judge.figure2_norms(with_bn, "norm", "l1-with-BatchNorm"),
+def saved_summary(summary: pd.DataFrame) -> pd.DataFrame:
+    """:func:`figure2_summary` as a table to save: the per-point robust outcomes packed into ``robust_correct``
+    (``nblib.results.pack_outcomes``; empty where a run has none); :func:`summary_from_table` reads it back."""
+    return summary.drop(columns=["robust_acc_points"]).assign(
+        robust_correct=[None if v is None else pack_outcomes(v) for v in summary.robust_acc_points])
+
+
+def summary_from_table(table: pd.DataFrame) -> pd.DataFrame:
+    """:func:`figure2_summary` again from the saved ``04_accuracy_lipschitz`` table (``pandas.read_csv``)."""
+    return table.assign(robust_acc_points=point_outcomes(table, "robust_correct"))
+
+
+def figure2_claims(summary: pd.DataFrame, norms: pd.DataFrame, with_bn: pd.DataFrame,
+                   band: float = judge.BAND) -> list[Verdict]:
+    """Figure 2's verdicts: norms comparable or larger in both views (``band``: the comparability band of
+    :func:`nblib.claims.figure2.figure2_norms`, a notebook parameter can feed it), more robust, smaller local
+    Lipschitz."""
+    return [*judge.figure2_norms(norms, "linf", "l_inf", band=band),
+            *judge.figure2_norms(with_bn, "norm", "l1-with-BatchNorm", band=band),
             *judge.figure2_more_robust(summary), *judge.figure2_local_lipschitz(summary)]
 
 
@@ -75,13 +91,15 @@ def figure2_metrics(settings: dict, summary: pd.DataFrame, norms: pd.DataFrame, 
 
 
 def figure2_result(runs: pd.DataFrame, settings: dict) -> Figure2Result:
-    """Every table and verdict of Figure 2 from the sweep's result table ``runs`` (finished run folders)."""
+    """Every table and verdict of Figure 2 from the sweep's result table ``runs`` (finished run folders).
+    ``settings["norm_band"]``, when given, is the comparability band of the norm claims (not yet a notebook
+    parameter: default :data:`nblib.claims.figure2.BAND`)."""
     summary = figure2_summary(runs)
     norms = layer_norm_frame(runs)
     norms["training"] = norms.adv_mode.map(ADV_LABELS)
     norms["log10_linf"] = np.log10(norms.linf)
     with_bn = l1_with_batchnorm_frame(runs)
-    claims = figure2_claims(summary, norms, with_bn)
+    claims = figure2_claims(summary, norms, with_bn, band=settings.get("norm_band", judge.BAND))
     return Figure2Result(runs=runs, summary=summary, norms=norms, norms_with_batchnorm=with_bn, verdicts=claims,
                          metrics=figure2_metrics(settings, summary, norms, with_bn, claims))
 

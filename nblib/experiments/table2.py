@@ -20,11 +20,13 @@ from nblib.claims import table2 as judge
 from nblib.claims.paper_table2 import PAPER_TABLE2, paper_table2_frame
 from nblib.claims.stats import is_missing, with_intervals
 from nblib.claims.verdict import Verdict, records, require_columns
-from nblib.results import save_metrics, save_table
+from nblib.results import pack_outcomes, save_metrics, save_table
 from nblib.runs.grids import UNITS_255, config_values, table2_run_configs, train_runs
-from nblib.runs.tables import extra_robust_frame, layer_history_frame, layer_norm_frame
+from nblib.runs.tables import extra_robust_frame, layer_history_frame, layer_norm_frame, point_outcomes
 from nblib.vocabulary import REGULARIZER_LABELS, strongest_first
 
+#: The per-point outcome columns of :func:`table2_frame` (arrays: kept out of the saved tables).
+POINT_COLUMNS = ["clean_points", "robust_points"]
 #: The larger radii (units of 1/255) at which the paper reports about 0 % robust accuracy for every
 #: regularised model.
 LARGE_RADII_255 = (4, 8)
@@ -34,12 +36,15 @@ def table2_frame(results: pd.DataFrame, clean="clean_acc", robust="robust_acc") 
     """Long table: model, regularizer, strength, clean and robust accuracy (%), the number of points each
     is measured on (``n_clean``: the test set, ``n_robust``: the attacked subset), the paper's numbers where
     the same (model, regularizer, strength) appears in its Table 2 (NaN otherwise), the run's ``status``
-    ("done", or "diverged" with NaN accuracies) and ``stale`` (a result of other code kept with
-    ``run_sweep(..., reuse_stale=True)``)."""
+    ("done", or "diverged" with NaN accuracies), ``stale`` (a result of other code kept with
+    ``run_sweep(..., reuse_stale=True)``), and the per-point outcomes the paired tests of the claims use:
+    ``clean_points`` (boolean array over the test set) and ``robust_points`` (over the attacked subset), None
+    where a run has none (:func:`nblib.runs.tables.point_outcomes`)."""
     require_columns(results, ["model", "regularizer", "reg_strength", clean, robust, "n_test", "metric_n_eval",
                               "status", "stale"], "table2_frame")
     rows = []
-    for r in results.itertuples(index=False):
+    clean_points, robust_points = point_outcomes(results, "clean_correct"), point_outcomes(results, "robust_correct")
+    for r, cp, rp in zip(results.itertuples(index=False), clean_points, robust_points):
         r = r._asdict()
         paper = PAPER_TABLE2.get(r["model"], {}).get((r["regularizer"], float(r["reg_strength"])), (None, None))
         rows.append(dict(model=r["model"], regularizer=r["regularizer"], strength=float(r["reg_strength"]),
@@ -47,8 +52,28 @@ def table2_frame(results: pd.DataFrame, clean="clean_acc", robust="robust_acc") 
                          n_clean=r["n_test"], n_robust=r["metric_n_eval"],
                          paper_clean=math.nan if paper[0] is None else paper[0],
                          paper_robust=math.nan if paper[1] is None else paper[1],
-                         status=r["status"], stale=bool(r["stale"])))
+                         status=r["status"], stale=bool(r["stale"]), clean_points=cp, robust_points=rp))
     return pd.DataFrame(rows)
+
+
+def saved_outcomes(frame: pd.DataFrame) -> pd.DataFrame:
+    """The per-point outcomes of :func:`table2_frame` as a table to save (``tables/03_table2_outcomes``): model,
+    regularizer, strength and the packed ``clean_correct`` / ``robust_correct`` (``nblib.results.pack_outcomes``;
+    empty where a run has none), so that the verdicts can be computed again from the saved tables
+    (:func:`table2_frame_from_tables`)."""
+    def packed(col):
+        return [None if v is None else pack_outcomes(v) for v in frame[col]]
+
+    return frame[["model", "regularizer", "strength"]].assign(clean_correct=packed("clean_points"),
+                                                              robust_correct=packed("robust_points"))
+
+
+def table2_frame_from_tables(long: pd.DataFrame, outcomes: pd.DataFrame) -> pd.DataFrame:
+    """:func:`table2_frame` again from the saved ``03_table2_long`` and ``03_table2_outcomes`` tables (read
+    back with ``pandas.read_csv``): the long table with ``clean_points`` / ``robust_points``."""
+    merged = long.merge(outcomes, on=["model", "regularizer", "strength"], how="left", validate="one_to_one")
+    return merged.assign(clean_points=point_outcomes(merged, "clean_correct"),
+                         robust_points=point_outcomes(merged, "robust_correct"))
 
 
 def table2_wide(frame: pd.DataFrame, with_paper: bool = False) -> pd.DataFrame:
@@ -104,11 +129,12 @@ def robust_by_radius(frame: pd.DataFrame, extra: pd.DataFrame, eval_eps: float) 
 
 
 def table2_claims(frame: pd.DataFrame, norm_summary: pd.DataFrame, radii: pd.DataFrame) -> list[Verdict]:
-    """Table 2's verdicts: clean accuracy may improve, robust accuracy does not, the strongest settings lower
+    """Table 2's verdicts: clean accuracy may improve, robust accuracy does not, the trade-off, the strongest
+    settings lower
     the norms they target, and regularised models have about 0 % robust accuracy at :data:`LARGE_RADII_255`
     (not testable where a radius was not attacked)."""
     regularized = radii[radii.regularizer != "none"]
-    return [*judge.table2_clean(frame), *judge.table2_robust(frame),
+    return [*judge.table2_clean(frame), *judge.table2_robust(frame), *judge.table2_tradeoff(frame),
             *judge.table2_norms_lowered(norm_summary),
             *(judge.near_zero_robust(regularized[regularized.eps_255 == e], f"{e}/255")
               for e in LARGE_RADII_255)]
@@ -139,6 +165,7 @@ class Table2Result:
                    latex=True)
         save_table(flat_columns(self.robust_ci).reset_index().assign(**self.reading), output_dir,
                    "03_table2_robust_ci")
+        save_table(saved_outcomes(self.table), output_dir, "03_table2_outcomes")
         save_table(self.norm_summary, output_dir, "03_mean_log10_norms")
         save_table(self.radii.assign(**self.reading), output_dir, "03_robust_by_radius")
         save_metrics(output_dir, "03_table2", self.metrics)
@@ -169,13 +196,14 @@ def table2_result(runs: pd.DataFrame, settings: dict) -> Table2Result:
     eval_eps = config_values(settings, ["eval_eps"])["eval_eps"]
     with_paper = settings["dataset"] == "cifar10" and eval_eps == 1 / 255
     wide = table2_wide(frame, with_paper=with_paper)
-    long = with_intervals(with_intervals(frame, "robust", "n_robust"), "clean", "n_clean")
+    long = with_intervals(with_intervals(frame.drop(columns=POINT_COLUMNS), "robust", "n_robust"), "clean",
+                          "n_clean")
     norms = layer_norm_frame(runs)
     summary = mean_log_norms(norms)
     radii = robust_by_radius(frame, extra_robust_frame(runs), eval_eps)
     claims = table2_claims(frame, summary, radii)
     paper = paper_table2_frame()
-    paper_claims = [*judge.table2_clean(paper), *judge.table2_robust(paper)]
+    paper_claims = [*judge.table2_clean(paper), *judge.table2_robust(paper), *judge.table2_tradeoff(paper)]
     reading = {k: settings[k] for k in ("reg_beta_scaling", "reg_svc_linear")}
     return Table2Result(runs=runs, table=frame, long=long, wide=wide, robust_ci=robust_ci_wide(long, wide),
                         layer_norms=norms, norm_summary=summary, layer_history=layer_history_frame(runs),

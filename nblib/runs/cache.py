@@ -33,7 +33,8 @@ from pathlib import Path
 from nblib.training import train
 from nblib.attacks.autoattack import AttackStateError
 from nblib.results import read_json, write_atomic, write_json_atomic
-from nblib.runs.folders import check_metrics, done_record, run_dir_for, inspect_run, provenance, versions
+from nblib.runs.folders import done_record, run_dir_for, inspect_run, provenance, versions
+from nblib.runs.schema import check_metrics
 from nblib.training.checkpoint import CheckpointError
 from nblib.training.run_config import check_runnable, fill_cfg, run_settings
 

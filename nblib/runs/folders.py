@@ -14,16 +14,16 @@ lives in
 * ``DONE``            -- written last (:func:`done_record`: status, time, size and SHA-256 of the checkpoint).
 
 :func:`run_status` says what a folder holds: ``done`` or ``diverged`` (a result), ``partial`` (resume),
-``stale`` (a result or partial run of other code or other settings), ``corrupt`` (must not be read:
-unreadable JSON, ``metrics.json`` failing :func:`check_metrics`, a checkpoint that does not match ``DONE``,
-``cfg.json`` of another config) or ``new``.  This module only reads folders; :mod:`nblib.runs.cache` trains
-into them under a lock and moves bad ones aside.
+``stale`` (a result or partial run of other code or other settings, or a finished run without the per-point
+outcomes, :data:`nblib.runs.schema.OUTCOME_KEYS`, that the paired tests of the claims need), ``corrupt`` (must
+not be read: unreadable JSON, ``metrics.json`` failing :func:`nblib.runs.schema.check_metrics`, a checkpoint
+that does not match ``DONE``, ``cfg.json`` of another config) or ``new``.  This module only reads folders;
+:mod:`nblib.runs.cache` trains into them under a lock and moves bad ones aside.
 """
 from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import platform
 import subprocess
@@ -34,12 +34,12 @@ from pathlib import Path
 from typing import Optional
 
 from nblib.results import read_json
+from nblib.runs.schema import check_metrics, only_outcomes_missing
 from nblib.training.checkpoint import CHECKPOINT
 from nblib.training.run_config import fill_cfg, run_settings
 
 __all__ = ["RESULT_PACKAGES", "config_hash", "run_dir_for", "versions", "fingerprinted_sources",
-           "code_fingerprint", "provenance", "check_metrics", "inspect_run", "run_status", "done_record",
-           "old_hash_folders"]
+           "code_fingerprint", "provenance", "inspect_run", "run_status", "done_record", "old_hash_folders"]
 
 _REPO = Path(__file__).resolve().parents[2]
 
@@ -169,92 +169,6 @@ def _provenance_diff(stored, current: dict) -> Optional[str]:
     return "; ".join(diffs) or None
 
 
-# --------------------------------------------------------------------------- metrics schema
-def _is_num(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def _is_int(v, low: int) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v >= low
-
-
-def _prob(v) -> bool:
-    return _is_num(v) and 0.0 <= v <= 1.0
-
-
-def _finite_nonneg(v) -> bool:
-    return _is_num(v) and math.isfinite(v) and v >= 0
-
-
-def _nan(v) -> bool:
-    return isinstance(v, float) and math.isnan(v)
-
-
-def _none(v) -> bool:
-    return v is None
-
-
-def _diverged_rules(cfg: dict) -> list:
-    """``(key, ok, what it must be)`` for the metrics of a diverged run of ``cfg``."""
-    attacked = cfg["attack"] != "none"
-    return [("reason", lambda v: isinstance(v, str) and v, "a non-empty string"),
-            ("diverged_epoch", lambda v: isinstance(v, int) and 1 <= v <= cfg["epochs"], "an epoch of the run"),
-            *((key, _nan, "NaN (a diverged run has no valid value)")
-              for key in ("clean_acc", "test_loss", "train_loss", "train_acc")),
-            ("robust_acc", _nan, "NaN (diverged)") if attacked else
-            ("robust_acc", _none, "None (no attack in the config)")]
-
-
-def _done_rules(cfg: dict, n_layers: int) -> list:
-    """``(key, ok, what it must be)`` for the metrics of a finished run of ``cfg`` with ``n_layers`` layer
-    names (-1: no list of names)."""
-    attacked, lip = cfg["attack"] != "none", cfg["local_lipschitz"]
-    acc = (_prob, "an accuracy in [0, 1]") if attacked else (_none, "None (no attack in the config)")
-    lip_rule = (_finite_nonneg, "a finite constant >= 0") if lip else (_none, "None (local_lipschitz off)")
-    norms = (lambda v: isinstance(v, list) and len(v) == n_layers and all(_finite_nonneg(x) for x in v),
-             f"a list of {n_layers} finite norms >= 0")
-    return [("clean_acc", _prob, "an accuracy in [0, 1]"), ("train_acc", _prob, "an accuracy in [0, 1]"),
-            ("test_loss", _finite_nonneg, "a finite loss >= 0"), ("train_loss", _finite_nonneg, "a finite loss >= 0"),
-            ("epochs_trained", lambda v: v == cfg["epochs"] and isinstance(v, int), f"the {cfg['epochs']} epochs"),
-            *((key, lambda v: _is_int(v, 1), "a positive int") for key in ("n_train", "n_test", "n_params")),
-            ("global_steps", lambda v: _is_int(v, 0), "an int >= 0"),
-            ("layer_names", lambda v: isinstance(v, list) and all(isinstance(n, str) for n in v),
-             "a list of layer names"),
-            ("norms_linf", *norms), ("norms_l1", *norms),
-            ("linf_norm_product", lambda v: _is_num(v) and not math.isnan(v) and v >= 0, "a product of norms >= 0"),
-            ("robust_acc", *acc), ("aa_clean_acc", *acc), ("lip_mean", *lip_rule), ("lip_max", *lip_rule),
-            ("attack", lambda v: v == cfg["attack"], f"the config's attack {cfg['attack']!r}"),
-            ("eval_eps", lambda v: _is_num(v) and math.isclose(v, cfg["eval_eps"]), f"the config's {cfg['eval_eps']}")]
-
-
-def check_metrics(metrics, cfg: dict) -> list[str]:
-    """Problems of ``metrics`` (as read back by :func:`nblib.results.read_json`) for the filled ``cfg``;
-    empty when it may be returned.  A finished run (``status`` "done") needs: ``clean_acc``, ``train_acc``
-    in [0, 1]; finite ``test_loss``, ``train_loss`` >= 0; ``epochs_trained == cfg["epochs"]``; positive
-    integer ``n_train``, ``n_test``, ``n_params``, ``global_steps`` >= 0; ``layer_names`` (strings) and
-    finite non-negative ``norms_linf`` / ``norms_l1`` of the same length; ``linf_norm_product`` >= 0 (inf
-    allowed: an overflowing product); ``robust_acc`` and ``aa_clean_acc`` in [0, 1] when ``cfg`` attacks,
-    else None; ``lip_mean`` / ``lip_max`` finite >= 0 with ``local_lipschitz``, else None; ``attack`` and
-    ``eval_eps`` equal to the config's.  A diverged run (``status`` "diverged") needs a ``reason``, the
-    epoch, and NaN (never a number) for the accuracies and losses it has no valid value for."""
-    if not isinstance(metrics, dict):
-        return [f"metrics is a {type(metrics).__name__}, not a dict"]
-    status = metrics.get("status")
-    if status == "diverged":
-        rules = _diverged_rules(cfg)
-    elif status == "done":
-        rules = _done_rules(cfg, len(metrics["layer_names"]) if isinstance(metrics.get("layer_names"), list) else -1)
-    else:
-        return [f"status = {status!r} is not 'done' or 'diverged'"]
-    problems = []
-    for key, ok, what in rules:
-        if key not in metrics:
-            problems.append(f"{key} missing")
-        elif not ok(metrics[key]):
-            problems.append(f"{key} = {metrics[key]!r} is not {what}")
-    return problems
-
-
 # --------------------------------------------------------------------------- the DONE marker
 def _file_digest(path: Path) -> tuple[int, str]:
     h = hashlib.sha256()
@@ -332,7 +246,9 @@ def _inspect_finished(run_dir: Path, cfg: dict, stale: Optional[str]) -> tuple[s
     if not isinstance(done, dict) and isinstance(metrics, dict) and "status" not in metrics:
         metrics = {**metrics, "status": "done"}  # written before runs recorded a status
     problems = check_metrics(metrics, cfg)
-    if problems:
+    if only_outcomes_missing(problems):  # older code: the result cannot take part in a paired test
+        stale = "; ".join(filter(None, [stale, "no per-point outcomes (" + ", ".join(problems) + ")"]))
+    elif problems:
         return "corrupt", "metrics.json fails the schema: " + "; ".join(problems), None
     try:
         if not isinstance(read_json(run_dir / "history.json"), list):

@@ -15,11 +15,22 @@ import torch
 
 from nblib.models import build
 from nblib.norms import layer_norms
-from nblib.results import read_json
+from nblib.results import read_json, unpack_outcomes
 from nblib.training.checkpoint import CHECKPOINT
 
 #: The columns of the sweep table that name a run of notebooks 03 and 04.
 RUN_KEYS = ("model", "regularizer", "reg_strength", "adv_mode")
+
+
+def point_outcomes(results: pd.DataFrame, key: str) -> list:
+    """Per run of a :func:`nblib.runs.sweep.run_sweep` table: the boolean array of its per-point outcomes
+    ``key`` (``"clean_correct"`` over the test set, ``"robust_correct"`` over the attacked subset, packed by
+    ``nblib.results.pack_outcomes``), or None where the run has none (no attack, or a stale run of older code
+    kept with ``reuse_stale``: the claims then call its comparisons not testable instead of comparing
+    accuracies unpaired)."""
+    if key not in results:
+        return [None] * len(results)
+    return [unpack_outcomes(v) if isinstance(v, str) else None for v in results[key]]
 
 
 def run_file(row, name: str) -> Path:

@@ -49,7 +49,7 @@ from nblib.data.loader import TrainBatches, device_tensors, eval_batches, flips,
 from nblib.models import build
 from nblib.norms import layer_norms
 from nblib.training.regularizers import build_regularizer, make_optimizer, optimizer_weight_decay
-from nblib.results import is_terminal, jsonable, write_atomic, write_json_atomic
+from nblib.results import is_terminal, jsonable, pack_outcomes, write_atomic, write_json_atomic
 from nblib.training.run_config import (autocast_factory, check_runnable, fill_cfg, run_settings, scaled_milestones,
                                        torch_device)
 from nblib.training.step import train_step
@@ -92,18 +92,23 @@ def _datasets(cfg: dict, device: torch.device):
 
 
 @torch.no_grad()
-def _evaluate(model, test_tensors, channels_last: bool) -> tuple[float, float]:
-    """(mean cross-entropy, accuracy) over the test tensors in eval mode, float32; the previous mode is
-    restored."""
+def _evaluate_points(model, test_tensors, channels_last: bool) -> tuple[float, torch.Tensor]:
+    """(mean cross-entropy, per-image correctness in test-set order, on the CPU) over the test tensors in eval
+    mode, float32; the previous mode is restored."""
     loss = torch.zeros((), dtype=torch.float64, device=test_tensors[0].device)
-    correct = torch.zeros((), dtype=torch.int64, device=test_tensors[0].device)
+    correct = []
     with eval_mode(model):
         for x, y in eval_batches(*test_tensors, channels_last=channels_last):
             out = model(x)
             loss += F.cross_entropy(out, y, reduction="sum").double()
-            correct += (out.argmax(1) == y).sum()
-    n = test_tensors[1].numel()
-    return loss.item() / n, correct.item() / n
+            correct.append(out.argmax(1) == y)
+    return loss.item() / test_tensors[1].numel(), torch.cat(correct).cpu()
+
+
+def _evaluate(model, test_tensors, channels_last: bool) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) over the test tensors (:func:`_evaluate_points`)."""
+    loss, correct = _evaluate_points(model, test_tensors, channels_last)
+    return loss, int(correct.sum()) / correct.numel()
 
 
 def _norm_tables(model, input_shape) -> tuple[list[str], list[float], list[float]]:
@@ -262,12 +267,13 @@ def _final_metrics(run: _Run, cfg: dict) -> dict:
     set, the final per-layer norms and their product, sizes, seeds and provenance; the attack entries None
     (not measured yet)."""
     history = run.history
-    test_loss, clean_acc = _evaluate(run.model, run.test_tensors, cfg["channels_last"])
+    test_loss, clean_correct = _evaluate_points(run.model, run.test_tensors, cfg["channels_last"])
+    clean_acc = int(clean_correct.sum()) / clean_correct.numel()
     _check_finite("test", test_loss, len(history) - 1)
     names, linf, l1 = _norm_tables(run.model, run.input_shape)
     return {
         "status": "done", "settings": run_settings(cfg),
-        "clean_acc": clean_acc, "test_loss": test_loss,
+        "clean_acc": clean_acc, "test_loss": test_loss, "clean_correct": pack_outcomes(clean_correct.numpy()),
         "train_loss": history[-1]["train_loss"], "train_acc": history[-1]["train_acc"],
         "final_lr": run.optimizer.param_groups[0]["lr"], "milestone_epochs": run.milestones,
         "epochs_trained": len(history), "global_steps": run.global_step,
@@ -277,6 +283,7 @@ def _final_metrics(run: _Run, cfg: dict) -> dict:
         "linf_norm_product": float(np.prod(linf)),
         "log10_linf_norm_product": float(np.sum(np.log10(linf))),
         "robust_acc": None, "aa_clean_acc": None, "aa_seconds": None, "aa_warnings": [], "aa_resumed": None,
+        "robust_correct": None,
         "lip_mean": None, "lip_max": None, "grad_margin_mean": None, "grad_margin_max": None,
         "eval_eps": cfg["eval_eps"], "attack": cfg["attack"], "n_eval": None,
         "seeds": {"python": cfg["seed"], "numpy": cfg["seed"], "torch": cfg["seed"],
@@ -299,7 +306,8 @@ def _attack_metrics(run: _Run, cfg: dict, run_dir: Path, metrics: dict) -> None:
     if cfg["attack"] != "none":
         aa = autoattack_accuracy(model, x_eval, y_eval, eps=cfg["eval_eps"], version=cfg["attack"], seed=seed,
                                  device=device, state_path=run_dir / AA_STATE, budget=cfg["attack_budget"])
-        metrics.update(robust_acc=aa["robust_acc"], aa_clean_acc=aa["clean_acc"], aa_seconds=aa["seconds"],
+        metrics.update(robust_acc=aa["robust_acc"], robust_correct=pack_outcomes(aa["robust_mask"]),
+                       aa_clean_acc=aa["clean_acc"], aa_seconds=aa["seconds"],
                        aa_warnings=aa["warnings"], aa_resumed=aa["resumed"])
     metrics["robust_acc_extra"] = {}  # {"eps": robust accuracy} at cfg["extra_eval_eps"], same points
     for eps in cfg["extra_eval_eps"]:
