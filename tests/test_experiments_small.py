@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from nblib.claims.verdict import FAILS, HOLDS
+from nblib.claims.verdict import FAILS, HOLDS, UNTESTABLE
 from nblib.experiments import propositions, table1, theorem1, toys
 from nblib.perf import benchmark
 from nblib.results import load_metrics
@@ -107,7 +107,9 @@ def made_up_table(seconds=SECONDS, values=VALUES, not_measured=()) -> pd.DataFra
 
 def test_table1_result_on_made_up_timings(tmp_path):
     r = table1.table1_result(made_up_table(not_measured={("power", 5)}), "cpu", floor_factor=3.0)
-    assert [v.outcome for v in r.verdicts] == [HOLDS] * 3  # 40,000x > 4,018x; 4,000x > 950x; 2.5 <= 3
+    # 40,000x > 4,018x on the measured kernels, yet one is unmeasured: "every kernel" is not testable;
+    # 4,000x > 950x and 2.5 <= 3 on every kernel
+    assert [v.outcome for v in r.verdicts] == [UNTESTABLE, HOLDS, HOLDS]
     m = r.metrics
     assert m["min_power_over_ours"] == pytest.approx(100 / 2.5e-3)  # against the slower of l1 and l_inf
     assert m["min_fft_over_ours"] == pytest.approx(10 / 2.5e-3)
