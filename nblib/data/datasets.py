@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch.utils.data import Dataset
 
-from nblib.data.cifar10 import CIFAR10Arrays, load_cifar10
+from nblib.data.cifar10 import load_cifar10
 from nblib.data.digits import DigitsCIFARLike, check_split
 
 __all__ = ["DATASETS", "get_dataset", "eval_subset"]
