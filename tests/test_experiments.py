@@ -13,6 +13,7 @@ from nblib.runs import grids, tables
 from nblib.claims.paper_table2 import PAPER_CLIP_VALUES, PAPER_COEFFICIENTS, PAPER_TABLE2
 from nblib.training.run_config import fill_cfg
 from nblib.runs.folders import config_hash
+from nblib.runs.machine import machine
 
 
 def test_table2_grid_is_the_papers():
@@ -195,6 +196,7 @@ def test_table2_result_holds_on_runs_that_lose_robustness(tmp_path):
     assert r.metrics["n_runs"] == 3 and r.metrics["reading"] == {"reg_beta_scaling": "per_layer",
                                                                  "reg_svc_linear": True}
     assert r.metrics["plain_robust"] == {"smallcnn": pytest.approx(50.0)}
+    assert r.metrics["machine"]["cpu_capability"] == machine()["cpu_capability"]
     assert len(r.paper_verdicts) == 10
     r.save(tmp_path / "out")
     assert (tmp_path / "out" / "metrics" / "03_table2.json").exists()
@@ -236,6 +238,7 @@ def test_figure2_result_holds_with_larger_norms_and_fails_with_smaller(tmp_path)
     assert outcome["smallcnn PGD-AT smaller local Lipschitz estimate than plain"] == "holds"
     assert r.metrics["n_layers"] == 6 and r.metrics["n_layers_with_batchnorm"] == 10
     assert r.metrics["adv_modes"] == ["plain", "pgd"] and r.metrics["eps"] == 8 / 255
+    assert r.metrics["machine"]["cpu_capability"] == machine()["cpu_capability"]
     shrunk = figure2.figure2_result(_figure2_runs(tmp_path / "b", pgd_scale=0.5), settings)
     outcome = {v.claim: v.outcome for v in shrunk.verdicts}
     assert outcome["smallcnn PGD-AT: l_inf layer norms comparable to or larger than plain"] == "does not hold"
