@@ -25,7 +25,10 @@
 # subset, eps = 8/255 (digits have 16 grey levels: at 1/255 almost no point is broken and every point
 # goes through all four AutoAttack attacks, the slowest case) and the two APGD attacks of AutoAttack that the
 # authors' code ran (on this CPU Square's 5000 queries alone cost about 25 s per run, whatever the subset
-# size). The `paper` profile runs standard AutoAttack at 1/255.
+# size). The `paper` profile runs standard AutoAttack at 1/255. On `smoke` the accuracy verdicts (clean and
+# robust halves) are exercised, not decided: 360 test images and 100 attacked points leave the regularized
+# runs within a few intervals of plain, and another CPU trains other weights (README, *Tests*); the
+# norm and 4/255 / 8/255 verdicts lie far from their boundaries.
 #
 # **Verdicts** (`nblib.claims.table2`): every accuracy is a binomial proportion (clean: the test set; robust: the
 # attacked subset) with its 95% Wilson interval, and two accuracies differ only when their intervals are
