@@ -218,12 +218,20 @@ DIGITS_TEST = 360  # clean accuracy of notebook 04: the digits test split (20 % 
 ADV_MODES = {label: mode for mode, label in ADV_LABELS.items()}  # a claim's label -> its run's adv_mode
 
 
+def check_machine(out: Path, capability: str) -> None:
+    """The fresh metrics of 03 and 04 record the CPU capability that computed them and torch's build."""
+    for name in ("03_table2", "04_adversarial_norms"):
+        machine = load_metrics(out, name)["machine"]
+        assert machine["cpu_capability"] == capability and machine["torch_build"]["TORCH_VERSION"], name
+
+
 def test_smoke_table2(smoke):
     check_table2(smoke)
 
 
 def test_smoke_adversarial_norms(smoke):
     check_figure2(smoke)
+    check_machine(smoke, torch_capability())
 
 
 def test_committed_outputs_pass_the_checks_of_a_fresh_run():
@@ -232,17 +240,15 @@ def test_committed_outputs_pass_the_checks_of_a_fresh_run():
     check_figure2(REFERENCE)
 
 
-def test_committed_metrics_record_the_machine():
-    for name in ("03_table2", "04_adversarial_norms"):
-        machine = load_metrics(REFERENCE, name)["machine"]
-        assert machine["cpu_capability"] and machine["torch_build"]["TORCH_VERSION"], name
+def torch_capability() -> str:
+    import torch
+
+    return torch.backends.cpu.get_cpu_capability()
 
 
 def second_capability() -> str:
     """A CPU capability other than this process's (torch falls back to a lower one it supports)."""
-    import torch
-
-    return "default" if torch.backends.cpu.get_cpu_capability() in ("AVX2", "DEFAULT") else "avx2"
+    return "default" if torch_capability() in ("AVX2", "DEFAULT") else "avx2"
 
 
 @pytest.fixture(scope="session")
@@ -259,8 +265,9 @@ def other_cpu(tmp_path_factory):
 @pytest.mark.slow
 def test_training_notebooks_on_a_second_cpu_capability(other_cpu):
     """Another capability trains other weights (the numbers may differ) and must pass the same checks."""
-    for name in ("03_table2", "04_adversarial_norms"):
-        assert load_metrics(other_cpu, name)["machine"]["cpu_capability"] == second_capability().upper(), name
+    if torch_capability() == "DEFAULT":
+        pytest.skip("this CPU has no vectorised kernels to compare with torch's default ones")
+    check_machine(other_cpu, second_capability().upper())
     assert len(list(other_cpu.glob("runs/*/DONE"))) >= 9 + 4  # trained here, not read from another cache
     check_table2(other_cpu)
     check_figure2(other_cpu)
