@@ -3,9 +3,9 @@ that say what another machine may change and what it may not.
 
 A training run on a CPU does not repeat bit for bit: another CPU capability (``ATEN_CPU_CAPABILITY``), thread
 count or torch build sums in another order, and after a few SGD steps the weights are those of another draw
-of the same experiment. (Observed on this project's 2-core AVX512 machine: the smoke profile's plain run
-reached 99.2 % clean accuracy in a fresh run, 98.6 % under ``avx2`` with one thread, 98.3 % committed; their
-per-epoch accuracies part after the first epoch.) Hence:
+of the same experiment. (Observed for the smoke profile's plain run of notebook 03: 99.2 % clean accuracy in
+a fresh run on a 2-core AVX512 machine with 2 threads, 98.6 % there under ``avx2`` with 1 thread, 98.3 %
+committed (machine not recorded then); their per-epoch accuracies part after the first epoch.) Hence:
 
 * **Exact**: what does not depend on the weights: the claims judged (names and order), the settings, the layer
   counts, the run count.

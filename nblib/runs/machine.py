@@ -3,10 +3,9 @@ how torch was built.
 
 A training run on the CPU does not repeat bit for bit across machines: the vectorised kernels of two
 capabilities (``ATEN_CPU_CAPABILITY=avx512 | avx2 | default``, or two CPUs), two thread counts or two torch
-builds sum in other orders, the weights after a few SGD steps differ in their last bits and then more (and
-with several threads two runs on one machine need not agree either). The accuracies of a smoke run are the
-same experiment, not the same numbers. Each run folder's ``versions.json`` and each experiment's metrics
-JSON record what computed them (``machine``).
+builds sum in other orders, and the weights after a few SGD steps differ in their last bits and then more.
+The accuracies of a smoke run are the same experiment, not the same numbers. Each run folder's
+``versions.json`` and each experiment's metrics JSON record what computed them (``machine``).
 """
 from __future__ import annotations
 
