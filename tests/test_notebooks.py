@@ -333,3 +333,22 @@ def test_a_jupyterlab_save_leaves_the_pair_unchanged(tmp_path, start):
     after = {p.name: p.read_bytes() for p in (tmp_path / "notebooks").iterdir() if p.is_file()}
     changed = sorted(name for name in before if before[name] != after[name])
     assert not changed and set(after) == set(before), f"a save rewrote {changed}"
+
+
+@pytest.mark.parametrize("name", ["03_table2", "04_adversarial_norms"])
+def test_checked_cell_prints_its_reference_on_the_committed_verdicts(name, capsys):
+    """The checked cell of a training notebook, run on the committed verdicts (a stand-in for ``result``: no
+    training), prints exactly its stored reference: the reference holds what the cell prints, and no outcome."""
+    from types import SimpleNamespace
+
+    from nblib.claims.verdict import OUTCOMES, Verdict
+
+    book = nbformat.read(ROOT / "notebooks" / f"{name}.ipynb", as_version=4)
+    cell = next(c for c in book.cells if c.cell_type == "code" and "# NBVAL_CHECK_OUTPUT" in c.source)
+    m = load_metrics(REFERENCE, name)
+    result = SimpleNamespace(verdicts=[Verdict(v["claim"], v["outcome"], v["reason"]) for v in m["verdicts"]],
+                             runs=[None] * m.get("n_runs", len(m.get("clean_acc", {}))), metrics=m)
+    exec(cell.source, {"result": result, "n_eval": m["n_eval"], "OUTCOMES": OUTCOMES})
+    printed = capsys.readouterr().out
+    assert printed == "".join(o["text"] for o in cell.outputs if o["output_type"] == "stream")
+    assert not any(f": {o}\n" in printed for o in OUTCOMES), "the reference holds an outcome"
