@@ -64,6 +64,9 @@ def test_accuracy_tolerance():
     ref.check_accuracy(0.80, 0.76, 100, "ok")
     with pytest.raises(AssertionError, match="tolerance"):
         ref.check_accuracy(0.40, 0.76, 100, "too far")
+    ref.check_accuracy(0.35, 0.83, 360, "a run that did not converge", converged=False)
+    with pytest.raises(AssertionError, match="not an accuracy"):
+        ref.check_accuracy(1.5, 0.83, 360, "not a fraction", converged=False)
 
 
 def test_relation_by_scipy_wilson():
