@@ -17,6 +17,7 @@ from nblib.claims.paper_table2 import PAPER_CLIP_VALUES, PAPER_COEFFICIENTS, PAP
 from nblib.training.run_config import fill_cfg
 from nblib.runs.folders import config_hash
 from nblib.results import pack_outcomes
+from nblib.runs.machine import machine
 
 
 #: The columns every row of a sweep's result table has (what table2_frame reads besides the config).
@@ -214,6 +215,7 @@ def test_table2_result_holds_on_runs_that_lose_robustness(tmp_path):
     assert r.metrics["n_runs"] == 3 and r.metrics["reading"] == {"reg_beta_scaling": "per_layer",
                                                                  "reg_svc_linear": True}
     assert r.metrics["plain_robust"] == {"smallcnn": pytest.approx(50.0)}
+    assert r.metrics["machine"]["cpu_capability"] == machine()["cpu_capability"]
     assert len(r.paper_verdicts) == 25  # clean (2 readings) and robust (2 readings) x 5, the trade-off x 5
     assert all("unpaired" in v.reason for v in r.paper_verdicts[:20])  # the published table has no outcomes
     r.save(tmp_path / "out")
@@ -273,6 +275,7 @@ def test_figure2_result_holds_with_larger_norms_and_fails_with_smaller(tmp_path)
     assert outcome["smallcnn PGD-AT smaller local Lipschitz estimate than plain"] == "holds"
     assert r.metrics["n_layers"] == 6 and r.metrics["n_layers_with_batchnorm"] == 10
     assert r.metrics["adv_modes"] == ["plain", "pgd"] and r.metrics["eps"] == 8 / 255
+    assert r.metrics["machine"]["cpu_capability"] == machine()["cpu_capability"]
     shrunk = figure2.figure2_result(_figure2_runs(tmp_path / "b", pgd_scale=0.5), settings)
     outcome = {v.claim: v.outcome for v in shrunk.verdicts}
     assert outcome["smallcnn PGD-AT: l_inf layer norms comparable to or larger than plain"] == "does not hold"

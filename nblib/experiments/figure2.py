@@ -16,6 +16,7 @@ from nblib.claims import figure2 as judge
 from nblib.claims.stats import with_intervals
 from nblib.claims.verdict import Verdict, records
 from nblib.results import pack_outcomes, save_metrics, save_table
+from nblib.runs.machine import machine
 from nblib.runs.grids import config_values, figure2_run_configs, train_runs
 from nblib.runs.tables import l1_with_batchnorm_frame, layer_norm_frame, point_outcomes
 from nblib.vocabulary import ADV_LABELS
@@ -75,7 +76,7 @@ def figure2_claims(summary: pd.DataFrame, norms: pd.DataFrame, with_bn: pd.DataF
 def figure2_metrics(settings: dict, summary: pd.DataFrame, norms: pd.DataFrame, with_bn: pd.DataFrame,
                     claims) -> dict:
     """The metrics JSON of notebook 04: settings, per-run accuracies and Lipschitz numbers, layer counts,
-    verdicts."""
+    verdicts, the machine that computed them (CPU capability, torch build)."""
     def per_run(col):
         return {f"{r.model}/{r.adv_mode}": getattr(r, col) for r in summary.itertuples()}
 
@@ -87,7 +88,7 @@ def figure2_metrics(settings: dict, summary: pd.DataFrame, norms: pd.DataFrame, 
                 log10_linf_norm_product=per_run("log10_linf_norm_product"),
                 n_layers=int(norms.groupby(["model", "adv_mode"]).size().min()),
                 n_layers_with_batchnorm=int(with_bn.groupby(["model", "adv_mode"]).size().min()),
-                verdicts=records(claims))
+                verdicts=records(claims), machine=machine())
 
 
 def figure2_result(runs: pd.DataFrame, settings: dict) -> Figure2Result:

@@ -21,6 +21,7 @@ from nblib.claims.paper_table2 import PAPER_TABLE2, paper_table2_frame
 from nblib.claims.stats import is_missing, with_intervals
 from nblib.claims.verdict import Verdict, records, require_columns
 from nblib.results import pack_outcomes, save_metrics, save_table
+from nblib.runs.machine import machine
 from nblib.runs.grids import UNITS_255, config_values, table2_run_configs, train_runs
 from nblib.runs.tables import extra_robust_frame, layer_history_frame, layer_norm_frame, point_outcomes
 from nblib.vocabulary import REGULARIZER_LABELS, strongest_first
@@ -173,8 +174,9 @@ class Table2Result:
 
 def table2_metrics(settings: dict, frame: pd.DataFrame, claims, paper_claims, reading: dict,
                    with_paper: bool) -> dict:
-    """The metrics JSON of notebook 03: the settings that shaped the numbers, plain accuracies, verdicts and,
-    on CIFAR-10 at 1/255, the mean absolute difference to the paper's numbers."""
+    """The metrics JSON of notebook 03: the settings that shaped the numbers, plain accuracies, verdicts, the
+    machine that computed them (CPU capability, torch build) and, on CIFAR-10 at 1/255, the mean absolute
+    difference to the paper's numbers."""
     radii = config_values(settings, UNITS_255)  # eval_eps, extra_eval_eps from the *_255 parameters
     plain = frame[frame.regularizer == "none"].set_index("model")
     metrics = dict(models=list(settings["models"]), dataset=settings["dataset"],
@@ -182,7 +184,7 @@ def table2_metrics(settings: dict, frame: pd.DataFrame, claims, paper_claims, re
                    attack=settings["attack"], attack_budget=settings["attack_budget"], n_eval=settings["n_eval"],
                    epochs=settings["epochs"], n_runs=len(frame), reading=reading,
                    plain_clean=plain.clean.to_dict(), plain_robust=plain.robust.to_dict(),
-                   verdicts=records(claims), paper_table2_verdicts=records(paper_claims))
+                   verdicts=records(claims), paper_table2_verdicts=records(paper_claims), machine=machine())
     if with_paper:
         both = frame.dropna(subset=["paper_clean", "paper_robust"])
         metrics.update(mean_abs_diff_clean_vs_paper=float((both.clean - both.paper_clean).abs().mean()),

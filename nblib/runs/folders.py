@@ -10,7 +10,7 @@ lives in
   preset / attack settings (:func:`nblib.training.run_config.run_settings`);
 * ``checkpoint.pt``, ``history.json``, ``metrics.json`` -- written by ``run_one``;
 * ``versions.json``   -- :func:`versions`: torch / CUDA / cuDNN / python versions, git SHA of this repository,
-  device name;
+  device name, CPU capability and torch build;
 * ``DONE``            -- written last (:func:`done_record`: status, time, size and SHA-256 of the checkpoint).
 
 :func:`run_status` says what a folder holds: ``done`` or ``diverged`` (a result), ``partial`` (resume),
@@ -35,6 +35,7 @@ from typing import Optional
 
 from nblib.results import read_json
 from nblib.runs.schema import check_metrics, only_outcomes_missing
+from nblib.runs.machine import machine
 from nblib.training.checkpoint import CHECKPOINT
 from nblib.training.run_config import fill_cfg, run_settings
 
@@ -97,7 +98,8 @@ def _git_sha() -> Optional[str]:
 
 def versions(device: str = "cpu") -> dict:
     """What produced a result: library versions, git SHA of this repository (``-dirty`` with uncommitted
-    changes to tracked files; None outside git), the device name, host and time."""
+    changes to tracked files; None outside git), the device name, host and time, and the CPU capability and
+    torch build (:func:`nblib.runs.machine.machine`)."""
     import numpy
     import torch
 
@@ -112,7 +114,7 @@ def versions(device: str = "cpu") -> dict:
         "numpy": numpy.__version__, "python": sys.version.split()[0], "platform": platform.platform(),
         "git_sha": _git_sha(), "device": device, "device_name": device_name,
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"), "torch_threads": torch.get_num_threads(),
-        "host": platform.node(), "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "host": platform.node(), "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **machine(),
     }
 
 
