@@ -20,8 +20,11 @@ committed (machine not recorded then); their per-epoch accuracies part after the
 * **An outcome** must be the committed one unless the committed numbers lie within the tolerances below of the
   decision's boundary (the verdict is *fragile*); then any of the three outcomes is allowed.
 
-  - accuracies compared by their Wilson intervals (``relation`` higher / lower / overlap): fragile when the
-    relation changes as each accuracy moves by its tolerance;
+  - two runs compared point by point (McNemar, ``method`` "paired"): fragile unless the committed difference
+    of the two accuracies exceeds :data:`PAIRED_MARGIN` times the sum of their tolerances (a retrained pair then
+    keeps the sign of its difference with room to spare; closer than that, significance may come or go);
+  - accuracies compared by their Wilson intervals (``relation`` higher / lower / overlap, published numbers):
+    fragile when the relation changes as each accuracy moves by its tolerance;
   - the median ratio of paired layer norms: fragile within a factor :data:`NORM_RATIO_TOL` of the band's
     edges, or when one layer changing sides moves the sign test across ``alpha``;
   - a mean local Lipschitz ratio: fragile within a factor :data:`LIPSCHITZ_RATIO_TOL` of ``1 -+ margin``;
@@ -30,11 +33,14 @@ committed (machine not recorded then); their per-epoch accuracies part after the
   - a claim that combines the parts before it: fragile when one of them is.
 
 Besides, a fresh run's verdicts must agree with its own tables, checked here without ``nblib.claims``:
-each compared accuracy is the table's number, its relation is the one scipy's Wilson intervals give, and a
-combined claim's counts and outcome follow from its parts.
+each compared accuracy is the table's number; a paired comparison's discordant counts are those of the
+per-point outcomes stored with the tables, and its one-sided p-values are scipy's exact binomial test of them;
+an unpaired one's relation is the one scipy's Wilson intervals give; a combined claim's counts and outcome
+follow from its parts.
 """
 from __future__ import annotations
 
+import base64
 import math
 
 import pandas as pd
@@ -45,6 +51,7 @@ K = 4  # standard errors of the difference of two accuracies
 NORM_RATIO_TOL = 1.15  # factor on a median ratio of layer norms between two trainings of a network pair
 LIPSCHITZ_RATIO_TOL = 2.0  # factor on a ratio of mean local Lipschitz estimates (a max over 20 gradient ascents)
 LOG10_NORM_TOL = 0.05  # mean log10 layer norm: 12 % either way
+PAIRED_MARGIN = 2.0  # a paired comparison is decided when |difference| > 2 x (sum of the two tolerances)
 CONVERGED = 0.9  # committed clean accuracy (fraction) above which a run's accuracies are held to K errors
 
 
@@ -75,6 +82,33 @@ def relation_fragile(a: float, n_a: int, b: float, n_b: int) -> bool:
     return relation(clip(a + ta), n_a, clip(b - tb), n_b) != relation(clip(a - ta), n_a, clip(b + tb), n_b)
 
 
+def case_fragile(a: float, b: float, n: int, method: str) -> bool:
+    """Whether the comparison of accuracy ``a`` with ``b`` (fractions over the same ``n`` points) may change
+    outcome within the tolerances: by the paired margin (McNemar) or by the Wilson relation (unpaired)."""
+    if method == "paired":
+        return abs(a - b) <= PAIRED_MARGIN * (accuracy_tol(a, n) + accuracy_tol(b, n))
+    return method == "missing" or relation_fragile(a, n, b, n)
+
+
+def check_paired(case: dict, run_points, plain_points) -> None:
+    """A paired comparison's discordant counts are those of the stored per-point outcomes, and its one-sided
+    p-values scipy's exact binomial test of them."""
+    only_run = int(sum(r and not p for r, p in zip(run_points, plain_points)))
+    only_plain = int(sum(p and not r for r, p in zip(run_points, plain_points)))
+    assert (case["n_run_only"], case["n_base_only"]) == (only_run, only_plain), case
+    n = only_run + only_plain
+    want = (1.0, 1.0) if n == 0 else (binomtest(only_run, n, 0.5, alternative="greater").pvalue,
+                                      binomtest(only_run, n, 0.5, alternative="less").pvalue)
+    assert math.isclose(case["p_higher"], want[0]) and math.isclose(case["p_lower"], want[1]), case
+
+
+def unpack(text: str) -> list[bool]:
+    """Per-point outcomes stored as ``"<n>:<base64 of the bits, little-endian>"`` (decoded here by hand)."""
+    n, data = text.split(":", 1)
+    raw = base64.b64decode(data)
+    return [bool(raw[i // 8] >> (i % 8) & 1) for i in range(int(n))]
+
+
 def sign_p(k: int, n: int) -> float:
     """``P(Bin(n, 1/2) >= k)``."""
     return sum(math.comb(n, i) for i in range(k, n + 1)) / 2 ** n if n else 1.0
@@ -86,9 +120,9 @@ def fragile(v: dict, n_attacked: int) -> bool:
     claim is judged by :func:`check_against_reference`.)"""
     nums = v.get("numbers") or {}
     if "cases" in nums:  # Table 2: percentages over n points against plain's
-        return any(relation_fragile(c["value"] / 100, c["n"], c["plain"] / 100, c["n_plain"]) for c in nums["cases"])
+        return any(case_fragile(c["value"] / 100, c["plain"] / 100, c["n"], c["method"]) for c in nums["cases"])
     if "relation" in nums:  # Figure 2, more robust: fractions
-        return relation_fragile(nums["robust"], nums["n"], nums["plain"], nums["n"])
+        return case_fragile(nums["robust"], nums["plain"], nums["n"], nums["method"])
     if "median_ratio" in nums:
         edges = (1 / nums["band"], nums["band"])
         near_edge = any(e / NORM_RATIO_TOL <= nums["median_ratio"] <= e * NORM_RATIO_TOL for e in edges)
@@ -160,11 +194,14 @@ def check_accuracy(new: float, old: float, n: int, what: str, scale: float = 1.0
     assert abs(new - old) <= tol, f"{what}: {new:.4g} against the committed {old:.4g} (tolerance {tol:.3g}, n = {n})"
 
 
-def check_cases_against_table(verdicts: list[dict], long: pd.DataFrame, robust_claim) -> None:
+def check_cases_against_table(verdicts: list[dict], long: pd.DataFrame, outcomes: pd.DataFrame,
+                              robust_claim) -> None:
     """Table 2's verdicts compare the numbers of the long table (``clean`` / ``robust`` %, over ``n_clean`` /
-    ``n_robust``), with the relation scipy's Wilson intervals give; ``robust_claim(claim)``: a robust-half
-    claim (else clean)."""
+    ``n_robust``): a paired comparison by the per-point outcomes of ``outcomes`` (one row per run, packed
+    ``clean_correct`` / ``robust_correct``, :func:`check_paired`), an unpaired one with the relation scipy's
+    Wilson intervals give; ``robust_claim(claim)``: a robust-half claim (else clean)."""
     rows = long.set_index(["model", "regularizer", "strength"])
+    points = outcomes.set_index(["model", "regularizer", "strength"])
     plain = long[long.regularizer == "none"].set_index("model")
     for v in verdicts:
         for c in (v.get("numbers") or {}).get("cases", []):
@@ -172,5 +209,12 @@ def check_cases_against_table(verdicts: list[dict], long: pd.DataFrame, robust_c
             row = rows.loc[(c["model"], c["regularizer"], c["strength"])]
             assert math.isclose(c["value"], row[acc]) and c["n"] == row[f"n_{acc}"], (v["claim"], c)
             assert math.isclose(c["plain"], plain.loc[c["model"], acc]), (v["claim"], c)
-            assert c["relation"] == relation(c["value"] / 100, c["n"], c["plain"] / 100, c["n_plain"]), (v["claim"], c)
-
+            if c["method"] == "paired":
+                col = f"{acc}_correct"
+                check_paired(c, unpack(points.loc[(c["model"], c["regularizer"], c["strength"]), col]),
+                             unpack(points.loc[(c["model"], "none", 0.0), col]))
+            else:
+                assert c["method"] == "unpaired", (v["claim"], c)
+                assert c["relation"] in ("higher", "lower", "neither")
+                rel = relation(c["value"] / 100, c["n"], c["plain"] / 100, c["n"])
+                assert c["relation"] == ("neither" if rel == "overlap" else rel), (v["claim"], c)

@@ -187,7 +187,8 @@ def check_table2(out: Path) -> list[str]:
                                converged=old_run.clean >= 100 * ref.CONVERGED)
     radii = _table(out, "03_robust_by_radius")
     assert set(radii[radii.regularizer != "none"].eps_255) == {4.0, 8.0}
-    ref.check_cases_against_table(m["verdicts"], frame, lambda claim: "robust accuracy" in claim)
+    ref.check_cases_against_table(m["verdicts"], frame, _table(out, "03_table2_outcomes"),
+                                  lambda claim: "robust accuracy" in claim)
     return ref.check_against_reference(m["verdicts"], old["verdicts"], m["n_eval"])
 
 
@@ -206,14 +207,20 @@ def check_figure2(out: Path) -> list[str]:
         ref.check_accuracy(m["clean_acc"][run], old["clean_acc"][run], DIGITS_TEST, f"{run} clean", converged=converged)
         ref.check_accuracy(m["robust_acc"][run], old["robust_acc"][run], m["n_eval"], f"{run} robust",
                            converged=converged)
-    for v in m["verdicts"]:  # the more-robust verdicts compare the summary's accuracies, by scipy's intervals
+    summary = _table(out, "04_accuracy_lipschitz").set_index("adv_mode")
+    checked = 0
+    for v in m["verdicts"]:  # the more-robust verdicts: McNemar on the summary's per-point outcomes
         nums = v.get("numbers") or {}
         if "relation" in nums:
             model, label = v["claim"].split()[:2]
             run = f"{model}/{ADV_MODES[label]}"
             assert nums["robust"] == pytest.approx(m["robust_acc"][run]), v
             assert nums["plain"] == pytest.approx(m["robust_acc"]["smallcnn/plain"]), v
-            assert nums["relation"] == ref.relation(nums["robust"], nums["n"], nums["plain"], nums["n"]), v
+            assert nums["method"] == "paired", v  # fresh runs keep their per-point outcomes
+            ref.check_paired(nums, ref.unpack(summary.loc[ADV_MODES[label], "robust_correct"]),
+                             ref.unpack(summary.loc["plain", "robust_correct"]))
+            checked += 1
+    assert checked == len(m["adv_modes"]) - 1  # one per adversarial mode
     return ref.check_against_reference(m["verdicts"], old["verdicts"], m["n_eval"])
 
 

@@ -73,3 +73,25 @@ def test_relation_by_scipy_wilson():
     assert ref.relation(0.95, 20, 0.65, 20) == "overlap" and ref.relation(1.0, 20, 0.65, 20) == "higher"
     assert ref.relation(0.17, 100, 0.76, 100) == "lower"
     assert ref.relation_fragile(0.95, 20, 0.65, 20) and not ref.relation_fragile(0.02, 1000, 0.98, 1000)
+
+
+def test_paired_comparisons_are_checked_from_the_stored_outcomes():
+    """The hand decoder reads what the package stores; discordant counts and p-values must match them."""
+    from nblib.results import pack_outcomes
+
+    run = [True] * 30 + [False] * 10 + [True] * 60
+    plain = [True] * 30 + [True] * 2 + [False] * 8 + [True] * 60
+    assert ref.unpack(pack_outcomes(run)) == run and ref.unpack(pack_outcomes(plain)) == plain
+    case = dict(n_run_only=0, n_base_only=10, p_higher=1.0, p_lower=0.5 ** 10)
+    with pytest.raises(AssertionError):
+        ref.check_paired(case, run, plain)  # 2 of the 10 discordant points favour the run, not 0
+    with pytest.raises(AssertionError):  # the right counts, a p-value that is not the exact binomial one
+        ref.check_paired(dict(n_run_only=2, n_base_only=8, p_higher=0.5, p_lower=0.5), run, plain)
+    ref.check_paired(dict(n_run_only=0, n_base_only=8, p_higher=1.0, p_lower=0.5 ** 8),
+                     [True] * 30 + [False] * 8 + [True] * 62, [True] * 100)
+
+
+def test_a_paired_comparison_is_decided_only_beyond_its_margin():
+    assert not ref.case_fragile(0.98, 0.10, 360, "paired")  # far apart: the sign cannot change
+    assert ref.case_fragile(0.80, 0.76, 100, "paired")  # within the tolerances: may flip
+    assert ref.case_fragile(0.98, 0.10, 360, "missing")
