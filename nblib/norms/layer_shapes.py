@@ -93,7 +93,19 @@ def _shape_pass(model: nn.Module, input_shape) -> tuple[dict, dict]:
     return seen, out_seen
 
 
-def layer_input_shapes(model: nn.Module, input_shape, include_batchnorm: bool = False) -> dict:
+def unnormed_modules(model: nn.Module, include_batchnorm: bool = False) -> dict:
+    """``{name: module}`` of every module that holds parameters of its own but is not a layer the tables norm
+    (e.g. GroupNorm, LayerNorm, a custom module calling ``F.conv2d`` on its own weight): the tables list them
+    with a reason instead of skipping them in silence.  BatchNorm left out by ``include_batchnorm=False`` is a
+    chosen view, not listed."""
+    normed = (*SUPPORTED, BATCHNORM) if include_batchnorm else SUPPORTED
+    skipped = () if include_batchnorm else (BATCHNORM,)
+    return {name: m for name, m in model.named_modules()
+            if next(m.parameters(recurse=False), None) is not None and not isinstance(m, (*normed, *skipped))}
+
+
+def layer_input_shapes(model: nn.Module, input_shape, include_batchnorm: bool = False,
+                       allow_unreached: bool = False) -> dict:
     """``{name: (module, input shape without batch)}`` for every conv (Conv1d/2d/3d, ConvTranspose1d/2d/3d)
     and Linear layer (and BatchNorm if asked), in module order.
 
@@ -102,6 +114,8 @@ def layer_input_shapes(model: nn.Module, input_shape, include_batchnorm: bool = 
     vectors) with hooks.  No layer is skipped: a conv the forward pass never reaches, a layer called on two
     input shapes, a transposed conv called with an ``output_size`` that changes its output padding, or a
     linear layer of a kind this package cannot evaluate (e.g. nn.Bilinear) raises ValueError naming it.
+    With ``allow_unreached=True`` a layer the forward never calls (a block some architectures define but never
+    use) maps to ``(module, None)`` instead of raising.
     """
     if isinstance(input_shape, int) or not all(type(v) is int and v > 0 for v in input_shape):
         raise ValueError(f"input_shape must be one input's shape without the batch dimension (positive ints), "
@@ -123,6 +137,9 @@ def layer_input_shapes(model: nn.Module, input_shape, include_batchnorm: bool = 
     seen, out_seen = cached[1]
     out = {}
     for name, m in layers:
+        if not seen[name] and allow_unreached:
+            out[name] = (m, None)
+            continue
         if isinstance(m, nn.modules.conv._ConvNd) and not seen[name]:
             raise ValueError(f"conv layer {name!r} was not reached by the forward pass; its input size is unknown")
         if len(seen[name]) > 1:
