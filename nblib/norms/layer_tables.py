@@ -80,3 +80,12 @@ def layer_norms(model: nn.Module, input_shape, p, include_batchnorm: bool = Fals
     rows += [dict(name=name, kind=type(m).__name__, norm=float("nan"), note=unnormed_reason(m))
              for name, m in unnormed_modules(model, include_batchnorm).items()]
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def layer_census(table: pd.DataFrame) -> pd.DataFrame:
+    """Rows of a :func:`layer_norms` table counted per layer kind: ``normed`` (a finite norm), ``not_reached``
+    (:data:`NOT_REACHED`) and ``not_normed`` (any other note), indexed by kind."""
+    status = pd.Series("normed", index=table.index).where(table.note.fillna("") == "", "not_normed")
+    status = status.mask(table.note == NOT_REACHED, "not_reached")
+    out = pd.crosstab(table.kind, status)
+    return out.reindex(columns=["normed", "not_reached", "not_normed"], fill_value=0)
