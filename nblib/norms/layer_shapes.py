@@ -76,6 +76,9 @@ def _shape_pass(model: nn.Module, input_shape) -> tuple[dict, dict]:
     handles += [m.register_forward_hook(post_hook(name)) for name, m in layers
                 if isinstance(m, nn.modules.conv._ConvTransposeNd)]
     modes = [(m, m.training) for m in model.modules()]
+    # tensors a forward may overwrite on its module (e.g. ``self.t = self.t.type_as(x)``): put back after the
+    # meta pass, which would leave them on the meta device
+    attributes = [(m, k, v) for m in model.modules() for k, v in vars(m).items() if isinstance(v, torch.Tensor)]
     try:
         model.eval()
         with torch.no_grad():
@@ -84,12 +87,16 @@ def _shape_pass(model: nn.Module, input_shape) -> tuple[dict, dict]:
             except Exception:  # noqa: BLE001 -- not meta-traceable: the same shapes from one real pass
                 for s in (*seen.values(), *out_seen.values()):
                     s.clear()
+                for m, k, v in attributes:
+                    m.__dict__[k] = v
                 _forward(model, (1, *input_shape), meta=False)
     finally:
         for h in handles:
             h.remove()
         for m, training in modes:  # every module's own flag, not model.train(flag) recursively
             m.training = training
+        for m, k, v in attributes:
+            m.__dict__[k] = v
     return seen, out_seen
 
 

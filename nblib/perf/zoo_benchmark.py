@@ -36,8 +36,12 @@ def zoo_census(threat_models=("Linf", "L2"), entries=None) -> tuple[pd.DataFrame
                 models.append({**row, "error": f"{type(e).__name__}: {e}"[:300]})
                 continue
             start = time.perf_counter()
-            with torch.no_grad():
-                table = layer_norms(model, INPUT_SHAPE, math.inf, include_batchnorm=True)
+            try:
+                with torch.no_grad():
+                    table = layer_norms(model, INPUT_SHAPE, math.inf, include_batchnorm=True)
+            except Exception as e:  # noqa: BLE001 -- recorded (a table that aborts is a bug to report)
+                models.append({**row, "error": f"table: {type(e).__name__}: {e}"[:300]})
+                continue
             row.update(table_s=time.perf_counter() - start, n_rows=len(table), n_normed=int(table.norm.notna().sum()))
             models.append(row)
             census += [dict(threat_model=threat, entry=name, kind=kind, **counts)
