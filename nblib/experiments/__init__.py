@@ -5,4 +5,5 @@ verdicts, and ``result.save(output_dir)`` writes them.
 * :mod:`~nblib.experiments.table2` -- notebook 03: norm regularizers against plain training.
 * :mod:`~nblib.experiments.figure2` -- notebook 04: layer norms of adversarially trained networks.
 * :mod:`~nblib.experiments.toys` -- the constructions of Propositions 1-2 (notebook 05).
+* :mod:`~nblib.experiments.robustbench` -- notebook 06: Figure 2's claim on RobustBench's published models.
 """
