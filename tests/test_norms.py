@@ -312,6 +312,23 @@ def test_layer_norms_lists_unreached_and_unnormed_layers_with_a_reason():
     assert list(layer_norms(Unreached(), (3, 8, 8), 1).note) == ["", NOT_REACHED]
 
 
+class StandardizedConv(nn.Conv2d):
+    """A conv that standardises its weight in ``forward`` (as timm's StdConv2d): not the conv by its weight."""
+
+    def forward(self, x):
+        w = (self.weight - self.weight.mean((1, 2, 3), keepdim=True)) / self.weight.std((1, 2, 3), keepdim=True)
+        return nn.functional.conv2d(x, w, self.bias, self.stride, self.padding)
+
+
+def test_a_conv_that_replaces_forward_is_listed_not_normed():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), StandardizedConv(4, 4, 3))
+    table = layer_norms(model, (3, 8, 8), math.inf)
+    assert list(table.name) == ["0", "1"] and table.note[0] == ""
+    assert math.isnan(table.norm[1]) and "StandardizedConv replaces Conv2d.forward" in table.note[1]
+    with pytest.raises(ValueError, match="replaces Conv2d.forward"):
+        layer_input_shapes(model, (3, 8, 8))
+
+
 class BilinearNet(nn.Module):
     def __init__(self):
         super().__init__()

@@ -100,6 +100,13 @@ def _shape_pass(model: nn.Module, input_shape) -> tuple[dict, dict]:
     return seen, out_seen
 
 
+def overrides_forward(module: nn.Module) -> bool:
+    """True for a subclass of a conv / Linear class that replaces its ``forward`` (e.g. timm's ``StdConv2d``,
+    which standardises its weight first): its operator is not the convolution by its ``weight``."""
+    base = next((cls for cls in SUPPORTED if isinstance(module, cls)), None)
+    return base is not None and type(module).forward is not base.forward
+
+
 def unnormed_modules(model: nn.Module, include_batchnorm: bool = False) -> dict:
     """``{name: module}`` of every module that holds parameters of its own but is not a layer the tables norm
     (e.g. GroupNorm, LayerNorm, a custom module calling ``F.conv2d`` on its own weight): the tables list them
@@ -108,11 +115,12 @@ def unnormed_modules(model: nn.Module, include_batchnorm: bool = False) -> dict:
     normed = (*SUPPORTED, BATCHNORM) if include_batchnorm else SUPPORTED
     skipped = () if include_batchnorm else (BATCHNORM,)
     return {name: m for name, m in model.named_modules()
-            if next(m.parameters(recurse=False), None) is not None and not isinstance(m, (*normed, *skipped))}
+            if next(m.parameters(recurse=False), None) is not None
+            and (overrides_forward(m) or not isinstance(m, (*normed, *skipped)))}
 
 
 def layer_input_shapes(model: nn.Module, input_shape, include_batchnorm: bool = False,
-                       allow_unreached: bool = False) -> dict:
+                       allow_unreached: bool = False, skip_custom: bool = False) -> dict:
     """``{name: (module, input shape without batch)}`` for every conv (Conv1d/2d/3d, ConvTranspose1d/2d/3d)
     and Linear layer (and BatchNorm if asked), in module order.
 
@@ -122,13 +130,20 @@ def layer_input_shapes(model: nn.Module, input_shape, include_batchnorm: bool = 
     input shapes, a transposed conv called with an ``output_size`` that changes its output padding, or a
     linear layer of a kind this package cannot evaluate (e.g. nn.Bilinear) raises ValueError naming it.
     With ``allow_unreached=True`` a layer the forward never calls (a block some architectures define but never
-    use) maps to ``(module, None)`` instead of raising.
+    use) maps to ``(module, None)`` instead of raising.  A conv / Linear subclass that replaces ``forward``
+    (:func:`overrides_forward`) raises ValueError naming it, or with ``skip_custom=True`` is left out (the
+    tables list it through :func:`unnormed_modules`).
     """
     if isinstance(input_shape, int) or not all(type(v) is int and v > 0 for v in input_shape):
         raise ValueError(f"input_shape must be one input's shape without the batch dimension (positive ints), "
                          f"got {input_shape!r}")
     layers = []
     for name, m in model.named_modules():
+        if overrides_forward(m):
+            if skip_custom:
+                continue
+            raise ValueError(f"layer {name!r} is a {type(m).__name__}, which replaces {type(m).__mro__[1].__name__}"
+                             ".forward: its operator is not the product by its weight, so it has no norm here")
         if isinstance(m, SUPPORTED) or (include_batchnorm and isinstance(m, BATCHNORM)):
             layers.append((name, m))
         elif isinstance(m, LINEAR_LIKE):

@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 
 from nblib.norms.conv_geometry import CONV_TYPES
-from nblib.norms.layer_shapes import layer_input_shapes, unnormed_modules
+from nblib.norms.layer_shapes import layer_input_shapes, overrides_forward, unnormed_modules
 from nblib.norms.operator_norms import batchnorm_norm, check_p, conv_norm, l1_linf_method, linear_norm
 
 
@@ -44,6 +44,9 @@ _NORMALISERS = (nn.GroupNorm, nn.LayerNorm, nn.modules.instancenorm._InstanceNor
 def unnormed_reason(module: nn.Module) -> str:
     """The ``note`` of a table row for a module with parameters that the engine does not norm."""
     kind = type(module).__name__
+    if overrides_forward(module):
+        return (f"not normed: {kind} replaces {type(module).__mro__[1].__name__}.forward (e.g. standardises its "
+                "weight), so its operator is not the product by its weight")
     if isinstance(module, _NORMALISERS):
         return (f"not normed: {kind} divides by statistics of its own input, so it is not a fixed linear map "
                 "and has no operator norm")
@@ -63,7 +66,7 @@ def layer_norms(model: nn.Module, input_shape, p, include_batchnorm: bool = Fals
     """
     p = check_p(p)
     rows = []
-    shapes = layer_input_shapes(model, input_shape, include_batchnorm, allow_unreached=True)
+    shapes = layer_input_shapes(model, input_shape, include_batchnorm, allow_unreached=True, skip_custom=True)
     for name, (m, in_shape) in shapes.items():
         row = dict(name=name, kind=type(m).__name__, input_shape=in_shape, kernel=None, stride=None,
                    padding=None, dilation=None, groups=None)
