@@ -26,7 +26,8 @@ KERNEL = ["--name", "python3", "--display-name", "Python 3 (norm-robustness)"]  
 
 
 def ensure_env() -> None:
-    """Create the virtual environment and install ``.[test]`` unless pyproject.toml is unchanged."""
+    """Create the virtual environment and install ``.[test,robustbench]`` (RobustBench's zoo for notebook 06)
+    unless pyproject.toml is unchanged."""
     want = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
     if STAMP.exists() and STAMP.read_text().strip() == want and PYTHON.exists():
         return
@@ -35,7 +36,7 @@ def ensure_env() -> None:
         venv.EnvBuilder(with_pip=True).create(VENV)
     print("installing norm-robustness and its pinned dependencies (first run: a few minutes)", flush=True)
     subprocess.run([str(PYTHON), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                    "-e", f"{ROOT}[test]"], check=True)
+                    "-e", f"{ROOT}[test,robustbench]"], check=True)
     subprocess.run([str(PYTHON), "-m", "ipykernel", "install", "--sys-prefix", *KERNEL], check=True,
                    stdout=subprocess.DEVNULL)
     STAMP.write_text(want)

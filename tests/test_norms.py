@@ -11,7 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from nblib import norms
-from nblib.norms import assumption1_holds, conv2d_norm, layer_norms, linear_norm, operator_matrix
+from nblib.norms import (NOT_REACHED, assumption1_holds, conv2d_norm, layer_input_shapes, layer_norms, linear_norm,
+                         operator_matrix)
 
 
 def loop_operator(conv: nn.Conv2d, hw) -> np.ndarray:
@@ -285,6 +286,49 @@ class Unreached(nn.Module):
         return self.used(x)
 
 
+class UnreachedAndGroupNorm(nn.Module):
+    """A used conv, a block ``forward`` never calls (conv, BatchNorm, Linear), and a GroupNorm."""
+
+    def __init__(self):
+        super().__init__()
+        self.used = nn.Conv2d(3, 4, 3)
+        self.gn = nn.GroupNorm(2, 4)
+        self.spare = nn.Sequential(nn.Conv2d(4, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(16, 2))
+
+    def forward(self, x):
+        return self.gn(self.used(x))
+
+
+def test_layer_norms_lists_unreached_and_unnormed_layers_with_a_reason():
+    model = UnreachedAndGroupNorm()
+    for p in (1, math.inf):
+        table = layer_norms(model, (3, 8, 8), p, include_batchnorm=True)
+        assert list(table.name) == ["used", "spare.0", "spare.1", "spare.3", "gn"]
+        assert table.note[0] == "" and table.norm[0] == pytest.approx(conv2d_norm(model.used, (8, 8), p).item())
+        for i in (1, 2, 3):
+            assert math.isnan(table.norm[i]) and table.note[i] == NOT_REACHED and table.input_shape[i] is None
+        assert math.isnan(table.norm[4]) and "GroupNorm" in table.note[4] and "not normed" in table.note[4]
+    assert list(layer_norms(model, (3, 8, 8), 1).name) == ["used", "spare.0", "spare.3", "gn"]  # BatchNorm a view
+    assert list(layer_norms(Unreached(), (3, 8, 8), 1).note) == ["", NOT_REACHED]
+
+
+class StandardizedConv(nn.Conv2d):
+    """A conv that standardises its weight in ``forward`` (as timm's StdConv2d): not the conv by its weight."""
+
+    def forward(self, x):
+        w = (self.weight - self.weight.mean((1, 2, 3), keepdim=True)) / self.weight.std((1, 2, 3), keepdim=True)
+        return nn.functional.conv2d(x, w, self.bias, self.stride, self.padding)
+
+
+def test_a_conv_that_replaces_forward_is_listed_not_normed():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), StandardizedConv(4, 4, 3))
+    table = layer_norms(model, (3, 8, 8), math.inf)
+    assert list(table.name) == ["0", "1"] and table.note[0] == ""
+    assert math.isnan(table.norm[1]) and "StandardizedConv replaces Conv2d.forward" in table.note[1]
+    with pytest.raises(ValueError, match="replaces Conv2d.forward"):
+        layer_input_shapes(model, (3, 8, 8))
+
+
 class BilinearNet(nn.Module):
     def __init__(self):
         super().__init__()
@@ -303,8 +347,8 @@ def test_layer_norms_table_and_errors():
     assert table.input_shape[2] == (8, 16, 16)
     assert table.norm[2] == pytest.approx(conv2d_norm(model[3], (16, 16), math.inf).item())
     assert table.norm[3] == pytest.approx(linear_norm(model[5], math.inf).item())
-    with pytest.raises(ValueError, match="not reached"):
-        layer_norms(Unreached(), (3, 8, 8), 1)
+    with pytest.raises(ValueError, match="not reached"):  # the shapes alone still refuse an unreached conv
+        layer_input_shapes(Unreached(), (3, 8, 8))
     with pytest.raises(ValueError, match="Bilinear"):
         layer_norms(BilinearNet(), (3,), 1)
     with pytest.raises(ValueError, match="input_shape"):

@@ -37,7 +37,8 @@ PROFILES = sorted((ROOT / "params").glob("*.yaml"))
 
 def test_notebooks_exist_in_order():
     stems = [nb.stem for nb in NOTEBOOKS]
-    assert stems == ["01_theorem1", "02_table1", "03_table2", "04_adversarial_norms", "05_propositions"]
+    assert stems == ["01_theorem1", "02_table1", "03_table2", "04_adversarial_norms", "05_propositions",
+                     "06_robustbench_norms"]
 
 
 @pytest.mark.parametrize("profile", PROFILES, ids=lambda p: p.stem)

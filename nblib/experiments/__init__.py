@@ -7,4 +7,5 @@ verdicts, and ``result.save(output_dir)`` writes them.
 * :mod:`~nblib.experiments.figure2` -- notebook 04: layer norms of adversarially trained networks.
 * :mod:`~nblib.experiments.propositions` -- notebook 05: Proposition 1, Theorem 2 and Proposition 2.
 * :mod:`~nblib.experiments.toys` -- the constructions of Propositions 1-2 that ``propositions`` runs.
+* :mod:`~nblib.experiments.robustbench` -- notebook 06: Figure 2's claim on RobustBench's published models.
 """

@@ -5,6 +5,9 @@ architectures of kuangliu/pytorch-cifar exactly, state-dict keys included, so
 that repository's checkpoints load with ``load_state_dict(strict=True)``.
 All models take 3x32x32 inputs and return logits of shape ``(N, num_classes)``.
 
+RobustBench's CIFAR-10 zoo (an optional extra) is reached through :mod:`nblib.models.robustbench_zoo`, which
+this package does not import (so that ``import nblib.models`` works without it).
+
 Use :func:`build` to construct a model by name::
 
     model = build("resnet18", num_classes=10)

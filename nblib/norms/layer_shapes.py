@@ -76,6 +76,9 @@ def _shape_pass(model: nn.Module, input_shape) -> tuple[dict, dict]:
     handles += [m.register_forward_hook(post_hook(name)) for name, m in layers
                 if isinstance(m, nn.modules.conv._ConvTransposeNd)]
     modes = [(m, m.training) for m in model.modules()]
+    # tensors a forward may overwrite on its module (e.g. ``self.t = self.t.type_as(x)``): put back after the
+    # meta pass, which would leave them on the meta device
+    attributes = [(m, k, v) for m in model.modules() for k, v in vars(m).items() if isinstance(v, torch.Tensor)]
     try:
         model.eval()
         with torch.no_grad():
@@ -84,16 +87,40 @@ def _shape_pass(model: nn.Module, input_shape) -> tuple[dict, dict]:
             except Exception:  # noqa: BLE001 -- not meta-traceable: the same shapes from one real pass
                 for s in (*seen.values(), *out_seen.values()):
                     s.clear()
+                for m, k, v in attributes:
+                    m.__dict__[k] = v
                 _forward(model, (1, *input_shape), meta=False)
     finally:
         for h in handles:
             h.remove()
         for m, training in modes:  # every module's own flag, not model.train(flag) recursively
             m.training = training
+        for m, k, v in attributes:
+            m.__dict__[k] = v
     return seen, out_seen
 
 
-def layer_input_shapes(model: nn.Module, input_shape, include_batchnorm: bool = False) -> dict:
+def overrides_forward(module: nn.Module) -> bool:
+    """True for a subclass of a conv / Linear class that replaces its ``forward`` (e.g. timm's ``StdConv2d``,
+    which standardises its weight first): its operator is not the convolution by its ``weight``."""
+    base = next((cls for cls in SUPPORTED if isinstance(module, cls)), None)
+    return base is not None and type(module).forward is not base.forward
+
+
+def unnormed_modules(model: nn.Module, include_batchnorm: bool = False) -> dict:
+    """``{name: module}`` of every module that holds parameters of its own but is not a layer the tables norm
+    (e.g. GroupNorm, LayerNorm, a custom module calling ``F.conv2d`` on its own weight): the tables list them
+    with a reason instead of skipping them in silence.  BatchNorm left out by ``include_batchnorm=False`` is a
+    chosen view, not listed."""
+    normed = (*SUPPORTED, BATCHNORM) if include_batchnorm else SUPPORTED
+    skipped = () if include_batchnorm else (BATCHNORM,)
+    return {name: m for name, m in model.named_modules()
+            if next(m.parameters(recurse=False), None) is not None
+            and (overrides_forward(m) or not isinstance(m, (*normed, *skipped)))}
+
+
+def layer_input_shapes(model: nn.Module, input_shape, include_batchnorm: bool = False,
+                       allow_unreached: bool = False, skip_custom: bool = False) -> dict:
     """``{name: (module, input shape without batch)}`` for every conv (Conv1d/2d/3d, ConvTranspose1d/2d/3d)
     and Linear layer (and BatchNorm if asked), in module order.
 
@@ -102,12 +129,21 @@ def layer_input_shapes(model: nn.Module, input_shape, include_batchnorm: bool = 
     vectors) with hooks.  No layer is skipped: a conv the forward pass never reaches, a layer called on two
     input shapes, a transposed conv called with an ``output_size`` that changes its output padding, or a
     linear layer of a kind this package cannot evaluate (e.g. nn.Bilinear) raises ValueError naming it.
+    With ``allow_unreached=True`` a layer the forward never calls (a block some architectures define but never
+    use) maps to ``(module, None)`` instead of raising.  A conv / Linear subclass that replaces ``forward``
+    (:func:`overrides_forward`) raises ValueError naming it, or with ``skip_custom=True`` is left out (the
+    tables list it through :func:`unnormed_modules`).
     """
     if isinstance(input_shape, int) or not all(type(v) is int and v > 0 for v in input_shape):
         raise ValueError(f"input_shape must be one input's shape without the batch dimension (positive ints), "
                          f"got {input_shape!r}")
     layers = []
     for name, m in model.named_modules():
+        if overrides_forward(m):
+            if skip_custom:
+                continue
+            raise ValueError(f"layer {name!r} is a {type(m).__name__}, which replaces {type(m).__mro__[1].__name__}"
+                             ".forward: its operator is not the product by its weight, so it has no norm here")
         if isinstance(m, SUPPORTED) or (include_batchnorm and isinstance(m, BATCHNORM)):
             layers.append((name, m))
         elif isinstance(m, LINEAR_LIKE):
@@ -123,6 +159,9 @@ def layer_input_shapes(model: nn.Module, input_shape, include_batchnorm: bool = 
     seen, out_seen = cached[1]
     out = {}
     for name, m in layers:
+        if not seen[name] and allow_unreached:
+            out[name] = (m, None)
+            continue
         if isinstance(m, nn.modules.conv._ConvNd) and not seen[name]:
             raise ValueError(f"conv layer {name!r} was not reached by the forward pass; its input size is unknown")
         if len(seen[name]) > 1:
