@@ -37,7 +37,7 @@ def median_log_ratio(plain: pd.Series, robust: pd.Series, what: str) -> float:
     return float(np.median(np.log(robust[common].astype(float) / plain[common].astype(float))))
 
 
-def _network_verdict(claim: str, log_ratio: float, band: float) -> Verdict:
+def network_verdict(claim: str, log_ratio: float, band: float) -> Verdict:
     """One network: its median layer ratio (exact norms, no sampling error) against the band, no test."""
     nums = dict(median_ratio=math.exp(log_ratio) if log_ratio == log_ratio else math.nan, band=band)
     if log_ratio != log_ratio:
@@ -47,7 +47,7 @@ def _network_verdict(claim: str, log_ratio: float, band: float) -> Verdict:
     return Verdict(claim, HOLDS if log_ratio >= -math.log(band) else FAILS, how, nums)
 
 
-def _across_networks(claim: str, log_ratios: list, band: float, alpha: float) -> Verdict:
+def across_networks(claim: str, log_ratios: list, band: float, alpha: float) -> Verdict:
     """The claim across networks: one-sided sign test of how many networks' median ratios reach ``1/band``."""
     n = len(log_ratios)
     up = sum(r >= -math.log(band) for r in log_ratios)
@@ -84,9 +84,9 @@ def figure2_norms(norms: pd.DataFrame, column: str = "linf", view: str = "l_inf"
         for mode in [m for m in by if m != "plain"]:
             claim = f"{model} {ADV_LABELS.get(mode, mode)}: {view} layer norms comparable to or larger than plain"
             ratios.append(median_log_ratio(by["plain"], by[mode], claim))
-            out.append(_network_verdict(claim, ratios[-1], band))
+            out.append(network_verdict(claim, ratios[-1], band))
     summaries = [r for r in ratios if r == r]
-    return out + [_across_networks(f"adversarially trained nets have {view} layer norms comparable to or larger "
+    return out + [across_networks(f"adversarially trained nets have {view} layer norms comparable to or larger "
                                    "than plain ones", summaries, band, alpha)]
 
 

@@ -12,8 +12,8 @@ import math
 import pandas as pd
 from scipy import stats
 
-from nblib.claims.figure2 import norms_comparable_or_larger
-from nblib.claims.verdict import FAILS, HOLDS, UNTESTABLE, Verdict, combine, require_columns
+from nblib.claims.figure2 import BAND, across_networks, median_log_ratio, network_verdict
+from nblib.claims.verdict import FAILS, HOLDS, UNTESTABLE, Verdict, require_columns
 
 RANDOM = "random weights: the architectures were built offline without their published weights"
 MIN_MODELS = 8  # fewest robust models for a rank correlation to be judged
@@ -21,23 +21,30 @@ PAIRS_CLAIM = "robust models have layer norms comparable to or larger than stand
 
 
 def robust_vs_standard(norms: pd.DataFrame, pairs: pd.DataFrame, random_weights: bool, column: str = "linf",
-                       view: str = "l_inf", alpha: float = 0.05, band: float = 1.25) -> list[Verdict]:
+                       view: str = "l_inf", alpha: float = 0.05, band: float = BAND) -> list[Verdict]:
     """Per pair (``pairs``: ``threat_model``, ``entry``, ``standard`` entry of the same architecture), the
-    robust model's ``column`` norms against the standard model's, layer by layer
-    (:func:`nblib.claims.figure2.norms_comparable_or_larger`: sign test and median ratio), then the claim over
-    every pair.  ``norms``: long table with ``key`` (``<threat model>/<entry>``), ``layer``, ``column`` (rows
-    without a norm, e.g. layers never reached, are left out of both sides)."""
+    robust model's ``column`` norms against the standard model's as Figure 2 judges one network
+    (:func:`nblib.claims.figure2.network_verdict`: the median layer ratio against ``1/band``, exact norms, no
+    test inside a network), then the claim over every pair as Figure 2 judges it across networks
+    (:func:`nblib.claims.figure2.across_networks`: a one-sided sign test over the pairs).  ``norms``: long table
+    with ``key`` (``<threat model>/<entry>``), ``layer``, ``column`` (rows without a norm, e.g. layers never
+    reached, are left out of both sides)."""
     require_columns(norms, ["key", "layer", column], "robust_vs_standard")
-    out = []
+    out, log_ratios = [], []
     by = {k: g.dropna(subset=[column]).set_index("layer")[column] for k, g in norms.groupby("key")}
     for pair in pairs.itertuples(index=False):
         claim = f"{pair.threat_model}/{pair.entry}: {view} layer norms comparable to or larger than {pair.standard}"
         if random_weights:
             out.append(Verdict(claim, UNTESTABLE, RANDOM))
             continue
-        out.append(norms_comparable_or_larger(by[f"{pair.threat_model}/{pair.standard}"],
-                                              by[f"{pair.threat_model}/{pair.entry}"], claim, alpha, band))
-    return out + [combine(f"{PAIRS_CLAIM} ({view})", out)]
+        log_ratio = median_log_ratio(by[f"{pair.threat_model}/{pair.standard}"],
+                                     by[f"{pair.threat_model}/{pair.entry}"], claim)
+        log_ratios.append(log_ratio)
+        out.append(network_verdict(claim, log_ratio, band))
+    claim = f"{PAIRS_CLAIM} ({view})"
+    overall = (Verdict(claim, UNTESTABLE, RANDOM) if random_weights or not log_ratios else
+               across_networks(claim, log_ratios, band, alpha))
+    return out + [overall]
 
 
 def norms_vs_robust_accuracy(summary: pd.DataFrame, statistic: str, random_weights: bool,
