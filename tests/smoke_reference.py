@@ -25,8 +25,9 @@ committed (machine not recorded then); their per-epoch accuracies part after the
     keeps the sign of its difference with room to spare; closer than that, significance may come or go);
   - accuracies compared by their Wilson intervals (``relation`` higher / lower / overlap, published numbers):
     fragile when the relation changes as each accuracy moves by its tolerance;
-  - the median ratio of paired layer norms: fragile within a factor :data:`NORM_RATIO_TOL` of the band's
-    edges, or when one layer changing sides moves the sign test across ``alpha``;
+  - the median ratio of one network's layer norms to plain's: fragile within a factor :data:`NORM_RATIO_TOL`
+    of ``1/band``; the sign test across networks: fragile when one network changing sides moves it across
+    ``alpha``;
   - a mean local Lipschitz ratio: fragile within a factor :data:`LIPSCHITZ_RATIO_TOL` of ``1 -+ margin``;
   - a change of a mean log10 layer norm: fragile within :data:`LOG10_NORM_TOL` of 0;
   - "about 0 % robust": fragile when the largest robust accuracy is within its tolerance of the ceiling;
@@ -123,13 +124,14 @@ def fragile(v: dict, n_attacked: int) -> bool:
         return any(case_fragile(c["value"] / 100, c["plain"] / 100, c["n"], c["method"]) for c in nums["cases"])
     if "relation" in nums:  # Figure 2, more robust: fractions
         return case_fragile(nums["robust"], nums["plain"], nums["n"], nums["method"])
-    if "median_ratio" in nums:
-        edges = (1 / nums["band"], nums["band"])
-        near_edge = any(e / NORM_RATIO_TOL <= nums["median_ratio"] <= e * NORM_RATIO_TOL for e in edges)
-        m = nums["n_larger"] + nums["n_smaller"]
-        moves = [sign_p(k + d, m) < nums["alpha"] for k in (nums["n_larger"], nums["n_smaller"]) for d in (-1, 0, 1)
-                 if 0 <= k + d <= m]
-        return near_edge or len(set(moves)) > 1
+    if "median_ratio" in nums:  # one network: its median layer ratio against 1/band
+        edge = 1 / nums["band"]
+        return edge / NORM_RATIO_TOL <= nums["median_ratio"] <= edge * NORM_RATIO_TOL
+    if "n_networks" in nums:  # the sign test across networks: fragile when one network changing side moves it
+        n, k = nums["n_networks"], nums["n_comparable_or_larger"]
+        moves = {(sign_p(j, n) < nums["alpha"], sign_p(n - j, n) < nums["alpha"]) for j in (k - 1, k, k + 1)
+                 if 0 <= j <= n}
+        return len(moves) > 1
     if "ratio" in nums:  # local Lipschitz
         edges = (1 - nums["margin"], 1 + nums["margin"])
         return any(e / LIPSCHITZ_RATIO_TOL <= nums["ratio"] <= e * LIPSCHITZ_RATIO_TOL for e in edges)

@@ -52,7 +52,8 @@ def test_another_claim_set_or_outcome_or_combination_fails():
     with pytest.raises(AssertionError):
         ref.check_against_reference(odd, verdicts, 20)
     wrong = copy.deepcopy(verdicts)
-    wrong[3]["outcome"] = "not testable"  # its three parts hold
+    i = next(i for i, v in enumerate(verdicts) if "n_parts" in v["numbers"])  # a claim combining its parts
+    wrong[i]["outcome"] = next(o for o in ref.OUTCOMES if o != verdicts[i]["outcome"])
     with pytest.raises(AssertionError):
         ref.check_against_reference(wrong, verdicts, 20)
 
