@@ -28,6 +28,10 @@ committed (machine not recorded then); their per-epoch accuracies part after the
   - the median ratio of one network's layer norms to plain's: fragile within a factor :data:`NORM_RATIO_TOL`
     of ``1/band``; the sign test across networks: fragile when one network changing sides moves it across
     ``alpha``;
+  - a Spearman rank correlation over the runs (the trade-off): fragile unless its smaller one-sided p-value
+    lies a factor :data:`SPEARMAN_P_FACTOR` beyond ``alpha`` (below ``alpha / 10``, or above ``10 alpha``):
+    over 9 smoke runs, two runs swapping ranks within their tolerances moves rho by up to 0.5 (observed
+    under ``avx2``: 0.77, p = 0.007, became 0.42);
   - a mean local Lipschitz ratio: fragile within a factor :data:`LIPSCHITZ_RATIO_TOL` of ``1 -+ margin``;
   - a change of a mean log10 layer norm: fragile within :data:`LOG10_NORM_TOL` of 0;
   - "about 0 % robust": fragile when the largest robust accuracy is within its tolerance of the ceiling;
@@ -53,6 +57,7 @@ NORM_RATIO_TOL = 1.15  # factor on a median ratio of layer norms between two tra
 LIPSCHITZ_RATIO_TOL = 2.0  # factor on a ratio of mean local Lipschitz estimates (a max over 20 gradient ascents)
 LOG10_NORM_TOL = 0.05  # mean log10 layer norm: 12 % either way
 PAIRED_MARGIN = 2.0  # a paired comparison is decided when |difference| > 2 x (sum of the two tolerances)
+SPEARMAN_P_FACTOR = 10.0  # a rank-correlation verdict is decided only with p beyond 10x either side of alpha
 CONVERGED = 0.9  # committed clean accuracy (fraction) above which a run's accuracies are held to K errors
 
 
@@ -132,6 +137,9 @@ def fragile(v: dict, n_attacked: int) -> bool:
         moves = {(sign_p(j, n) < nums["alpha"], sign_p(n - j, n) < nums["alpha"]) for j in (k - 1, k, k + 1)
                  if 0 <= j <= n}
         return len(moves) > 1
+    if "p_negative" in nums:  # a rank correlation over a few runs: re-ranking runs within tolerance moves it
+        low = min(nums["p_negative"], nums["p_positive"])
+        return not (low < nums["alpha"] / SPEARMAN_P_FACTOR or low > min(SPEARMAN_P_FACTOR * nums["alpha"], 0.5))
     if "ratio" in nums:  # local Lipschitz
         edges = (1 - nums["margin"], 1 + nums["margin"])
         return any(e / LIPSCHITZ_RATIO_TOL <= nums["ratio"] <= e * LIPSCHITZ_RATIO_TOL for e in edges)
