@@ -73,3 +73,35 @@ def test_bad_verdict_and_missing_markers_are_refused(project):
 def test_committed_readme_has_the_markers():
     text = (readme.ROOT / "README.md").read_text()
     assert text.count(readme.START) == 1 and text.count(readme.END) == 1
+
+
+PAPER_T2 = [dict(claim="the strongest SVC does not improve robust accuracy", outcome="holds", reason="0 of 3 more"),
+            dict(claim="SVC does not improve robust accuracy at any strength", outcome="does not hold",
+                 reason="1 of 12 runs more robust"),
+            dict(claim="vgg11: higher clean accuracy goes with lower robust accuracy", outcome="does not hold",
+                 reason="rho = 0.45")]
+
+
+def test_paper_table2_verdicts_beside_ours(project):
+    ours = [dict(claim=PAPER_T2[0]["claim"], outcome="not testable", reason="few points"),
+            dict(claim=PAPER_T2[1]["claim"], outcome="holds", reason="no run more robust")]
+    (project / "outputs" / "smoke" / "metrics" / "03_table2.json").write_text(
+        json.dumps({"verdicts": ours, "paper_table2_verdicts": PAPER_T2}))
+    readme.update_readme(project / "README.md", project / "outputs")
+    text = (project / "README.md").read_text()
+    assert "verdicts on the paper's own Table 2" in text
+    assert "| claim | on the paper's Table 2 | reason | ours (`smoke`) |" in text
+    assert "| the strongest SVC does not improve robust accuracy | **holds** | 0 of 3 more | not testable |" in text
+    assert ("| SVC does not improve robust accuracy at any strength | **does not hold** | 1 of 12 runs more robust "
+            "| holds |") in text
+    assert "| vgg11: higher clean accuracy goes with lower robust accuracy | **does not hold** | rho = 0.45 " \
+           "| not judged here |" in text
+
+
+def test_paper_table2_section_absent_without_its_verdicts(project):
+    readme.update_readme(project / "README.md", project / "outputs")
+    assert "paper's own Table 2" not in (project / "README.md").read_text()
+    (project / "outputs" / "smoke" / "metrics" / "03_table2.json").write_text(
+        json.dumps({"paper_table2_verdicts": [dict(claim="c", outcome="maybe")]}))
+    with pytest.raises(ValueError, match="03_table2.json.*outcome"):
+        readme.update_readme(project / "README.md", project / "outputs")

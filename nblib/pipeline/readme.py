@@ -6,8 +6,10 @@ notebooks wrote).
 Between ``<!-- results:start -->`` and ``<!-- results:end -->`` it writes: which run is shown (the paper
 profile when ``outputs/paper/metrics`` holds results, else smoke, labelled "digits, not CIFAR-10"), the
 verdicts of each notebook (the ``verdicts`` list of ``metrics/<notebook>.json``: ``claim``, ``outcome`` in
-holds / does not hold / not testable, ``reason``), the key figures as linked PNGs, and the JupyterLab
-screenshot ``docs/jupyterlab.png``. Text outside the markers is left as it is.
+holds / does not hold / not testable, ``reason``), the same verdicts on the paper's own published Table 2 beside
+ours (``paper_table2_verdicts`` of ``metrics/03_table2.json``, written by notebook 03 in every profile), the key
+figures as linked PNGs, and the JupyterLab screenshot ``docs/jupyterlab.png``. Text outside the markers is left
+as it is.
 """
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ KEY_FIGURES = (  # (figure name, caption)
     ("04_local_lipschitz", "Local Lipschitz estimate vs the product of layer norms"),
     ("05_propositions", "Propositions 1-2: large norms, small Lipschitz constant"),
 )
+PAPER_TABLE2_NOTEBOOK = "03_table2"  # the notebook whose metrics carry ``paper_table2_verdicts``
 PROFILES = {"paper": "CIFAR-10, the paper's settings", "smoke": "digits, not CIFAR-10: the CPU smoke profile"}
 
 
@@ -39,11 +42,12 @@ def shown_profile(outputs: Path) -> str:
     return "paper" if any((Path(outputs) / "paper" / "metrics").glob("*.json")) else "smoke"
 
 
-def read_verdicts(metrics_file: Path) -> list[dict]:
-    """The ``verdicts`` of one notebook's metrics JSON ([] when it has none); each entry is checked."""
+def read_verdicts(metrics_file: Path, key: str = "verdicts") -> list[dict]:
+    """The list ``key`` (default ``verdicts``) of one notebook's metrics JSON ([] when it has none); each entry
+    is checked."""
     metrics_file = Path(metrics_file)
     data = load_metrics(metrics_file.parent.parent, metrics_file.stem)
-    verdicts = data.get("verdicts") or []
+    verdicts = data.get(key) or []
     for v in verdicts:
         if not isinstance(v, dict) or not {"claim", "outcome"} <= set(v) or v["outcome"] not in OUTCOMES:
             raise ValueError(f"{metrics_file}: verdict {v!r} needs a claim and an outcome in {OUTCOMES}")
@@ -52,6 +56,24 @@ def read_verdicts(metrics_file: Path) -> list[dict]:
 
 def cell(text) -> str:
     return str(text if text is not None else "").replace("|", "\\|").replace("\n", " ")
+
+
+def paper_table2_section(metrics_file: Path, profile: str) -> list[str]:
+    """Markdown lines: each claim of notebook 03 judged on the paper's own published Table 2 (its accuracies,
+    unpaired: no per-point outcomes are published) beside our verdict on the same claim; [] before notebook 03
+    has written ``paper_table2_verdicts``."""
+    if not Path(metrics_file).exists():
+        return []
+    paper = read_verdicts(metrics_file, "paper_table2_verdicts")
+    if not paper:
+        return []
+    ours = {v["claim"]: v["outcome"] for v in read_verdicts(metrics_file)}
+    rows = [f"| {cell(v['claim'])} | **{v['outcome']}** | {cell(v.get('reason'))} | "
+            f"{ours.get(v['claim'], 'not judged here')} |" for v in paper]
+    return ["", f"**Notebook 03's verdicts on the paper's own Table 2** (the published CIFAR-10 accuracies: 10,000 "
+                f"test images, 1,024 attacked points; compared unpaired, as no per-point outcomes are published), "
+                f"beside ours on profile `{profile}`:", "",
+            f"| claim | on the paper's Table 2 | reason | ours (`{profile}`) |", "| --- | --- | --- | --- |", *rows]
 
 
 def results_section(outputs: Path, base: Path) -> str:
@@ -74,6 +96,7 @@ def results_section(outputs: Path, base: Path) -> str:
         lines += ["| notebook | claim | outcome | reason |", "| --- | --- | --- | --- |", *rows]
     else:
         lines.append(f"No verdicts recorded in `{link(folder / 'metrics')}/` yet: run `python3 tasks.py reproduce`.")
+    lines += paper_table2_section(folder / "metrics" / f"{PAPER_TABLE2_NOTEBOOK}.json", profile)
     figures = [(name, caption) for name, caption in KEY_FIGURES if (folder / "figures" / f"{name}.png").exists()]
     for name, caption in figures:
         png = link(folder / "figures" / f"{name}.png")
