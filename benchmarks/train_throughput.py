@@ -2,11 +2,12 @@
 projected GPU-hours of the paper profile's notebooks 03 (Table 2) and 04 (Figure 2).
 
     python benchmarks/train_throughput.py [--device cuda] [--batches 20] [--models vgg11 resnet18 ...]
-        [--amp bf16] [--channels-last] [--adv-modes pgd alp trades] [--aa-survivors 0.65 | --aa-seconds S]
+        [--precision fp32|tf32|bf16] [--channels-last] [--adv-modes pgd alp trades]
+        [--aa-survivors 0.65 | --aa-seconds S]
 
 Data: a synthetic uint8 CIFAR-shaped set (nothing is downloaded).  Per model it times ``--batches`` plain SGD
-steps and ``--batches`` PGD-AT steps (PGD-10) on each path after ``--warmup`` steps; ``--amp`` and
-``--channels-last`` apply to the new path only (the old path is train.py as it was: float32, NCHW).  The
+steps and ``--batches`` PGD-AT steps (PGD-10) on each path after ``--warmup`` steps; ``--precision``
+and ``--channels-last`` apply to the new path only (the old path is train.py as it was: strict float32, NCHW).  The
 projection (nblib.perf.throughput.project_hours) adds per epoch a test-set forward pass and the exact layer norms,
 per run standard AutoAttack on ``n_eval`` points: modelled from measured per-image gradient and forward times
 and ``--aa-survivors`` (the fraction of points APGD-CE leaves to APGD-T, FAB-T and Square; about the robust
@@ -26,6 +27,7 @@ from nblib.pipeline import reproduce
 from nblib.perf import throughput as tp
 from nblib.pipeline.plan import notebook_parameters, run_counts
 from nblib.results import save_table
+from nblib.training.run_config import PRECISIONS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -50,7 +52,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=0, help="old path DataLoader workers (train.py had 0)")
     parser.add_argument("--n-images", type=int, default=tp.CIFAR_TRAIN, help="synthetic training images")
     parser.add_argument("--eval-images", type=int, default=2000, help="images of the timed test pass")
-    parser.add_argument("--amp", choices=["none", "bf16"], default="none", help="new path: bf16 autocast (cuda)")
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                        help="new path: a run's cfg['precision'] (tf32 / bf16: cuda only); the old path is strict fp32")
     parser.add_argument("--channels-last", action="store_true", help="new path: channels_last model and batches")
     parser.add_argument("--adv-modes", nargs="+", default=["pgd"], choices=["pgd", "alp", "trades"],
                         help="adversarial modes timed; unmeasured ones of notebook 04 are costed as PGD-AT")
@@ -63,10 +66,8 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     dev = torch.device(args.device)
-    if dev.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # as nblib.training.train does unless cudnn_deterministic
-    if args.amp != "none" and dev.type != "cuda":
-        parser.error("--amp bf16 is for CUDA devices")
+    if args.precision != "fp32" and dev.type != "cuda":
+        parser.error(f"--precision {args.precision} is for CUDA devices")
     if "pgd" not in args.adv_modes:
         args.adv_modes = ["pgd", *args.adv_modes]
     runs = profile_run_counts(args.profile)
@@ -76,7 +77,8 @@ def main() -> None:
         "old": lambda: tp.old_loader(images, targets, args.batch_size, dev, num_workers=args.workers),
         "new": lambda: tp.new_batches(images, targets, args.batch_size, dev, channels_last=args.channels_last),
     }
-    opts = {"old": dict(amp="none", channels_last=False), "new": dict(amp=args.amp, channels_last=args.channels_last)}
+    opts = {"old": dict(precision="fp32", channels_last=False),
+            "new": dict(precision=args.precision, channels_last=args.channels_last)}
     rows = []
     for path, make in paths.items():  # the data path alone
         ips = tp.measure_step(None, make(), "plain", max(args.batches, 10), dev, warmup=1)
@@ -96,7 +98,7 @@ def main() -> None:
     save_table(table, args.out, "train_throughput")
 
     print(f"\n{dev} (torch {torch.__version__}, {torch.get_num_threads()} threads), batch {args.batch_size}, "
-          f"{args.batches} timed steps after {args.warmup}; new path: amp={args.amp}, "
+          f"{args.batches} timed steps after {args.warmup}; new path: precision={args.precision}, "
           f"channels_last={args.channels_last}; old path: {args.workers} DataLoader workers")
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     wide = table[table.model != "(data only)"].pivot_table(index="model", columns=["mode", "path"],

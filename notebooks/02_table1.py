@@ -32,6 +32,7 @@
 profile = "smoke"  # name of the params/ profile that ran this notebook
 output_dir = "../outputs/smoke"  # folder for figures/, tables/, metrics/
 device = "cpu"  # torch device the kernels live on
+precision = "fp32"  # float32 convolutions on cuda: fp32 strict, TF32 off (the paper's GTX 1080 Ti) | tf32
 runs = 100  # timed runs per entry (after one warm-up run)
 entry_budget_s = 1.0  # seconds of timed runs per (kernel, method) entry, at least one run
 method_budget_s = 10.0  # seconds per method over all kernels; later kernels are then not measured

@@ -140,10 +140,16 @@ def test_table1_run_passes_the_notebook_budgets(monkeypatch):
         return made_up_table()
 
     monkeypatch.setattr(benchmark, "run_table1", fake_run_table1)
-    r = table1.run(dict(device="cpu", runs=7, entry_budget_s=0.5, method_budget_s=3.0, power_tol=1e-5,
-                        floor_factor=3.0))
+    settings = dict(device="cpu", precision="fp32", runs=7, entry_budget_s=0.5, method_budget_s=3.0,
+                    power_tol=1e-5, floor_factor=3.0)
+    r = table1.run(settings)
     assert seen == dict(device="cpu", runs=7, budget_s=0.5, method_budget_s=3.0, tol=1e-5, progress=False)
-    assert len(r.table) == 36 and r.metrics["device"] == "cpu"
+    assert len(r.table) == 36 and r.metrics["device"] == "cpu" and r.metrics["precision"] == "fp32"
+    for precision, match in (("tf32", "CUDA"), ("bf16", "fp32 or tf32")):  # refused before any timing
+        seen.clear()
+        with pytest.raises(ValueError, match=match):
+            table1.run(dict(settings, precision=precision))
+        assert not seen
 
 
 # --------------------------------------------------------------------------- Propositions (notebook 05)

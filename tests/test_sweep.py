@@ -37,7 +37,7 @@ OTHER_VALUE = {
     "epochs": 7, "batch_size": 64, "lr": 0.1, "momentum": 0.5, "milestones": [0.5], "lr_decay": 0.2,
     "weight_decay": 5e-4, "regularizer": "nd_l1", "reg_strength": 1e-3, "reg_gamma": 0.9,
     "reg_clip_every": 10, "adv_mode": "trades", "adv_preset": "authors", "seed": 1, "device": "cuda",
-    "cudnn_deterministic": True, "amp": "bf16", "channels_last": True, "eval_eps": 8 / 255, "n_eval": 10,
+    "cudnn_deterministic": True, "precision": "bf16", "channels_last": True, "eval_eps": 8 / 255, "n_eval": 10,
     "attack": "authors", "attack_budget": 0.5, "local_lipschitz": True, "reg_beta_scaling": "total",
     "reg_svc_linear": False, "extra_eval_eps": [4 / 255],
 }

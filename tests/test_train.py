@@ -13,7 +13,7 @@ from nblib.data import get_dataset
 from nblib.models import build
 from nblib.results import unpack_outcomes
 from nblib.norms import layer_norms
-from nblib.training.run_config import DEFAULT_CFG, fill_cfg, scaled_milestones
+from nblib.training.run_config import DEFAULT_CFG, backend_flags, fill_cfg, float32_flags, scaled_milestones
 from nblib.training.train import run_one
 from run_results import without_times
 
@@ -58,7 +58,8 @@ def test_fill_cfg_defaults_and_normalisation():
     (dict(regularizer="nd_linf"), "no effect"),  # beta = 0: a copy of "none" (the issue)
     (dict(regularizer="nd_l1", reg_strength=0.0), "no effect"),
     (dict(regularizer="wd"), "no effect"),
-    (dict(amp="fp16"), "bf16"),
+    (dict(precision="fp16"), "fp32, tf32, bf16"),
+    (dict(amp="bf16"), "unknown cfg keys"),  # the old key name: refused, not ignored
     (dict(channels_last=1), "channels_last"),
     (dict(seed=2 ** 16), "smaller seed"),
     (dict(seed=-1), "seed"),
@@ -86,7 +87,8 @@ def test_unused_settings_reset_to_defaults():
     (dict(attack="authors", n_eval=100000), "n_eval"),  # the issue: failed only after all epochs
     (dict(local_lipschitz=True, n_eval=361), "n_eval"),
     (dict(train_subset=5000), "train_subset"),
-    (dict(amp="bf16"), "CUDA"),  # bf16 autocast on the CPU: refused before the run folder exists
+    (dict(precision="bf16"), "CUDA"),  # bf16 autocast on the CPU: refused before the run folder exists
+    (dict(precision="tf32"), "CUDA"),
 ])
 def test_checked_before_training(tmp_path, bad, match):
     with pytest.raises(ValueError, match=match):
@@ -139,8 +141,8 @@ def test_run_one_rejects_unknown_key_before_work(tmp_path):
 
 
 def test_bf16_autocast_refused_on_cpu_before_work(tmp_path):
-    with pytest.raises(ValueError, match="amp='none'"):
-        run_one(dict(TINY, amp="bf16"), tmp_path)
+    with pytest.raises(ValueError, match="precision='fp32'"):
+        run_one(dict(TINY, precision="bf16"), tmp_path)
     assert not (tmp_path / CHECKPOINT).exists()
 
 
@@ -180,6 +182,7 @@ def test_run_one_metrics_history_and_files(tmp_path):
             "total_seconds", "train_loss", "train_acc", "epochs_trained", "n_eval", "seeds"}
     assert keys <= set(m)
     assert m["epochs_trained"] == 2 and m["n_train"] == 256 and m["n_eval"] == 32 and m["n_test"] == 360
+    assert m["precision"] == {"setting": "fp32", "training_autocast": None, "cuda_float32": None}  # CPU: strict
     assert 0.0 <= m["robust_acc"] <= m["aa_clean_acc"] <= 1.0
     assert m["robust_acc_extra"] == {f"{8 / 255:.8g}": m["robust_acc"]}  # the same attack, seed and points
     assert 0.0 <= m["clean_acc"] <= 1.0 and m["lip_max"] >= m["lip_mean"] > 0
@@ -351,3 +354,25 @@ def test_checkpoint_that_cannot_be_restored_is_a_checkpoint_error(tmp_path):
     torch.save(state, tmp_path / CHECKPOINT)
     with pytest.raises(CheckpointError, match="(?s)cannot restore.*delete it"):
         run_one(cfg, tmp_path)
+
+
+def cuda_backend_state():
+    return float32_flags(), torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark
+
+
+@pytest.mark.parametrize("precision, mode", [("fp32", "ieee"), ("bf16", "ieee"), ("tf32", "tf32")])
+def test_backend_flags_set_float32_mode_for_cuda_and_restore_it(precision, mode):
+    """torch runs cuDNN float32 convolutions as TF32 by default (issue 18): inside a CUDA run, precision fp32 (and
+    bf16 outside its autocast) turns TF32 off for convolutions and matmuls, tf32 turns it on; every flag comes back
+    on exit, after an error too.  The flags are torch settings: checked here without a GPU."""
+    before = cuda_backend_state()
+    with backend_flags(torch.device("cuda"), precision, deterministic=True):
+        assert float32_flags() == {"cudnn_conv": mode, "cuda_matmul": mode}
+        assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
+    assert cuda_backend_state() == before
+    with pytest.raises(KeyError), backend_flags(torch.device("cuda:1"), precision, deterministic=False):
+        assert torch.backends.cudnn.benchmark and float32_flags()["cudnn_conv"] == mode
+        raise KeyError("a run that fails")
+    assert cuda_backend_state() == before
+    with backend_flags(torch.device("cpu"), precision, deterministic=True):
+        assert cuda_backend_state() == before  # the CPU is strict float32 whatever the flags say

@@ -12,14 +12,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import pandas as pd
+import torch
 
 from nblib.claims import table1 as judge
 from nblib.claims.verdict import records
 from nblib.perf import benchmark
 from nblib.results import save_metrics, save_table
+from nblib.training.run_config import autocast_factory, backend_flags
 
 #: The parameters of notebook 02 that :func:`run` reads.
-SETTINGS = ("device", "runs", "entry_budget_s", "method_budget_s", "power_tol", "floor_factor")
+SETTINGS = ("device", "precision", "runs", "entry_budget_s", "method_budget_s", "power_tol", "floor_factor")
 
 
 @dataclass
@@ -98,12 +100,22 @@ def table1_result(table: pd.DataFrame, device: str, floor_factor: float) -> Tabl
 
 
 def run(settings: dict) -> Table1Result:
-    """Notebook 02 end to end: :func:`nblib.perf.benchmark.run_table1` with the notebook's budgets, then
-    :func:`table1_result`."""
+    """Notebook 02 end to end: :func:`nblib.perf.benchmark.run_table1` with the notebook's budgets, its float32
+    convolutions on CUDA as ``precision`` says (:func:`nblib.training.run_config.backend_flags`: ``"fp32"`` strict,
+    as the paper's GTX 1080 Ti; ``"tf32"``), then :func:`table1_result`; the metrics record the precision."""
     missing = [k for k in SETTINGS if k not in settings]
     if missing:
         raise KeyError(f"table1.run needs the notebook parameters {missing}")
-    table = benchmark.run_table1(device=settings["device"], runs=settings["runs"], budget_s=settings["entry_budget_s"],
-                                 method_budget_s=settings["method_budget_s"], tol=settings["power_tol"],
-                                 progress=False)
-    return table1_result(table, settings["device"], settings["floor_factor"])
+    precision = settings["precision"]
+    if precision not in ("fp32", "tf32"):
+        raise ValueError(f"notebook 02's precision = {precision!r}: the timed norms run in float32, "
+                         "choose fp32 or tf32")
+    device = torch.device(settings["device"])
+    autocast_factory(precision, device)  # tf32 on the CPU: ValueError naming the fix
+    with backend_flags(device, precision, deterministic=False):
+        table = benchmark.run_table1(device=settings["device"], runs=settings["runs"],
+                                     budget_s=settings["entry_budget_s"], method_budget_s=settings["method_budget_s"],
+                                     tol=settings["power_tol"], progress=False)
+    result = table1_result(table, settings["device"], settings["floor_factor"])
+    result.metrics["precision"] = precision
+    return result

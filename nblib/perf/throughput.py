@@ -32,7 +32,7 @@ from nblib.data.loader import EVAL_BATCH, TrainBatches, eval_batches
 from nblib.models import build
 from nblib.norms import layer_norms
 from nblib.training.regularizers import make_optimizer
-from nblib.training.run_config import DEFAULT_CFG
+from nblib.training.run_config import DEFAULT_CFG, autocast_factory, backend_flags
 from nblib.perf.timing import time_calls
 
 __all__ = ["CIFAR_TRAIN", "CIFAR_TEST", "AA_GRADS_ALL", "AA_GRADS_SURVIVORS", "AA_FORWARDS_SURVIVORS",
@@ -109,24 +109,23 @@ def _model(name: str, device: torch.device, channels_last: bool, seed: int = 0) 
 
 
 def measure_step(model_name: str, batches: Optional[Iterator], mode: str, n: int, device, warmup: int = 1,
-                 amp: str = "none", channels_last: bool = False) -> float:
+                 precision: str = "fp32", channels_last: bool = False) -> float:
     """Images per second of ``n`` training steps of ``mode`` (``"plain"`` or an adversarial mode of
     ``nblib.training.adversarial`` at the ``standard`` preset: PGD-10) on batches from ``batches``, after ``warmup``
-    untimed steps; the data path's time is included.  ``model_name=None``: the data path alone (batches
-    drawn, nothing computed)."""
+    untimed steps; the data path's time is included.  ``precision``: as a run's ``cfg["precision"]`` (the
+    training step's autocast and, on CUDA, the float32 convolution / matmul flags of
+    :func:`nblib.training.run_config.backend_flags`).  ``model_name=None``: the data path alone (batches drawn,
+    nothing computed)."""
     dev = torch.device(device)
     if model_name is None:
         step = lambda x, y: None  # noqa: E731
     else:
         model = _model(model_name, dev, channels_last).train()
         opt = make_optimizer(model, DEFAULT_CFG["lr"], momentum=DEFAULT_CFG["momentum"])
-        autocast = (lambda: torch.autocast(device_type="cuda", dtype=torch.bfloat16)) if amp == "bf16" else None
+        autocast = autocast_factory(precision, dev)
 
         def step(x, y):
-            if autocast is not None:
-                with autocast():
-                    loss = adversarial_loss(mode, model, x, y, preset="standard")
-            else:
+            with autocast():
                 loss = adversarial_loss(mode, model, x, y, preset="standard")
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -139,9 +138,10 @@ def measure_step(model_name: str, batches: Optional[Iterator], mode: str, n: int
             step(x, y)
             images.append(y.numel())
 
-    for _ in range(warmup):
-        step(*next(batches))
-    seconds, _ = time_calls(stream, runs=1, device=dev, warmup=0)
+    with backend_flags(dev, precision, deterministic=False):
+        for _ in range(warmup):
+            step(*next(batches))
+        seconds, _ = time_calls(stream, runs=1, device=dev, warmup=0)
     return sum(images) / seconds
 
 

@@ -26,8 +26,8 @@ from nblib.models import MODEL_NAMES
 from nblib.training.regularizers import BETA_SCALING, BETA_SCALINGS, CLIP_EVERY, GAMMA, MOMENTUM, SVC_LINEAR
 from nblib.vocabulary import ADV_MODES, NORM_DECAY_P, REGULARIZERS
 
-__all__ = ["DEFAULT_CFG", "ATTACKS", "AMP_MODES", "IGNORED_UNLESS", "fill_cfg", "check_runnable", "run_settings",
-           "scaled_milestones", "torch_device", "autocast_factory"]
+__all__ = ["DEFAULT_CFG", "ATTACKS", "PRECISIONS", "IGNORED_UNLESS", "fill_cfg", "check_runnable", "run_settings",
+           "scaled_milestones", "torch_device", "autocast_factory", "backend_flags", "float32_flags"]
 
 #: The hyper-parameters of one run; every key must be present after :func:`fill_cfg`.
 DEFAULT_CFG = {
@@ -62,10 +62,13 @@ DEFAULT_CFG = {
     "device": "cpu",              # "cpu" | "cuda" | "cuda:N"
     "cudnn_deterministic": False,  # cuda only: deterministic cuDNN kernels (reproducible, slower); when False
                                   # cudnn.benchmark picks the fastest kernels
-    "amp": "none",                # "none": float32 throughout (the paper's setting) | "bf16" (cuda only):
-                                  # training forward/backward, PGD steps included, under bfloat16 autocast;
-                                  # weights, optimizer, norms, evaluation and AutoAttack stay float32
-                                  # (its effect on accuracy is not measured in this package)
+    "precision": "fp32",          # "fp32": strict float32, TF32 off for cuDNN convolutions and cuBLAS matmuls
+                                  # (the paper's setting: its GTX 1080 Ti has no TF32; torch's default runs
+                                  # cuDNN fp32 convolutions as TF32) | "tf32" (cuda only): float32 storage,
+                                  # TF32 convolutions and matmuls everywhere | "bf16" (cuda only): the training
+                                  # steps (PGD included) under bfloat16 autocast, everything else strict
+                                  # float32 (weights, optimizer, norms, evaluation, AutoAttack); the effect of
+                                  # tf32 / bf16 on accuracy is not measured in this package
     "channels_last": False,       # model and batches in channels_last memory format (faster convs on GPUs)
     # ---- final evaluation
     "eval_eps": 1 / 255,          # AutoAttack / local Lipschitz l_inf radius (Table 2: 1/255, Fig. 2: 8/255)
@@ -79,8 +82,8 @@ DEFAULT_CFG = {
 
 #: Values of ``cfg["attack"]``.
 ATTACKS = (*AA_VERSIONS, "none")
-#: Values of ``cfg["amp"]``.
-AMP_MODES = ("none", "bf16")
+#: Values of ``cfg["precision"]`` (see :data:`DEFAULT_CFG`); the CPU runs strict float32 only.
+PRECISIONS = ("fp32", "tf32", "bf16")
 
 #: Keys that cannot change a run unless the predicate on the filled config holds; :func:`fill_cfg` resets
 #: them to their defaults otherwise, so that a setting without effect never changes the config hash (a
@@ -102,7 +105,7 @@ _NULLABLE = {"n_eval": int, "data_root": str}
 #: Keys that once accepted None and no longer do, with the value to use instead.
 _NONE_REPLACED = {"train_subset": "use 0 for all training images"}
 _CHOICES = {"model": MODEL_NAMES, "dataset": DATASETS, "regularizer": REGULARIZERS, "adv_mode": ADV_MODES,
-            "adv_preset": tuple(ADV_PRESETS), "attack": ATTACKS, "amp": AMP_MODES,
+            "adv_preset": tuple(ADV_PRESETS), "attack": ATTACKS, "precision": PRECISIONS,
             "reg_beta_scaling": BETA_SCALINGS}
 
 
@@ -244,14 +247,45 @@ def torch_device(name: str) -> torch.device:
     return dev
 
 
-def autocast_factory(amp: str, device: torch.device) -> Callable[[], contextlib.AbstractContextManager]:
-    """A factory of the training steps' autocast context: bfloat16 autocast for ``amp="bf16"`` (CUDA only:
-    the CPU path stays float32 and exact), a no-op for ``"none"``."""
-    if amp == "none":
-        return contextlib.nullcontext
+def autocast_factory(precision: str, device: torch.device) -> Callable[[], contextlib.AbstractContextManager]:
+    """A factory of the training steps' autocast context: bfloat16 autocast for ``precision="bf16"``, a no-op
+    for ``"fp32"`` and ``"tf32"``.  ``"tf32"`` and ``"bf16"`` are for CUDA devices: on the CPU, ValueError."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"cfg['precision'] = {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    if precision != "fp32" and device.type != "cuda":
+        raise ValueError(f"cfg['precision'] = {precision!r} is for CUDA devices; the CPU path is strict float32: "
+                         "set precision='fp32'")
+    if precision == "bf16":
+        return lambda: torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext
+
+
+def float32_flags() -> dict:
+    """What float32 convolutions and matmuls currently run as on CUDA: ``{"cudnn_conv": ..., "cuda_matmul":
+    ...}``, each ``"ieee"`` (strict float32), ``"tf32"`` or ``"none"`` (torch's default: TF32 for cuDNN
+    convolutions, strict for matmuls)."""
+    return {"cudnn_conv": torch.backends.cudnn.conv.fp32_precision,
+            "cuda_matmul": torch.backends.cuda.matmul.fp32_precision}
+
+
+@contextlib.contextmanager
+def backend_flags(device: torch.device, precision: str, deterministic: bool):
+    """Context for a run on ``device``: on CUDA, cuDNN convolutions and cuBLAS matmuls in float32 as
+    ``precision`` says (``"tf32"``: TF32; ``"fp32"`` and ``"bf16"``: strict IEEE float32 outside autocast) and
+    cuDNN deterministic (``deterministic``) or benchmarking for the fastest kernels; every flag restored on exit.
+    A no-op on the CPU (always strict float32)."""
     if device.type != "cuda":
-        raise ValueError(f"cfg['amp'] = {amp!r} is for CUDA devices; the CPU path stays float32: set amp='none'")
-    return lambda: torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+        yield
+        return
+    cudnn, conv, matmul = torch.backends.cudnn, torch.backends.cudnn.conv, torch.backends.cuda.matmul
+    old = (cudnn.deterministic, cudnn.benchmark, conv.fp32_precision, matmul.fp32_precision)
+    mode = "tf32" if precision == "tf32" else "ieee"
+    try:
+        cudnn.deterministic, cudnn.benchmark = deterministic, not deterministic
+        conv.fp32_precision = matmul.fp32_precision = mode
+        yield
+    finally:
+        cudnn.deterministic, cudnn.benchmark, conv.fp32_precision, matmul.fp32_precision = old
 
 
 _SIZES: dict = {}
@@ -259,11 +293,11 @@ _SIZES: dict = {}
 
 def check_runnable(cfg: dict) -> dict:
     """Everything about ``cfg`` that can be checked before training, checked: :func:`fill_cfg`, the
-    device and ``amp`` on it, the data present (``get_dataset`` opens both splits), ``train_subset`` and
+    device and ``precision`` on it, the data present (``get_dataset`` opens both splits), ``train_subset`` and
     ``n_eval`` within the training / test set sizes.  Returns ``{"n_train": ..., "n_test": ...}``; raises
     ValueError (or FileNotFoundError for missing data) naming the key and the fix."""
     cfg = fill_cfg(cfg)
-    autocast_factory(cfg["amp"], torch_device(cfg["device"]))
+    autocast_factory(cfg["precision"], torch_device(cfg["device"]))
     key = (cfg["dataset"], cfg["data_root"])
     if key not in _SIZES:
         _SIZES[key] = {split: len(get_dataset(cfg["dataset"], split, cfg["data_root"]))

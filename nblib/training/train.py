@@ -17,7 +17,7 @@ order and augmentation depend only on ``(seed, epoch)``; the attacks' random sta
 RNG, whose state (with numpy's, python's and CUDA's) is saved in the checkpoint after every epoch.  A run
 killed at any point and started again with the same config and folder resumes from the last finished epoch
 and ends with the same weights and metrics as an uninterrupted run (bitwise on the CPU; on a GPU only with
-``cudnn_deterministic=True`` and ``amp="none"``, and even then some CUDA kernels are not deterministic).
+``cudnn_deterministic=True`` and ``precision="fp32"``, and even then some CUDA kernels are not deterministic).
 
 Files written to ``run_dir``, each atomically (``nblib.results.write_atomic``): ``checkpoint.pt`` (after
 every epoch), ``history.json`` (one record per epoch: loss, accuracies, learning rate, times and the exact
@@ -50,8 +50,8 @@ from nblib.models import build
 from nblib.norms import layer_norms
 from nblib.training.regularizers import build_regularizer, make_optimizer, optimizer_weight_decay
 from nblib.results import is_terminal, jsonable, pack_outcomes, write_atomic, write_json_atomic
-from nblib.training.run_config import (autocast_factory, check_runnable, fill_cfg, run_settings, scaled_milestones,
-                                       torch_device)
+from nblib.training.run_config import (autocast_factory, backend_flags, check_runnable, fill_cfg, float32_flags,
+                                       run_settings, scaled_milestones, torch_device)
 from nblib.training.step import train_step
 
 __all__ = ["run_one"]
@@ -119,30 +119,11 @@ def _norm_tables(model, input_shape) -> tuple[list[str], list[float], list[float
     return list(linf["name"]), [float(v) for v in linf["norm"]], [float(v) for v in l1["norm"]]
 
 
-class _CudnnFlags:
-    """Context: on CUDA, cuDNN deterministic (``cudnn_deterministic``) or benchmarking for the fastest
-    kernels; the previous flags restored on exit.  A no-op on the CPU."""
-
-    def __init__(self, device: torch.device, deterministic: bool):
-        self.active = device.type == "cuda"
-        self.deterministic = deterministic
-
-    def __enter__(self):
-        if self.active:
-            self.old = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
-            torch.backends.cudnn.deterministic = self.deterministic
-            torch.backends.cudnn.benchmark = not self.deterministic
-
-    def __exit__(self, *exc):
-        if self.active:
-            torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = self.old
-
-
 # --------------------------------------------------------------------------- build and resume
 def _build(cfg: dict, device: torch.device) -> _Run:
     """A fresh run: global RNGs seeded, then (in this order, the model's initial weights draw from the
     seeded torch RNG) data, model, regulariser, SGD optimiser and the lr schedule of ``cfg``."""
-    autocast = autocast_factory(cfg["amp"], device)
+    autocast = autocast_factory(cfg["precision"], device)
     seed_everything(cfg["seed"])
     test_set, batches, test_tensors = _datasets(cfg, device)
     input_shape = tuple(test_tensors[0].shape[1:])
@@ -264,7 +245,8 @@ def _train_epochs(run: _Run, cfg: dict, run_dir: Path, stop_after_epochs, step_c
 # --------------------------------------------------------------------------- final evaluation
 def _final_metrics(run: _Run, cfg: dict) -> dict:
     """The metrics of the trained model before any attack: clean test loss / accuracy on the whole test
-    set, the final per-layer norms and their product, sizes, seeds and provenance; the attack entries None
+    set, the final per-layer norms and their product, sizes, seeds and provenance (the precision: the setting,
+    the training autocast and, on CUDA, what float32 convolutions / matmuls ran as); the attack entries None
     (not measured yet)."""
     history = run.history
     test_loss, clean_correct = _evaluate_points(run.model, run.test_tensors, cfg["channels_last"])
@@ -289,6 +271,8 @@ def _final_metrics(run: _Run, cfg: dict) -> dict:
         "seeds": {"python": cfg["seed"], "numpy": cfg["seed"], "torch": cfg["seed"],
                   "data_order": f"{cfg['seed']} * 2**16 + epoch", "eval_subset": cfg["seed"]},
         "device": str(run.device), "resumed_from_epoch": run.start_epoch,
+        "precision": {"setting": cfg["precision"], "training_autocast": "bfloat16" if cfg["precision"] == "bf16"
+                      else None, "cuda_float32": float32_flags() if run.device.type == "cuda" else None},
         "data_fixture": bool(getattr(run.test_set, "is_fixture", False)),
         "regularizer_notes": dict(getattr(run.reg, "notes", {})),
     }
@@ -369,7 +353,7 @@ def run_one(cfg: dict, run_dir, *, stop_after_epochs: Optional[int] = None,
     run_dir.mkdir(parents=True, exist_ok=True)
     device = torch_device(cfg["device"])
     t_start = time.perf_counter()
-    with _CudnnFlags(device, cfg["cudnn_deterministic"]):
+    with backend_flags(device, cfg["precision"], cfg["cudnn_deterministic"]):
         run = _build(cfg, device)
         _resume(run, cfg, run_dir)
         if not _train_epochs(run, cfg, run_dir, stop_after_epochs, step_callback):
