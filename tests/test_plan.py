@@ -104,9 +104,10 @@ def test_paper_plan_without_a_gpu_estimates_labelled_and_probes_nothing(capsys, 
     tables = reproduce.print_plan("paper", output_root=tmp_path)
     out = capsys.readouterr().out
     assert "03_table2: 68 runs" in out and "04_adversarial_norms: 16 runs" in out and "total projected" in out
-    assert "assumed 30 TFLOP/s" in out and "no GPU rate of this code has been measured" in out
-    for table in tables.values():
-        assert all(b.startswith("estimate (FLOP count at an assumed") for b in table.basis)
+    assert "15 TFLOP/s in strict fp32" in out and "no GPU rate of this code has been measured" in out
+    for table in tables.values():  # the paper profile's precision: strict fp32
+        assert all(b.startswith("estimate (FLOP count at an assumed 15 TFLOP/s in fp32, not measured)")
+                   for b in table.basis)
         assert (table.train_s > 0).all() and (table.attack_s > 0).all()
 
 
@@ -127,3 +128,7 @@ def test_forward_flops_match_torch_flop_counter():
     assert reference.image_flops("vgg11", "pgd") == 23 * reference.forward_flops("vgg11")
     with pytest.raises(ValueError, match="no assumed rate"):
         reference.estimate(fill_cfg({"device": "cpu"}))
+    strict, bf16 = (reference.estimate(fill_cfg({"device": "cuda", "model": "vgg11", "precision": p}))
+                    for p in ("fp32", "bf16"))
+    assert strict["step_s"] == pytest.approx(3 * bf16["step_s"])  # 15 against 45 TFLOP/s
+    assert strict["step_s"] == pytest.approx(128 * 3 * reference.forward_flops("vgg11") / 15e12)

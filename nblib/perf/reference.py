@@ -11,7 +11,7 @@ out), and the usual rule that a backward pass costs twice a forward one (weights
 only).  So per training image: a plain SGD step ``3F``; one PGD iteration ``2F`` (forward + gradient w.r.t. the
 input); PGD-AT ``S 2F + 3F`` with ``S`` PGD steps of the adversarial preset; ALP ``S 2F + 6F`` (clean and
 adversarial batch); TRADES ``F + S 2F + 6F`` (one more clean forward for ``p(x)``).  AutoAttack: a forward ``F``
-and a gradient ``2F`` per point.  Seconds = FLOPs / the assumed sustained rate of :data:`ASSUMED_TFLOPS`.
+and a gradient ``2F`` per point.  Seconds = FLOPs / the assumed sustained rate of :data:`ASSUMED_TFLOPS` at the run's ``precision``.
 """
 from __future__ import annotations
 
@@ -24,14 +24,15 @@ from nblib.training.adversarial import ADV_PRESETS
 
 __all__ = ["ASSUMED_TFLOPS", "ASSUMPTION", "forward_flops", "image_flops", "estimate"]
 
-#: Assumed sustained training throughput (TFLOP/s) per device type that has no measurement here.
-ASSUMED_TFLOPS = {"cuda": 30.0}
+#: Assumed sustained training throughput (TFLOP/s) per device type and run ``precision`` (``cfg["precision"]``)
+#: for device types that have no measurement here.
+ASSUMED_TFLOPS = {"cuda": {"fp32": 15.0, "tf32": 30.0, "bf16": 45.0}}
 #: What :data:`ASSUMED_TFLOPS` stands for and where its numbers come from.
 ASSUMPTION = {
-    "cuda": ("an assumed 30 TFLOP/s sustained on one NVIDIA H200 (about 6% of its 494 TFLOP/s dense TF32 "
-             "tensor-core peak, NVIDIA's datasheet; torch runs fp32 convolutions as TF32 by default): a guess "
-             "for small CIFAR models at batch 128, NCHW, one run at a time; no GPU rate of this code has been "
-             "measured"),
+    "cuda": ("assumed sustained rates on one NVIDIA H200 for small CIFAR models at batch 128, NCHW, one run at a "
+             "time: 15 TFLOP/s in strict fp32 (about 22% of its 67 TFLOP/s fp32 peak), 30 in tf32 (about 6% of "
+             "494 dense TF32 tensor-core TFLOP/s), 45 in bf16 (about 5% of 989 dense bf16), peaks from NVIDIA's "
+             "datasheet; guesses: no GPU rate of this code has been measured"),
 }
 
 
@@ -81,8 +82,9 @@ def estimate(cfg: dict) -> dict:
     if kind not in ASSUMED_TFLOPS:
         raise ValueError(f"no assumed rate for device {cfg['device']!r} (only {', '.join(ASSUMED_TFLOPS)}); "
                          "run --plan on that device to probe it")
-    rate = ASSUMED_TFLOPS[kind] * 1e12
+    tflops = ASSUMED_TFLOPS[kind][cfg["precision"]]
+    rate = tflops * 1e12
     f = forward_flops(cfg["model"])
     return {"step_s": cfg["batch_size"] * image_flops(cfg["model"], cfg["adv_mode"], cfg["adv_preset"]) / rate,
             "aa_forward_s": f / rate, "aa_grad_s": 2 * f / rate,
-            "basis": f"estimate (FLOP count at an assumed {ASSUMED_TFLOPS[kind]:g} TFLOP/s, not measured)"}
+            "basis": f"estimate (FLOP count at an assumed {tflops:g} TFLOP/s in {cfg['precision']}, not measured)"}
