@@ -11,7 +11,8 @@ out), and the usual rule that a backward pass costs twice a forward one (weights
 only).  So per training image: a plain SGD step ``3F``; one PGD iteration ``2F`` (forward + gradient w.r.t. the
 input); PGD-AT ``S 2F + 3F`` with ``S`` PGD steps of the adversarial preset; ALP ``S 2F + 6F`` (clean and
 adversarial batch); TRADES ``F + S 2F + 6F`` (one more clean forward for ``p(x)``).  AutoAttack: a forward ``F``
-and a gradient ``2F`` per point.  Seconds = FLOPs / the assumed sustained rate of :data:`ASSUMED_TFLOPS` at the run's ``precision``.
+and a gradient ``2F`` per point.  Seconds = FLOPs / the assumed sustained rate of :data:`ASSUMED_TFLOPS` at the
+run's ``precision``.
 """
 from __future__ import annotations
 
