@@ -6,6 +6,7 @@
     python3 tasks.py data [--root data] [--fixture]
     python3 tasks.py lab [jupyter lab args]      # JupyterLab on the notebooks, with the project's kernel
     python3 tasks.py readme                      # README's results section from outputs/
+    python3 tasks.py gpu-check [--dry-run]       # what a first GPU session measures (outputs/gpu-check/)
 
 The first call creates ``.venv`` and installs the package with its pinned dependencies (about three
 minutes); later calls reuse it and reinstall only when ``pyproject.toml`` changes.
@@ -60,7 +61,7 @@ def lab_command(args=(), bin_dir: Path = BIN, root: Path = ROOT) -> tuple[list[s
 
 
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in ("reproduce", "test", "setup", "lab", "readme", "data"):
+    if not argv or argv[0] not in ("reproduce", "test", "setup", "lab", "readme", "data", "gpu-check"):
         print(__doc__)
         return 2
     ensure_env()
@@ -74,6 +75,8 @@ def main(argv: list[str]) -> int:
         return subprocess.run([str(PYTHON), "-m", "nblib.data.cifar10", *rest], cwd=ROOT).returncode
     if job == "readme":
         return subprocess.run([str(PYTHON), "-m", "nblib.pipeline.readme", *rest], cwd=ROOT).returncode
+    if job == "gpu-check":
+        return subprocess.run([str(PYTHON), "-m", "nblib.pipeline.gpu_check", *rest], cwd=ROOT).returncode
     if job == "reproduce":
         cmd = [str(PYTHON), "-m", "nblib.pipeline.reproduce", *(rest or ["--profile", "smoke"])]
     else:

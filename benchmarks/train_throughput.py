@@ -25,7 +25,7 @@ import torch
 
 from nblib.pipeline import reproduce
 from nblib.perf import throughput as tp
-from nblib.pipeline.plan import notebook_parameters, run_counts
+from nblib.pipeline.plan import run_counts
 from nblib.results import save_table
 from nblib.training.run_config import PRECISIONS
 
@@ -34,12 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def profile_run_counts(profile: str) -> dict:
     """The runs of notebooks 03 and 04 of ``params/<profile>.yaml`` (:func:`nblib.pipeline.plan.run_counts`)."""
-    config = reproduce.load_profile(profile)
-    params = {}
-    for nb in reproduce.notebooks(["03", "04"]):
-        injected = reproduce.parameters_for(nb, profile, config, ROOT / "outputs" / profile, None)
-        params[nb.stem] = notebook_parameters(nb, {}, injected)
-    return run_counts(params)
+    return run_counts(reproduce.training_parameters(profile))
 
 
 def main() -> None:

@@ -158,6 +158,17 @@ def parameters_for(nb: Path, profile: str, config: dict, output_dir: Path, devic
     return params
 
 
+def training_parameters(profile: str, output_root: Path = ROOT / "outputs") -> dict:
+    """``{notebook: parameters}`` of the training notebooks (03, 04) of ``profile``, as they would run
+    (:func:`nblib.pipeline.plan.notebook_parameters`): the input of :func:`nblib.pipeline.plan.run_counts`."""
+    from nblib.pipeline.plan import notebook_parameters
+
+    config = load_profile(profile)
+    return {nb.stem: notebook_parameters(nb, {}, parameters_for(nb, profile, config, Path(output_root) / profile,
+                                                                None))
+            for nb in notebooks(["03", "04"])}
+
+
 def runs_dir_of(params: dict) -> Path:
     """The sweep cache of a notebook's parameters (:func:`nblib.runs.grids.runs_root`), as an absolute path."""
     from nblib.runs.grids import runs_root

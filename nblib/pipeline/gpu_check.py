@@ -1,0 +1,313 @@
+"""What the first session on a GPU must measure, in one script: ``python3 tasks.py gpu-check [--dry-run]``.
+
+    python -m nblib.pipeline.gpu_check [--device cuda] [--out outputs/gpu-check] [--models vgg11 ...]
+    python -m nblib.pipeline.gpu_check --dry-run      # the same steps on the CPU at tiny sizes (the full tier)
+
+No download: the data is the CIFAR-format fixture (:func:`nblib.data.cifar10.write_cifar10_fixture`, written
+into the report folder) and synthetic CIFAR-shaped batches.  The steps, each recorded with its seconds, its
+result or its error (a failed step makes the exit status 1; the later steps still run):
+
+1. ``device``: torch, CUDA and cuDNN versions, the device's name, torch's float32 flags.
+2. ``sync_free_steps``: one training step (:func:`nblib.training.step.train_step`) of every regularizer x
+   adversarial mode on VGG-11, on CUDA under ``torch.cuda.set_sync_debug_mode("error")`` (a host sync raises).
+3. ``kill_resume``: per model a two-epoch run on the fixture with AutoAttack, killed inside its second epoch and
+   rerun: it must resume from the checkpoint of the first epoch (``resumed_from_epoch == 1``) and finish.
+4. ``svc_clip``: seconds of one singular value clipping (every layer) per model.
+5. ``norm_decay``: one norm-decay step against one plain SGD step per model
+   (:func:`nblib.perf.benchmark.norm_decay_cost`).
+6. ``throughput``: training images/s per model, precision (``fp32``, ``tf32``, ``bf16``; the CPU: ``fp32``) and
+   memory layout (NCHW, channels_last), plain and PGD-10 steps (:func:`nblib.perf.throughput.measure_step`).
+7. ``evaluation``: per model the test pass, the per-epoch norms and AutoAttack's per-image forward / gradient
+   times (:func:`nblib.perf.throughput.measure_eval`).
+8. ``projection``: the paper profile's hours on this device (:func:`nblib.perf.throughput.project_hours` on the
+   measured rates, AutoAttack modelled with 65 % of the points reaching its later attacks) per precision and
+   layout, plus the regularizers' cost (norm-decay steps and SVC clips of the runs that use them).
+
+Writes ``report.json`` and ``report.md`` to ``--out`` (``outputs/gpu-check``; ``--dry-run``:
+``outputs/gpu-check/dry-run``).  Budget: about 10 minutes on one H200 at the default sizes.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import math
+import shutil
+import time
+import traceback
+from pathlib import Path
+
+import torch
+
+from nblib.results import write_atomic, write_json_atomic
+
+ROOT = Path(__file__).resolve().parents[2]
+PAPER_MODELS = ("vgg11", "resnet18", "senet18", "regnetx_200mf")
+#: Sizes of a real check (``full``) and of the dry run on the CPU (``dry``).
+SIZES = {
+    "full": dict(models=PAPER_MODELS, sync_model="vgg11", fixture_train=1024, fixture_test=200, run_batch=128,
+                 n_eval=64, attack_budget=0.05, throughput_images=2048, throughput_batch=128, steps=20, warmup=3,
+                 eval_images=2000, nd_runs=20),
+    "dry": dict(models=("smallcnn",), sync_model="smallcnn", fixture_train=64, fixture_test=20, run_batch=16,
+                n_eval=8, attack_budget=0.01, throughput_images=64, throughput_batch=16, steps=2, warmup=1,
+                eval_images=32, nd_runs=2),
+}
+AA_SURVIVORS = 0.65  # fraction of points reaching APGD-T / FAB-T / Square in the projection (not measured)
+
+
+class Killed(RuntimeError):
+    """The simulated kill of :func:`kill_resume`."""
+
+
+def device_info(device: torch.device) -> dict:
+    """Versions, the device's name and torch's float32 flags."""
+    from nblib.training.run_config import float32_flags
+
+    cuda = device.type == "cuda"
+    return {"torch": torch.__version__, "cuda": torch.version.cuda,
+            "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+            "name": torch.cuda.get_device_name(device) if cuda else "cpu",
+            "memory_gib": torch.cuda.get_device_properties(device).total_memory / 2**30 if cuda else None,
+            "float32_flags_default": float32_flags()}
+
+
+def sync_free_steps(device: torch.device, model_name: str) -> dict:
+    """One :func:`~nblib.training.step.train_step` of every regularizer x adversarial mode on ``model_name``
+    (SVC clipping at that step); on CUDA any host sync inside raises."""
+    from nblib.models import build
+    from nblib.training.regularizers import build_regularizer, make_optimizer
+    from nblib.training.run_config import fill_cfg
+    from nblib.training.step import train_step
+    from nblib.vocabulary import ADV_MODES, REGULARIZERS
+
+    cases = 0
+    for regularizer in REGULARIZERS:
+        strength = {"none": 0.0, "svc": 1.0}.get(regularizer, 1e-2)
+        for mode in ADV_MODES:
+            torch.manual_seed(0)
+            model = build(model_name, num_classes=10).to(device)
+            reg = build_regularizer(regularizer, model, (3, 32, 32), strength, clip_every=1)
+            cfg = fill_cfg({"adv_mode": mode, "regularizer": regularizer, "reg_strength": strength})
+            x = torch.rand(8, 3, 32, 32, device=device)
+            y = torch.randint(0, 10, (8,), device=device)
+            opt = make_optimizer(model, 0.01)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+                torch.cuda.set_sync_debug_mode("error")
+            try:
+                train_step(model, opt, reg, cfg, x, y, global_step=1)
+            finally:
+                if device.type == "cuda":
+                    torch.cuda.set_sync_debug_mode("default")
+            cases += 1
+    return {"model": model_name, "cases": cases, "host_syncs_checked": device.type == "cuda"}
+
+
+def kill_resume(device: torch.device, sizes: dict, folder: Path) -> dict:
+    """Per model: a two-epoch run on the fixture killed inside epoch 2, then rerun; it must resume after epoch 1."""
+    from nblib.data.cifar10 import write_cifar10_fixture
+    from nblib.training.train import run_one
+
+    data_root = folder / "fixture"
+    write_cifar10_fixture(data_root, n_train=sizes["fixture_train"], n_test=sizes["fixture_test"])
+    out = {}
+    for name in sizes["models"]:
+        cfg = dict(model=name, dataset="cifar10", data_root=str(data_root), epochs=2, lr=0.01,
+                   batch_size=sizes["run_batch"], attack="standard", attack_budget=sizes["attack_budget"],
+                   n_eval=sizes["n_eval"], device=str(device))
+        run_dir = folder / "runs" / name
+        shutil.rmtree(run_dir, ignore_errors=True)  # a run of an earlier check would not train again
+
+        def kill(epoch, batch):
+            if epoch == 1 and batch == 1:
+                raise Killed(f"killed in epoch 2 of {name}")
+
+        t0 = time.perf_counter()
+        with contextlib.suppress(Killed):
+            run_one(cfg, run_dir, step_callback=kill)
+            raise RuntimeError(f"{name}: the simulated kill did not happen")
+        metrics = run_one(cfg, run_dir)
+        if metrics["resumed_from_epoch"] != 1:
+            raise RuntimeError(f"{name}: resumed from epoch {metrics['resumed_from_epoch']}, expected 1")
+        out[name] = {"seconds": time.perf_counter() - t0, "resumed_from_epoch": metrics["resumed_from_epoch"],
+                     "clean_acc": metrics["clean_acc"], "robust_acc": metrics["robust_acc"],
+                     "aa_seconds": metrics["aa_seconds"], "seconds_per_epoch": metrics["seconds_per_epoch"],
+                     "precision": metrics["precision"]}
+    return out
+
+
+def svc_clip(device: torch.device, models) -> dict:
+    """Seconds of one clipping of every layer (:meth:`SingularValueClipping.clip_now`) per model, after one
+    untimed clipping."""
+    from nblib.models import build
+    from nblib.perf.timing import time_calls
+    from nblib.training.regularizers import SingularValueClipping
+
+    out = {}
+    for name in models:
+        torch.manual_seed(0)
+        model = build(name, num_classes=10).to(device)
+        svc = SingularValueClipping(model, (3, 32, 32), c=1.0)
+        seconds, _ = time_calls(svc.clip_now, runs=1, device=device)
+        out[name] = {"clip_s": seconds}
+    return out
+
+
+def throughput(device: torch.device, sizes: dict) -> list[dict]:
+    """Training images/s per model, precision, layout and mode (plain, PGD-10)."""
+    from nblib.perf import throughput as tp
+
+    precisions = ("fp32", "tf32", "bf16") if device.type == "cuda" else ("fp32",)
+    images, targets = tp.synthetic_cifar(sizes["throughput_images"])
+    rows = []
+    for name in sizes["models"]:
+        for precision in precisions:
+            for channels_last in (False, True):
+                for mode in ("plain", "pgd"):
+                    batches = tp.new_batches(images, targets, sizes["throughput_batch"], device,
+                                             channels_last=channels_last)
+                    ips = tp.measure_step(name, batches, mode, sizes["steps"], device, warmup=sizes["warmup"],
+                                          precision=precision, channels_last=channels_last)
+                    rows.append(dict(model=name, precision=precision, channels_last=channels_last, mode=mode,
+                                     images_per_s=ips))
+    return rows
+
+
+def evaluation(device: torch.device, sizes: dict) -> dict:
+    """Per model: test-pass images/s, per-epoch norm seconds, AutoAttack's per-image forward / gradient time."""
+    from nblib.perf import throughput as tp
+
+    return {name: tp.measure_eval(name, device, n_images=sizes["eval_images"]) for name in sizes["models"]}
+
+
+def projection(rows: list[dict], evals: dict, norm_decay: list[dict], clips: dict, stand_in: str | None = None
+               ) -> list[dict]:
+    """The paper profile's hours on this device per precision and layout from the measured rates, plus the
+    regularizers' cost: norm decay's step (``nd_s``) on every step of an ``nd_*`` run and one SVC clip every
+    ``reg_clip_every`` steps of an ``svc`` run (ALP and TRADES at PGD-AT's rate).  ``stand_in`` (the dry run):
+    a measured model whose rates stand in for every paper model."""
+    from nblib.perf import throughput as tp
+    from nblib.pipeline.plan import run_counts
+    from nblib.pipeline.reproduce import training_parameters
+
+    params = training_parameters("paper")
+    runs = run_counts(params)
+    t2 = params["03_table2"]
+    measured = sorted({r["model"] for r in rows})
+    source = {m: stand_in or m for spec in runs.values() for m in spec["models"] if stand_in or m in measured}
+    steps_per_run = t2["epochs"] * math.ceil(t2["train_subset"] / 128)
+    nd = {r["model"]: r["nd_s"] for r in norm_decay}
+    reg_hours = sum(steps_per_run * (len(t2["nd_l1"]) + len(t2["nd_linf"])) * nd[source[m]]
+                    + steps_per_run / t2["reg_clip_every"] * len(t2["svc"]) * clips[source[m]]["clip_s"]
+                    for m in runs["03_table2"]["models"] if m in source) / 3600
+    out = []
+    for precision in sorted({r["precision"] for r in rows}):
+        for channels_last in (False, True):
+            rates = {}
+            for m, src in source.items():
+                ips = {r["mode"]: r["images_per_s"] for r in rows if r["model"] == src
+                       and r["precision"] == precision and r["channels_last"] == channels_last}
+                ips.update(alp=ips["pgd"], trades=ips["pgd"])
+                e = evals[src]
+                aa = {nb: tp.autoattack_seconds(spec["n_eval"], e["aa_grad_s"], e["aa_forward_s"], AA_SURVIVORS)
+                      for nb, spec in runs.items()}
+                rates[m] = dict(ips=ips, eval_ips=e["eval_ips"], norms_s=e["norms_s"], aa_s=aa)
+            sel = {nb: dict(spec, models=[m for m in spec["models"] if m in rates]) for nb, spec in runs.items()}
+            hours = tp.project_hours(sel, rates)
+            out.append(dict(precision=precision, channels_last=channels_last, **hours,
+                            regularizers=reg_hours, total_with_regularizers=hours["total"] + reg_hours,
+                            rates_of=source))
+    return out
+
+
+def markdown(report: dict) -> str:
+    """The report as markdown: one line per step, then the tables."""
+    kind = "dry run, tiny sizes" if report["dry_run"] else "full sizes"
+    lines = [f"# gpu-check on {report['device'].get('name', '?')} ({kind})",
+             "", "| step | status | seconds |", "| --- | --- | --- |"]
+    lines += [f"| {s} | {v['status']} | {v['seconds']:.1f} |" for s, v in report["steps"].items()]
+    for step, v in report["steps"].items():
+        if v["status"] != "ok":
+            lines += ["", f"**{step} failed**: `{v['error']}`"]
+    proj = report["steps"].get("projection", {}).get("result")
+    if proj:
+        lines += ["", "Projected hours of the paper profile on this device (runs one after the other; each paper "
+                  f"model at the rates of {proj[0]['rates_of']}):", "",
+                  "| precision | channels_last | Table 2 | Figure 2 | regularizers | total |",
+                  "| --- | --- | --- | --- | --- | --- |"]
+        lines += [f"| {p['precision']} | {p['channels_last']} | {p['03_table2']:.2f} | "
+                  f"{p['04_adversarial_norms']:.2f} | {p['regularizers']:.2f} | {p['total_with_regularizers']:.2f} |"
+                  for p in proj]
+    thr = report["steps"].get("throughput", {}).get("result")
+    if thr:
+        lines += ["", "Training images/s:", "", "| model | precision | channels_last | mode | images/s |",
+                  "| --- | --- | --- | --- | --- |"]
+        lines += [f"| {r['model']} | {r['precision']} | {r['channels_last']} | {r['mode']} | "
+                  f"{r['images_per_s']:.1f} |" for r in thr]
+    return "\n".join(lines) + "\n"
+
+
+def check(device: str = "cuda", dry_run: bool = False, out: Path | None = None, models=None) -> dict:
+    """Run every step (see the module docstring) and write the report; returns it."""
+    sizes = dict(SIZES["dry" if dry_run else "full"])
+    if models:
+        sizes["models"] = tuple(models)
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("gpu-check: torch.cuda.is_available() is False on this machine; run it on a GPU, or "
+                         "--dry-run for the CPU rehearsal")
+    out = Path(out or ROOT / "outputs" / "gpu-check" / ("dry-run" if dry_run else ""))
+    out.mkdir(parents=True, exist_ok=True)
+    from nblib.perf import benchmark
+
+    report = {"dry_run": dry_run, "sizes": {k: list(v) if isinstance(v, tuple) else v for k, v in sizes.items()},
+              "device": {}, "steps": {}}
+    results = {}
+
+    def step(name, fn):
+        t0 = time.perf_counter()
+        try:
+            results[name] = fn()
+            report["steps"][name] = {"status": "ok", "seconds": time.perf_counter() - t0, "result": results[name]}
+        except Exception as err:  # recorded, the later steps still run
+            report["steps"][name] = {"status": "failed", "seconds": time.perf_counter() - t0,
+                                     "error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc()}
+        print(f"gpu-check {name}: {report['steps'][name]['status']} "
+              f"({report['steps'][name]['seconds']:.1f} s)", flush=True)
+
+    report["device"] = device_info(dev)
+    step("sync_free_steps", lambda: sync_free_steps(dev, sizes["sync_model"]))
+    step("kill_resume", lambda: kill_resume(dev, sizes, out))
+    step("svc_clip", lambda: svc_clip(dev, sizes["models"]))
+    step("norm_decay", lambda: benchmark.norm_decay_cost(sizes["models"], dev, batch_size=sizes["throughput_batch"],
+                                                         sgd_runs=sizes["warmup"], nd_runs=sizes["nd_runs"])
+         .to_dict("records"))
+    step("throughput", lambda: throughput(dev, sizes))
+    step("evaluation", lambda: evaluation(dev, sizes))
+    needed = ("throughput", "evaluation", "norm_decay", "svc_clip")
+    if all(n in results for n in needed):
+        step("projection", lambda: projection(results["throughput"], results["evaluation"], results["norm_decay"],
+                                              results["svc_clip"], sizes["models"][0] if dry_run else None))
+    else:
+        report["steps"]["projection"] = {"status": "failed", "seconds": 0.0,
+                                         "error": f"needs the steps {[n for n in needed if n not in results]}"}
+    write_json_atomic(out / "report.json", report)
+    write_atomic(out / "report.md", markdown(report))
+    return report
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dry-run", action="store_true", help="the same steps on the CPU at tiny sizes")
+    parser.add_argument("--device", default=None, help="default: cuda, or cpu with --dry-run")
+    parser.add_argument("--out", type=Path, default=None, help="report folder (default outputs/gpu-check)")
+    parser.add_argument("--models", nargs="+", default=None, help="default: the paper's four (dry run: smallcnn)")
+    args = parser.parse_args(argv)
+    report = check(args.device or ("cpu" if args.dry_run else "cuda"), args.dry_run, args.out, args.models)
+    failed = [s for s, v in report["steps"].items() if v["status"] != "ok"]
+    print(f"gpu-check: {len(report['steps']) - len(failed)} of {len(report['steps'])} steps ok"
+          + (f"; failed: {failed}" if failed else ""))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

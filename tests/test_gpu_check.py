@@ -1,0 +1,65 @@
+"""nblib.pipeline.gpu_check: the GPU session's script, rehearsed on the CPU at tiny sizes (``--dry-run``)."""
+import json
+
+import pytest
+import torch
+
+from nblib.pipeline import gpu_check
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_dry_run_every_step_and_the_report(tmp_path, capsys):
+    assert gpu_check.main(["--dry-run", "--out", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "report.json").read_text())
+    steps = report["steps"]
+    assert set(steps) == {"sync_free_steps", "kill_resume", "svc_clip", "norm_decay", "throughput", "evaluation",
+                          "projection"}
+    assert all(v["status"] == "ok" for v in steps.values()), {k: v.get("error") for k, v in steps.items()}
+    assert steps["sync_free_steps"]["result"]["cases"] == 5 * 4  # every regularizer x adversarial mode
+    run = steps["kill_resume"]["result"]["smallcnn"]
+    assert run["resumed_from_epoch"] == 1 and run["aa_seconds"] > 0  # killed in epoch 2, resumed after epoch 1
+    history = json.loads((tmp_path / "runs" / "smallcnn" / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2]
+    assert {(r["channels_last"], r["mode"]) for r in steps["throughput"]["result"]} == {
+        (False, "plain"), (False, "pgd"), (True, "plain"), (True, "pgd")}
+    for p in steps["projection"]["result"]:
+        assert p["rates_of"] == {m: "smallcnn" for m in gpu_check.PAPER_MODELS}
+        assert p["total_with_regularizers"] == pytest.approx(p["total"] + p["regularizers"])
+        assert p["03_table2"] > 0 and p["04_adversarial_norms"] > 0 and p["regularizers"] > 0
+    md = (tmp_path / "report.md").read_text()
+    assert "# gpu-check on cpu (dry run, tiny sizes)" in md and "| kill_resume | ok |" in md
+    assert "gpu-check: 7 of 7 steps ok" in capsys.readouterr().out
+
+
+def test_projection_against_a_hand_count():
+    """Made-up rates: 1000 images/s plain, 100 PGD-AT (ALP, TRADES alike), no evaluation or AutoAttack cost, a
+    norm-decay step of 10 ms and an SVC clip of 1 s.  The paper profile: Table 2 has 17 runs per model (one
+    plain, 16 regularized: 8 norm decay, 4 SVC), 120 epochs of 50,000 images (391 steps of 128); Figure 2 one
+    plain and three adversarial runs per model."""
+    rows = [dict(model="m", precision="fp32", channels_last=cl, mode=mode, images_per_s=ips)
+            for cl in (False, True) for mode, ips in (("plain", 1000.0), ("pgd", 100.0))]
+    evals = {"m": dict(eval_ips=float("inf"), norms_s=0.0, aa_forward_s=0.0, aa_grad_s=0.0)}
+    (p, _) = gpu_check.projection(rows, evals, [dict(model="m", nd_s=0.01)], {"m": {"clip_s": 1.0}}, stand_in="m")
+    assert p["03_table2"] == pytest.approx(4 * 17 * 120 * 50 / 3600)
+    assert p["04_adversarial_norms"] == pytest.approx(4 * (120 * 50 + 3 * 120 * 500) / 3600)
+    steps = 120 * 391
+    assert p["regularizers"] == pytest.approx(4 * (8 * steps * 0.01 + 4 * steps / 100 * 1.0) / 3600)
+
+
+def test_a_failing_step_is_reported_and_fails_the_check(tmp_path, monkeypatch):
+    def broken(*a, **k):
+        raise RuntimeError("cuSOLVER said no")
+    monkeypatch.setattr(gpu_check, "svc_clip", broken)
+    assert gpu_check.main(["--dry-run", "--out", str(tmp_path)]) == 1
+    steps = json.loads((tmp_path / "report.json").read_text())["steps"]
+    assert steps["svc_clip"]["status"] == "failed" and "cuSOLVER said no" in steps["svc_clip"]["error"]
+    assert steps["projection"]["status"] == "failed" and "svc_clip" in steps["projection"]["error"]
+    assert steps["throughput"]["status"] == "ok"  # the later steps still ran
+    assert "**svc_clip failed**: `RuntimeError: cuSOLVER said no`" in (tmp_path / "report.md").read_text()
+
+
+def test_cuda_without_a_gpu_names_the_dry_run(monkeypatch, tmp_path):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit, match="--dry-run"):
+        gpu_check.main(["--out", str(tmp_path)])
