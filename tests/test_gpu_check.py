@@ -21,6 +21,8 @@ def test_dry_run_every_step_and_the_report(tmp_path, capsys):
     assert run["resumed_from_epoch"] == 1 and run["aa_seconds"] > 0  # killed in epoch 2, resumed after epoch 1
     history = json.loads((tmp_path / "runs" / "smallcnn" / "history.json").read_text())
     assert [h["epoch"] for h in history] == [1, 2]
+    svc = steps["svc_clip"]["result"]["smallcnn"]
+    assert svc["clip_s"] == svc["svd_s"] and svc["max_rel_difference"] <= 1e-4  # the two methods agree
     assert {(r["channels_last"], r["mode"]) for r in steps["throughput"]["result"]} == {
         (False, "plain"), (False, "pgd"), (True, "plain"), (True, "pgd")}
     for p in steps["projection"]["result"]:

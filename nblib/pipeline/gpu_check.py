@@ -12,7 +12,8 @@ result or its error (a failed step makes the exit status 1; the later steps stil
    adversarial mode on VGG-11, on CUDA under ``torch.cuda.set_sync_debug_mode("error")`` (a host sync raises).
 3. ``kill_resume``: per model a two-epoch run on the fixture with AutoAttack, killed inside its second epoch and
    rerun: it must resume from the checkpoint of the first epoch (``resumed_from_epoch == 1``) and finish.
-4. ``svc_clip``: seconds of one singular value clipping (every layer) per model.
+4. ``svc_clip``: seconds of one singular value clipping (every layer) per model by an SVD and by batched
+   Newton-Schulz iterations, and how far the two results differ.
 5. ``norm_decay``: one norm-decay step against one plain SGD step per model
    (:func:`nblib.perf.benchmark.norm_decay_cost`).
 6. ``throughput``: training images/s per model, precision (``fp32``, ``tf32``, ``bf16``; the CPU: ``fp32``) and
@@ -136,8 +137,12 @@ def kill_resume(device: torch.device, sizes: dict, folder: Path) -> dict:
 
 
 def svc_clip(device: torch.device, models) -> dict:
-    """Seconds of one clipping of every layer (:meth:`SingularValueClipping.clip_now`) per model, after one
-    untimed clipping."""
+    """Per model: seconds of one clipping of every layer (:meth:`SingularValueClipping.clip_now`, after one
+    untimed clipping) by each method (``svd``: on CUDA a loop of cuSOLVER calls; ``newton_schulz``: batched
+    matmuls), ``clip_s`` the method ``auto`` picks on this device, and the largest difference between the two
+    methods' clipped weights relative to the largest weight (one clip of the same weights)."""
+    import copy
+
     from nblib.models import build
     from nblib.perf.timing import time_calls
     from nblib.training.regularizers import SingularValueClipping
@@ -146,9 +151,17 @@ def svc_clip(device: torch.device, models) -> dict:
     for name in models:
         torch.manual_seed(0)
         model = build(name, num_classes=10).to(device)
-        svc = SingularValueClipping(model, (3, 32, 32), c=1.0)
-        seconds, _ = time_calls(svc.clip_now, runs=1, device=device)
-        out[name] = {"clip_s": seconds}
+        row, clipped = {}, {}
+        for method in ("svd", "newton_schulz"):
+            clipped[method] = copy.deepcopy(model)
+            SingularValueClipping(clipped[method], (3, 32, 32), c=1.0, method=method).clip_now()
+            svc = SingularValueClipping(copy.deepcopy(model), (3, 32, 32), c=1.0, method=method)
+            row[f"{method}_s"], _ = time_calls(svc.clip_now, runs=1, device=device)
+        row["clip_s"] = row["svd_s" if device.type == "cpu" else "newton_schulz_s"]
+        a, b = (dict(clipped[m].named_parameters()) for m in ("svd", "newton_schulz"))
+        row["max_rel_difference"] = max(float((a[k] - b[k]).detach().abs().max() / a[k].detach().abs().max())
+                                        for k in a)
+        out[name] = row
     return out
 
 
