@@ -143,8 +143,9 @@ def test_layer_history_frame(tmp_path):
 # ------------------------------------------------------------------ settings -> runs (one name per setting)
 SMOKE_T2 = dict(models=["smallcnn"], dataset="digits", data_root="../data", train_subset=0, epochs=6, lr=0.05,
                 wd=[0.01], svc=[0.5], nd_l1=[], nd_linf=[0.1], reg_gamma=0.5, reg_beta_scaling="per_layer",
-                reg_svc_linear=True, reg_clip_every=10, eval_eps_255=8, extra_eval_eps_255=[4], attack="authors",
-                attack_budget=1.0, n_eval=100, seed=0, device="cpu")
+                reg_nd_update="algorithm1", reg_svc_linear=True, reg_clip_every=10, eval_eps_255=8,
+                extra_eval_eps_255=[4], attack="authors", attack_budget=1.0, n_eval=100, seed=0, device="cpu",
+                precision="fp32", channels_last=False, cudnn_deterministic=False)
 
 
 def test_config_values_map_only_the_255_units():
@@ -213,6 +214,7 @@ def test_table2_result_holds_on_runs_that_lose_robustness(tmp_path):
     assert list(r.wide.columns) == [("none", 0.0), ("wd", 0.01), ("svc", 0.5)]
     assert set(r.radii.eps_255) == {1.0, 4.0} and (r.long.robust_lo < r.long.robust).all()
     assert r.metrics["n_runs"] == 3 and r.metrics["reading"] == {"reg_beta_scaling": "per_layer",
+                                                                 "reg_nd_update": "algorithm1",
                                                                  "reg_svc_linear": True}
     assert r.metrics["plain_robust"] == {"smallcnn": pytest.approx(50.0)}
     assert r.metrics["machine"]["cpu_capability"] == machine()["cpu_capability"]

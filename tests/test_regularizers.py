@@ -542,3 +542,38 @@ def test_newton_schulz_svc_of_a_model_matches_the_svd():
         assert float(tops["newton_schulz"][name]) == pytest.approx(float(top), rel=1e-2)
     with pytest.raises(ValueError, match="unknown SVC method"):
         SingularValueClipping(model, (3, 32, 32), 0.5, method="eig")
+
+
+def test_authors_norm_decay_update_against_algorithm_1():
+    """The authors' code assigns ``sign(w)`` on the maximising row / column of ``h <- gamma h`` where Algorithm 1
+    adds ``(1 - gamma) p``.  On a fixed model with gamma 0.5 and the same subgradient ``p`` twice (no weight
+    change): Algorithm 1 gives ``h = 0.5 p`` then ``0.75 p``, the authors' ``h = p`` both times; after one SGD
+    step the weights differ.  Any other name is refused, and a checkpoint of one reading does not resume the
+    other."""
+    grads, weights = {}, {}
+    for update in ("algorithm1", "authors"):
+        torch.manual_seed(0)
+        model = small_cnn()
+        nd = build_regularizer("nd_linf", model, (3, 8, 8), 0.1, gamma=0.5, nd_update=update)
+        p = nd.subgradients()
+        steps = []
+        for _ in range(2):
+            model.zero_grad(set_to_none=True)
+            nd.step()
+            steps.append({name: m.weight.grad.clone() for name, (m, _) in nd.layers.items()})
+        grads[update] = (p, steps, nd.scale)
+        opt = make_optimizer(model, lr=1.0, momentum=0.0)
+        opt.step()
+        weights[update] = [w.detach().clone() for w in model.parameters()]
+    for update, factors in (("algorithm1", (0.5, 0.75)), ("authors", (1.0, 1.0))):
+        p, steps, scale = grads[update]
+        for step, factor in zip(steps, factors):
+            for name, g in step.items():
+                torch.testing.assert_close(g, factor * scale * p[name])
+    assert any(not torch.equal(a, b) for a, b in zip(weights["algorithm1"], weights["authors"]))
+    with pytest.raises(ValueError, match="update must be one of"):
+        NormDecay(small_cnn(), (3, 8, 8), 1, 0.1, update="assign")
+    model = small_cnn()
+    state = NormDecay(model, (3, 8, 8), 1, 0.1, update="authors").state_dict()
+    with pytest.raises(ValueError, match="update=authors"):
+        NormDecay(model, (3, 8, 8), 1, 0.1).load_state_dict(state)

@@ -39,13 +39,14 @@ OTHER_VALUE = {
     "reg_clip_every": 10, "adv_mode": "trades", "adv_preset": "authors", "seed": 1, "device": "cuda",
     "cudnn_deterministic": True, "precision": "bf16", "channels_last": True, "eval_eps": 8 / 255, "n_eval": 10,
     "attack": "authors", "attack_budget": 0.5, "local_lipschitz": True, "reg_beta_scaling": "total",
-    "reg_svc_linear": False, "extra_eval_eps": [4 / 255],
+    "reg_svc_linear": False, "extra_eval_eps": [4 / 255], "reg_nd_update": "authors",
 }
 # what a key needs beside it to have an effect (nblib.training.run_config.IGNORED_UNLESS)
 CONTEXT = {"reg_gamma": dict(regularizer="nd_l1", reg_strength=1e-3),
            "reg_clip_every": dict(regularizer="svc", reg_strength=1.0),
            "adv_preset": dict(adv_mode="pgd"), "cudnn_deterministic": dict(device="cuda"),
            "reg_beta_scaling": dict(regularizer="nd_l1", reg_strength=1e-3),
+           "reg_nd_update": dict(regularizer="nd_l1", reg_strength=1e-3),
            "reg_svc_linear": dict(regularizer="svc", reg_strength=1.0)}
 TIME_KEYS = (*TIME_KEYS, "device")
 REPO = Path(__file__).resolve().parents[1]

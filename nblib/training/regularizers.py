@@ -28,12 +28,16 @@ from nblib.vocabulary import NORM_DECAY_P, REGULARIZERS
 
 #: Readings of norm decay's beta: the paper's eq. (5) (beta/N) | the authors' code (beta).
 BETA_SCALINGS = ("per_layer", "total")
+#: Readings of norm decay's momentum update: Algorithm 1 (``h <- gamma h + (1 - gamma) p``) | the authors' code
+#: (``h <- gamma h``, then ``h = sign(w)`` assigned on the maximising row / column).
+ND_UPDATES = ("algorithm1", "authors")
 #: Defaults of the regularisers' settings, held here once (``nblib.training.run_config.DEFAULT_CFG`` uses them): norm
 #: decay's momentum gamma (Algorithm 1; the authors' value), its beta reading (eq. 5: beta / N), the number
 #: of optimizer steps between two singular value clippings (the authors' value), SVC of Linear layers.
 GAMMA = 0.5
 MOMENTUM = 0.9  # SGD momentum (the paper)
 BETA_SCALING = "per_layer"
+ND_UPDATE = "algorithm1"
 CLIP_EVERY = 100
 SVC_LINEAR = True
 BEFORE_OPTIMIZER_STEP = "before_optimizer_step"
@@ -110,7 +114,9 @@ class NormDecay:
     hook = BEFORE_OPTIMIZER_STEP
 
     def __init__(self, model: nn.Module, input_shape, p, beta: float, gamma: float = GAMMA,
-                 beta_scaling: str = BETA_SCALING):
+                 beta_scaling: str = BETA_SCALING, update: str = ND_UPDATE):
+        if update not in ND_UPDATES:
+            raise ValueError(f"update must be one of {ND_UPDATES} (Algorithm 1 | authors' code), got {update!r}")
         if beta_scaling not in BETA_SCALINGS:
             raise ValueError(f"beta_scaling must be one of {BETA_SCALINGS} (paper text beta/N | authors' code "
                              f"beta), got {beta_scaling!r}")
@@ -125,7 +131,7 @@ class NormDecay:
         self.p, self.beta, self.gamma = (math.inf if p == math.inf else 1), beta, gamma
         self.layers = norm_decay_layers(model, input_shape)  # raises for unsupported / unreached layers
         self.n_layers = len(self.layers)
-        self.beta_scaling = beta_scaling
+        self.beta_scaling, self.update = beta_scaling, update
         self.scale = beta / self.n_layers if beta_scaling == "per_layer" else beta  # the factor of h in line 6
         with torch.no_grad():  # fail now, not at the first step, if a norm cannot be evaluated
             for name, (m, hw) in self.layers.items():
@@ -156,10 +162,11 @@ class NormDecay:
     def step(self) -> None:
         """Lines 3-5 of Algorithm 1: ``h <- gamma h + (1-gamma) p``, ``weight.grad += beta/N h``.
 
-        (``beta h`` with ``beta_scaling="total"``.)  ``p`` is non-zero on one row / column only
-        (``sparse_subgradient``): ``h`` is scaled in place and the block added, so a step costs one pass over
-        ``|K|`` and two over ``h`` per layer, and reads nothing back to the host (the maximiser's index stays a
-        device tensor), so a CUDA training step is not stalled once per layer."""
+        (``beta h`` with ``beta_scaling="total"``; with ``update="authors"`` the block ``p`` is assigned to
+        ``gamma h`` on its row / column instead of added with weight ``1 - gamma``.)  ``p`` is non-zero on one
+        row / column only (``sparse_subgradient``): ``h`` is scaled in place and the block added, so a step
+        costs one pass over ``|K|`` and two over ``h`` per layer, and reads nothing back to the host (the
+        maximiser's index stays a device tensor), so a CUDA training step is not stalled once per layer."""
         scale = self.scale
         for name, (m, size) in self.layers.items():
             w = m.weight
@@ -168,7 +175,10 @@ class NormDecay:
             _, (dim, index), block = sparse_subgradient(m, size, self.p)
             h = self._buffer(name, w)
             h.mul_(self.gamma)
-            h.index_add_(dim, index, (1.0 - self.gamma) * block)  # index stays on the device: no host sync
+            if self.update == "authors":
+                h.index_copy_(dim, index, block)  # index stays on the device: no host sync
+            else:
+                h.index_add_(dim, index, (1.0 - self.gamma) * block)
             if w.grad is None:
                 w.grad = h.mul(scale)
             else:
@@ -185,19 +195,21 @@ class NormDecay:
         return {name: float(_layer_norm(m, hw, self.p)) for name, (m, hw) in self.layers.items()}
 
     def state_dict(self) -> dict:
-        """Momentum buffers and the settings they depend on (``p``, ``gamma``; ``beta`` for the record)."""
-        return {"p": self.p, "gamma": self.gamma, "beta": self.beta,
+        """Momentum buffers and the settings they depend on (``p``, ``gamma``, ``update``; ``beta`` for the
+        record)."""
+        return {"p": self.p, "gamma": self.gamma, "update": self.update, "beta": self.beta,
                 "h": {name: h.detach().clone() for name, h in self._h.items()}}
 
     def load_state_dict(self, state: dict) -> None:
         """Restore the momentum buffers (moved to each weight's device and dtype).
 
-        Raises ValueError when ``p`` or ``gamma`` differ (the buffers average a different quantity) or when
+        Raises ValueError when ``p``, ``gamma`` or ``update`` differ (the buffers hold a different quantity) or when
         the layer names or weight shapes differ.  ``beta`` is not checked: it only scales the update.
         """
-        if state["p"] != self.p or state["gamma"] != self.gamma:
-            raise ValueError(f"state is for p={state['p']}, gamma={state['gamma']}; this NormDecay has "
-                             f"p={self.p}, gamma={self.gamma}")
+        update = state.get("update", "algorithm1")  # checkpoints written before the reading existed
+        if state["p"] != self.p or state["gamma"] != self.gamma or update != self.update:
+            raise ValueError(f"state is for p={state['p']}, gamma={state['gamma']}, update={update}; this NormDecay "
+                             f"has p={self.p}, gamma={self.gamma}, update={self.update}")
         if set(state["h"]) != set(self._h):
             raise ValueError(f"state holds layers {sorted(state['h'])}, this model has {sorted(self._h)}")
         for name, h in state["h"].items():
@@ -447,7 +459,8 @@ class SingularValueClipping:
 
 # ---------------------------------------------------------------------------- factory
 def build_regularizer(kind: str, model: nn.Module, input_shape, strength: float, gamma: float = GAMMA,
-                      clip_every: int = CLIP_EVERY, beta_scaling: str = BETA_SCALING, svc_linear: bool = SVC_LINEAR):
+                      clip_every: int = CLIP_EVERY, beta_scaling: str = BETA_SCALING, svc_linear: bool = SVC_LINEAR,
+                      nd_update: str = ND_UPDATE):
     """The regulariser object of one column group of Table 2, or None.
 
     ``"none"`` and ``"wd"`` return None: weight decay is the optimizer's ``weight_decay`` (pass ``strength``
@@ -457,7 +470,8 @@ def build_regularizer(kind: str, model: nn.Module, input_shape, strength: float,
     when the training loop calls its ``step``.
 
     Readings where the paper's text and the authors' code differ: ``beta_scaling`` (norm decay, see
-    :class:`NormDecay`: ``"per_layer"`` beta/N as in eq. 5, ``"total"`` beta as in the authors' code) and
+    :class:`NormDecay`: ``"per_layer"`` beta/N as in eq. 5, ``"total"`` beta as in the authors' code),
+    ``nd_update`` (norm decay: ``"algorithm1"`` or the authors' assigned update, see :class:`NormDecay`) and
     ``svc_linear`` (SVC: also clip the Linear layers, ours; ``False`` clips convolutions only, as Sedghi et
     al. and the authors' code do).  Each is ignored by the other kinds.
     """
@@ -467,7 +481,7 @@ def build_regularizer(kind: str, model: nn.Module, input_shape, strength: float,
         return SingularValueClipping(model, input_shape, c=strength, clip_every=clip_every, include_linear=svc_linear)
     if kind in NORM_DECAY_P:
         return NormDecay(model, input_shape, p=NORM_DECAY_P[kind], beta=strength, gamma=gamma,
-                         beta_scaling=beta_scaling)
+                         beta_scaling=beta_scaling, update=nd_update)
     raise ValueError(f"unknown regularizer kind {kind!r}; choose one of {REGULARIZERS}")
 
 

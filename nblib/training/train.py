@@ -132,7 +132,8 @@ def _build(cfg: dict, device: torch.device) -> _Run:
         model = model.to(memory_format=torch.channels_last)
     reg = build_regularizer(cfg["regularizer"], model, input_shape, cfg["reg_strength"],
                             gamma=cfg["reg_gamma"], clip_every=cfg["reg_clip_every"],
-                            beta_scaling=cfg["reg_beta_scaling"], svc_linear=cfg["reg_svc_linear"])
+                            beta_scaling=cfg["reg_beta_scaling"], svc_linear=cfg["reg_svc_linear"],
+                            nd_update=cfg["reg_nd_update"])
     wd = cfg["weight_decay"] + optimizer_weight_decay(cfg["regularizer"], cfg["reg_strength"])
     optimizer = make_optimizer(model, cfg["lr"], momentum=cfg["momentum"], weight_decay=wd)
     milestones = scaled_milestones(cfg["milestones"], cfg["epochs"])
