@@ -67,6 +67,7 @@ data_root = "../data"  # folder holding cifar-10-batches-py (cifar10 only)
 train_subset = 0  # training images used (a fixed, seeded subset); 0: all of them
 epochs = 6  # training epochs (the schedule scales with it)
 lr = 0.05  # initial learning rate (paper: 0.01)
+plain_lr = 0.0  # initial learning rate of the plain runs; 0: lr (the paper's text); the authors' code: 0.1
 wd = [0.01, 0.001]  # weight decay strengths
 svc = [0.5, 1.0]  # singular value clipping thresholds c
 nd_l1 = [0.1, 0.01]  # l1 norm decay strengths beta

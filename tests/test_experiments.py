@@ -145,7 +145,7 @@ SMOKE_T2 = dict(models=["smallcnn"], dataset="digits", data_root="../data", trai
                 wd=[0.01], svc=[0.5], nd_l1=[], nd_linf=[0.1], reg_gamma=0.5, reg_beta_scaling="per_layer",
                 reg_nd_update="algorithm1", reg_svc_linear=True, reg_clip_every=10, eval_eps_255=8,
                 extra_eval_eps_255=[4], attack="authors", attack_budget=1.0, n_eval=100, seed=0, device="cpu",
-                precision="fp32", channels_last=False, cudnn_deterministic=False)
+                precision="fp32", channels_last=False, cudnn_deterministic=False, plain_lr=0.0)
 
 
 def test_config_values_map_only_the_255_units():
@@ -166,6 +166,9 @@ def test_table2_run_configs_are_valid_and_distinct():
     assert len({config_hash(c) for c in filled}) == 4
     no_attack = grids.table2_run_configs(dict(SMOKE_T2, attack="none"))
     assert all(c["extra_eval_eps"] == [] for c in no_attack)
+    authors = grids.table2_run_configs(dict(SMOKE_T2, lr=0.01, plain_lr=0.1))  # the authors' plain baseline
+    assert [c["lr"] for c in authors] == [0.1, 0.01, 0.01, 0.01] and authors[0]["regularizer"] == "none"
+    assert all(c["lr"] == 0.05 for c in cfgs)  # plain_lr 0: every run at lr (the paper's text)
 
 
 # ---------------------------------------------------------------------- experiments on made-up runs
@@ -215,7 +218,7 @@ def test_table2_result_holds_on_runs_that_lose_robustness(tmp_path):
     assert set(r.radii.eps_255) == {1.0, 4.0} and (r.long.robust_lo < r.long.robust).all()
     assert r.metrics["n_runs"] == 3 and r.metrics["reading"] == {"reg_beta_scaling": "per_layer",
                                                                  "reg_nd_update": "algorithm1",
-                                                                 "reg_svc_linear": True}
+                                                                 "reg_svc_linear": True, "plain_lr": 0.0}
     assert r.metrics["plain_robust"] == {"smallcnn": pytest.approx(50.0)}
     assert r.metrics["machine"]["cpu_capability"] == machine()["cpu_capability"]
     assert len(r.paper_verdicts) == 25  # clean (2 readings) and robust (2 readings) x 5, the trade-off x 5

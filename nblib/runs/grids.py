@@ -42,11 +42,14 @@ def config_values(settings: dict, keys) -> dict:
     return out
 
 
-def table2_configs(models, base: dict, wd=(), svc=(), nd_l1=(), nd_linf=()) -> list[dict]:
-    """One training config per (model, regularizer, strength), plain runs included, on top of ``base``."""
+def table2_configs(models, base: dict, wd=(), svc=(), nd_l1=(), nd_linf=(), plain_lr: float = 0.0) -> list[dict]:
+    """One training config per (model, regularizer, strength), plain runs included, on top of ``base``; the
+    plain runs at ``plain_lr`` when it is not 0 (the authors' code trained its plain baseline at 0.1, the
+    regularized runs at 0.01)."""
     cfgs = []
+    plain = {"lr": plain_lr} if plain_lr else {}
     for model in models:
-        cfgs += expand_grid({**base, "model": model}, regularizer=["none"], reg_strength=[0.0])
+        cfgs += expand_grid({**base, "model": model, **plain}, regularizer=["none"], reg_strength=[0.0])
         for kind, values in zip(REGULARIZERS, (wd, svc, nd_l1, nd_linf)):
             if len(values):
                 cfgs += expand_grid({**base, "model": model}, regularizer=[kind], reg_strength=list(values))
@@ -54,12 +57,14 @@ def table2_configs(models, base: dict, wd=(), svc=(), nd_l1=(), nd_linf=()) -> l
 
 
 def table2_run_configs(settings: dict) -> list[dict]:
-    """The run configs of notebook 03 from its parameters (:data:`TABLE2_KEYS`, ``models`` and the strength
-    lists of :data:`REGULARIZERS`); without an attack no extra radius is attacked."""
+    """The run configs of notebook 03 from its parameters (:data:`TABLE2_KEYS`, ``models``, the strength
+    lists of :data:`REGULARIZERS` and ``plain_lr``: the plain runs' learning rate, 0 for ``lr``); without an
+    attack no extra radius is attacked."""
     base = config_values(settings, TABLE2_KEYS)
     if base["attack"] == "none":
         base["extra_eval_eps"] = []
-    return table2_configs(settings["models"], base, **{k: settings[k] for k in REGULARIZERS})
+    return table2_configs(settings["models"], base, **{k: settings[k] for k in REGULARIZERS},
+                          plain_lr=settings["plain_lr"])
 
 
 def figure2_configs(models, base: dict, adv_modes=("plain", "pgd", "alp", "trades")) -> list[dict]:
