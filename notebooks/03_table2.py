@@ -75,6 +75,7 @@ nd_linf = [0.1, 0.01]  # l_inf norm decay strengths beta
 reg_gamma = 0.5  # norm decay momentum gamma (Algorithm 1)
 reg_beta_scaling = "per_layer"  # norm decay: per_layer (beta/N, paper eq. 5) | total (beta, authors' code)
 reg_nd_update = "algorithm1"  # norm decay: algorithm1 (h <- gamma h + (1-gamma) p) | authors (sign(w) assigned)
+reg_nd_layers = "every"  # norm decay: every conv / Linear layer | authors (skip grouped convs, inputs < kernel)
 reg_svc_linear = True  # singular value clipping also clips Linear layers (False: convs only, as the authors)
 reg_clip_every = 10  # optimizer steps between two singular value clippings
 eval_eps_255 = 8  # AutoAttack l_inf radius in units of 1/255 (paper: 1)

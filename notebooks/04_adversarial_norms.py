@@ -72,6 +72,7 @@ attack = "standard"  # standard AutoAttack | authors (APGD-CE + APGD-T only)
 attack_budget = 1.0  # fraction of AutoAttack's iterations/queries: 1 as published, < 1 rehearses only
 n_eval = 20  # attacked test points (fixed, seeded subset)
 seed = 0  # seed of every run
+layer_set = "every"  # layers compared: every conv / Linear | authors (skip grouped convs, inputs < kernel)
 kde_min_layers = 10  # draw a KDE of a run's layer norms only with at least this many layers (else a strip plot)
 
 # %% [markdown]

@@ -143,9 +143,9 @@ def test_layer_history_frame(tmp_path):
 # ------------------------------------------------------------------ settings -> runs (one name per setting)
 SMOKE_T2 = dict(models=["smallcnn"], dataset="digits", data_root="../data", train_subset=0, epochs=6, lr=0.05,
                 wd=[0.01], svc=[0.5], nd_l1=[], nd_linf=[0.1], reg_gamma=0.5, reg_beta_scaling="per_layer",
-                reg_nd_update="algorithm1", reg_svc_linear=True, reg_clip_every=10, eval_eps_255=8,
-                extra_eval_eps_255=[4], attack="authors", attack_budget=1.0, n_eval=100, seed=0, device="cpu",
-                precision="fp32", channels_last=False, cudnn_deterministic=False, plain_lr=0.0)
+                reg_nd_update="algorithm1", reg_nd_layers="every", reg_svc_linear=True, reg_clip_every=10,
+                eval_eps_255=8, extra_eval_eps_255=[4], attack="authors", attack_budget=1.0, n_eval=100, seed=0,
+                device="cpu", precision="fp32", channels_last=False, cudnn_deterministic=False, plain_lr=0.0)
 
 
 def test_config_values_map_only_the_255_units():
@@ -218,6 +218,7 @@ def test_table2_result_holds_on_runs_that_lose_robustness(tmp_path):
     assert set(r.radii.eps_255) == {1.0, 4.0} and (r.long.robust_lo < r.long.robust).all()
     assert r.metrics["n_runs"] == 3 and r.metrics["reading"] == {"reg_beta_scaling": "per_layer",
                                                                  "reg_nd_update": "algorithm1",
+                                                                 "reg_nd_layers": "every",
                                                                  "reg_svc_linear": True, "plain_lr": 0.0}
     assert r.metrics["plain_robust"] == {"smallcnn": pytest.approx(50.0)}
     assert r.metrics["machine"]["cpu_capability"] == machine()["cpu_capability"]
@@ -271,7 +272,7 @@ def _figure2_runs(tmp_path, pgd_scale):
 
 def test_figure2_result_holds_with_larger_norms_and_fails_with_smaller(tmp_path):
     settings = dict(models=["smallcnn"], adv_modes=["plain", "pgd"], dataset="digits", eval_eps_255=8,
-                    attack="standard", attack_budget=1.0, n_eval=400, epochs=6)
+                    attack="standard", attack_budget=1.0, n_eval=400, epochs=6, layer_set="every")
     r = figure2.figure2_result(_figure2_runs(tmp_path / "a", pgd_scale=2.0), settings)
     outcome = {v.claim: v.outcome for v in r.verdicts}
     assert outcome["smallcnn PGD-AT: l_inf layer norms comparable to or larger than plain"] == "holds"
@@ -293,3 +294,21 @@ def test_figure2_result_holds_with_larger_norms_and_fails_with_smaller(tmp_path)
     again = judgef2.figure2_more_robust(figure2.summary_from_table(saved))
     assert [(v.claim, v.reason) for v in again] == \
         [(v.claim, v.reason) for v in shrunk.verdicts if "more robust" in v.claim]
+
+
+def test_figure2_on_the_authors_layer_set():
+    """``layer_set="authors"`` drops from Figure 2's tables exactly the convs the authors' code skipped (VGG-11's
+    two convs on 2x2 inputs; none of the small CNN's), and says which set each row belongs to."""
+    from nblib.models import build
+    from nblib.norms import layer_norms
+    vgg = layer_norms(build("vgg11", num_classes=10), (3, 32, 32), math.inf)
+    frame = pd.concat([pd.DataFrame(dict(model=m, layer=t.name, linf=t.norm)) for m, t in
+                       (("vgg11", vgg), ("smallcnn", layer_norms(build("smallcnn", num_classes=10), (3, 32, 32), 1)))])
+    every = figure2.layer_set_filter(frame, "every")
+    authors = figure2.layer_set_filter(frame, "authors")
+    dropped = set(zip(every.model, every.layer)) - set(zip(authors.model, authors.layer))
+    small = [r.name for r in vgg.itertuples() if r.kind == "Conv2d" and min(r.input_shape[1:]) < 3]
+    assert len(small) == 2 and dropped == {("vgg11", n) for n in small}
+    assert set(authors.layer_set) == {"authors"} and set(every.layer_set) == {"every"} and len(every) == len(frame)
+    with pytest.raises(ValueError, match="layer_set"):
+        figure2.layer_set_filter(frame, "most")

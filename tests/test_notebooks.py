@@ -174,8 +174,8 @@ def check_table2(out: Path) -> list[str]:
     assert m["n_runs"] == 1 + 2 * 4  # plain + two strengths of WD, SVC, l1 ND, l_inf ND
     assert m["plain_clean"]["smallcnn"] >= 90  # the small model learns the digits (issue: >= 90 %)
     assert m["eps"] == pytest.approx(8 / 255) and m["extra_eps"] == pytest.approx([4 / 255])
-    assert m["reading"] == {"reg_beta_scaling": "per_layer", "reg_nd_update": "algorithm1", "reg_svc_linear": True,
-                            "plain_lr": 0.0}
+    assert m["reading"] == {"reg_beta_scaling": "per_layer", "reg_nd_update": "algorithm1", "reg_nd_layers": "every",
+                            "reg_svc_linear": True, "plain_lr": 0.0}
     assert {k: m[k] for k in ("attack", "n_eval", "epochs", "models")} == {k: old[k] for k in
                                                                          ("attack", "n_eval", "epochs", "models")}
     frame = _table(out, "03_table2_long")

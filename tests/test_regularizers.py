@@ -577,3 +577,23 @@ def test_authors_norm_decay_update_against_algorithm_1():
     state = NormDecay(model, (3, 8, 8), 1, 0.1, update="authors").state_dict()
     with pytest.raises(ValueError, match="update=authors"):
         NormDecay(model, (3, 8, 8), 1, 0.1).load_state_dict(state)
+
+
+def test_the_authors_layer_set_skips_exactly_what_their_code_skipped():
+    """The authors' norm decay left out VGG-11's two convs on 2x2 inputs and RegNetX-200MF's 13 grouped convs;
+    ``layer_set="authors"`` drops exactly those (counted here from the modules), ``"every"`` none."""
+    from nblib.models import build
+    from nblib.training.regularizers import authors_skipped_layers
+    vgg = build("vgg11", num_classes=10)
+    convs = [m for m in vgg.modules() if isinstance(m, nn.Conv2d)]
+    skipped = authors_skipped_layers(vgg, (3, 32, 32))
+    assert len(skipped) == 2 and [dict(vgg.named_modules())[n] for n in skipped] == convs[-2:]  # 2x2 inputs
+    regnet = build("regnetx_200mf", num_classes=10)
+    grouped = [n for n, m in regnet.named_modules() if isinstance(m, nn.Conv2d) and m.groups > 1]
+    assert len(grouped) == 13 and authors_skipped_layers(regnet, (3, 32, 32)) == grouped
+    every = NormDecay(regnet, (3, 32, 32), math.inf, 1e-3)
+    authors = NormDecay(regnet, (3, 32, 32), math.inf, 1e-3, layer_set="authors")
+    assert set(every.layers) - set(authors.layers) == set(grouped) and authors.n_layers == every.n_layers - 13
+    assert authors.scale == pytest.approx(1e-3 / authors.n_layers)  # N counts the layers normed
+    with pytest.raises(ValueError, match="layer_set"):
+        NormDecay(regnet, (3, 32, 32), math.inf, 1e-3, layer_set="some")

@@ -18,8 +18,12 @@ from nblib.claims.verdict import Verdict, records
 from nblib.results import pack_outcomes, save_metrics, save_table
 from nblib.runs.machine import machine
 from nblib.runs.grids import config_values, figure2_run_configs, train_runs
+from nblib.models import build
 from nblib.runs.tables import l1_with_batchnorm_frame, layer_norm_frame, point_outcomes
+from nblib.training.regularizers import LAYER_SETS, authors_skipped_layers
 from nblib.vocabulary import ADV_LABELS
+
+INPUT_SHAPE = (3, 32, 32)
 
 
 @dataclass
@@ -88,18 +92,32 @@ def figure2_metrics(settings: dict, summary: pd.DataFrame, norms: pd.DataFrame, 
                 log10_linf_norm_product=per_run("log10_linf_norm_product"),
                 n_layers=int(norms.groupby(["model", "adv_mode"]).size().min()),
                 n_layers_with_batchnorm=int(with_bn.groupby(["model", "adv_mode"]).size().min()),
+                layer_set=settings["layer_set"],
                 verdicts=records(claims), machine=machine())
 
 
+def layer_set_filter(frame: pd.DataFrame, layer_set: str) -> pd.DataFrame:
+    """``frame`` (``model``, ``layer`` columns) without the layers the authors' code skipped in Figure 2
+    (:func:`nblib.training.regularizers.authors_skipped_layers`) when ``layer_set`` is ``"authors"``; as it is
+    for ``"every"``; with the column ``layer_set``."""
+    if layer_set not in LAYER_SETS:
+        raise ValueError(f"layer_set must be one of {LAYER_SETS} (every layer | the authors' code), got {layer_set!r}")
+    if layer_set == "authors":
+        skipped = {m: set(authors_skipped_layers(build(m, num_classes=10), INPUT_SHAPE)) for m in set(frame.model)}
+        frame = frame[[layer not in skipped[m] for m, layer in zip(frame.model, frame.layer)]]
+    return frame.assign(layer_set=layer_set).reset_index(drop=True)
+
+
 def figure2_result(runs: pd.DataFrame, settings: dict) -> Figure2Result:
-    """Every table and verdict of Figure 2 from the sweep's result table ``runs`` (finished run folders).
-    ``settings["norm_band"]``, when given, is the comparability band of the norm claims (not yet a notebook
-    parameter: default :data:`nblib.claims.figure2.BAND`)."""
+    """Every table and verdict of Figure 2 from the sweep's result table ``runs`` (finished run folders), on the
+    layers of ``settings["layer_set"]`` (:func:`layer_set_filter`).  ``settings["norm_band"]``, when given, is
+    the comparability band of the norm claims (not yet a notebook parameter: default
+    :data:`nblib.claims.figure2.BAND`)."""
     summary = figure2_summary(runs)
-    norms = layer_norm_frame(runs)
+    norms = layer_set_filter(layer_norm_frame(runs), settings["layer_set"])
     norms["training"] = norms.adv_mode.map(ADV_LABELS)
     norms["log10_linf"] = np.log10(norms.linf)
-    with_bn = l1_with_batchnorm_frame(runs)
+    with_bn = layer_set_filter(l1_with_batchnorm_frame(runs), settings["layer_set"])
     claims = figure2_claims(summary, norms, with_bn, band=settings.get("norm_band", judge.BAND))
     return Figure2Result(runs=runs, summary=summary, norms=norms, norms_with_batchnorm=with_bn, verdicts=claims,
                          metrics=figure2_metrics(settings, summary, norms, with_bn, claims))

@@ -29,7 +29,7 @@ from nblib.vocabulary import REGULARIZER_LABELS, strongest_first
 #: The per-point outcome columns of :func:`table2_frame` (arrays: kept out of the saved tables).
 POINT_COLUMNS = ["clean_points", "robust_points"]
 #: The readings of the paper's text against the authors' code that notebook 03 selects; recorded in every table.
-READINGS = ("reg_beta_scaling", "reg_nd_update", "reg_svc_linear", "plain_lr")
+READINGS = ("reg_beta_scaling", "reg_nd_update", "reg_nd_layers", "reg_svc_linear", "plain_lr")
 #: The larger radii (units of 1/255) at which the paper reports about 0 % robust accuracy for every
 #: regularised model.
 LARGE_RADII_255 = (4, 8)

@@ -21,8 +21,9 @@ from nblib.runs.sweep import expand_grid, run_sweep, slurm_kwargs
 UNITS_255 = ("eval_eps", "extra_eval_eps")
 #: The run-config keys each training notebook sets from its parameters.
 TABLE2_KEYS = ("dataset", "data_root", "train_subset", "epochs", "lr", "reg_gamma", "reg_clip_every",
-               "reg_beta_scaling", "reg_nd_update", "reg_svc_linear", "eval_eps", "extra_eval_eps", "attack",
-               "attack_budget", "n_eval", "seed", "device", "precision", "channels_last", "cudnn_deterministic")
+               "reg_beta_scaling", "reg_nd_update", "reg_nd_layers", "reg_svc_linear", "eval_eps", "extra_eval_eps",
+               "attack", "attack_budget", "n_eval", "seed", "device", "precision", "channels_last",
+               "cudnn_deterministic")
 FIGURE2_KEYS = ("dataset", "data_root", "train_subset", "epochs", "lr", "adv_preset", "eval_eps", "attack",
                 "attack_budget", "n_eval", "seed", "device", "precision", "channels_last", "cudnn_deterministic")
 #: The regularizers of Table 2, each with its list of strengths as a parameter of the same name.

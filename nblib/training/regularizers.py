@@ -31,6 +31,9 @@ BETA_SCALINGS = ("per_layer", "total")
 #: Readings of norm decay's momentum update: Algorithm 1 (``h <- gamma h + (1 - gamma) p``) | the authors' code
 #: (``h <- gamma h``, then ``h = sign(w)`` assigned on the maximising row / column).
 ND_UPDATES = ("algorithm1", "authors")
+#: Layer sets of norm decay (and of Figure 2's comparison): every conv / Linear layer | the authors' code, which
+#: skipped the Conv2d layers their closed form did not cover (see :func:`authors_skipped_layers`).
+LAYER_SETS = ("every", "authors")
 #: Defaults of the regularisers' settings, held here once (``nblib.training.run_config.DEFAULT_CFG`` uses them): norm
 #: decay's momentum gamma (Algorithm 1; the authors' value), its beta reading (eq. 5: beta / N), the number
 #: of optimizer steps between two singular value clippings (the authors' value), SVC of Linear layers.
@@ -38,6 +41,7 @@ GAMMA = 0.5
 MOMENTUM = 0.9  # SGD momentum (the paper)
 BETA_SCALING = "per_layer"
 ND_UPDATE = "algorithm1"
+LAYER_SET = "every"
 CLIP_EVERY = 100
 SVC_LINEAR = True
 BEFORE_OPTIMIZER_STEP = "before_optimizer_step"
@@ -56,12 +60,31 @@ def _layer_table(model: nn.Module, input_shape) -> dict:
     return out
 
 
-def norm_decay_layers(model: nn.Module, input_shape) -> dict:
+def authors_skipped_layers(model: nn.Module, input_shape) -> list[str]:
+    """The Conv2d layers the authors' code left out of norm decay and of Figure 2: grouped convolutions
+    (``groups > 1``: RegNetX-200MF's 13) and convolutions whose input is smaller than the kernel's reach
+    (VGG-11's two convs on 2x2 inputs), in module order."""
+    out = []
+    for name, (m, in_shape) in layer_input_shapes(model, input_shape).items():
+        if isinstance(m, nn.Conv2d):
+            reach = dilated_kernel(m).shape[-2:]
+            if m.groups > 1 or any(i < r for i, r in zip(in_shape[-2:], reach)):
+                out.append(name)
+    return out
+
+
+def norm_decay_layers(model: nn.Module, input_shape, layer_set: str = LAYER_SET) -> dict:
     """``{name: (module, spatial input size or None)}`` for every conv (Conv1d/2d/3d, ConvTranspose1d/2d/3d)
-    and Linear layer of ``model``, each conv at its true input size (``layer_input_shapes``)."""
+    and Linear layer of ``model``, each conv at its true input size (``layer_input_shapes``); with
+    ``layer_set="authors"`` without :func:`authors_skipped_layers`."""
+    if layer_set not in LAYER_SETS:
+        raise ValueError(f"layer_set must be one of {LAYER_SETS} (every layer | the authors' code), got "
+                         f"{layer_set!r}")
+    skipped = set(authors_skipped_layers(model, input_shape)) if layer_set == "authors" else set()
     out = {}
     for name, (m, in_shape) in layer_input_shapes(model, input_shape).items():
-        out[name] = (m, tuple(in_shape[-len(m.kernel_size):]) if isinstance(m, CONV_TYPES) else None)
+        if name not in skipped:
+            out[name] = (m, tuple(in_shape[-len(m.kernel_size):]) if isinstance(m, CONV_TYPES) else None)
     return out
 
 
@@ -114,7 +137,7 @@ class NormDecay:
     hook = BEFORE_OPTIMIZER_STEP
 
     def __init__(self, model: nn.Module, input_shape, p, beta: float, gamma: float = GAMMA,
-                 beta_scaling: str = BETA_SCALING, update: str = ND_UPDATE):
+                 beta_scaling: str = BETA_SCALING, update: str = ND_UPDATE, layer_set: str = LAYER_SET):
         if update not in ND_UPDATES:
             raise ValueError(f"update must be one of {ND_UPDATES} (Algorithm 1 | authors' code), got {update!r}")
         if beta_scaling not in BETA_SCALINGS:
@@ -129,7 +152,8 @@ class NormDecay:
         if not 0.0 <= gamma < 1.0:
             raise ValueError(f"the momentum gamma must lie in [0, 1), got {gamma}")
         self.p, self.beta, self.gamma = (math.inf if p == math.inf else 1), beta, gamma
-        self.layers = norm_decay_layers(model, input_shape)  # raises for unsupported / unreached layers
+        self.layers = norm_decay_layers(model, input_shape, layer_set)  # raises for unsupported / unreached layers
+        self.layer_set = layer_set
         self.n_layers = len(self.layers)
         self.beta_scaling, self.update = beta_scaling, update
         self.scale = beta / self.n_layers if beta_scaling == "per_layer" else beta  # the factor of h in line 6
@@ -460,7 +484,7 @@ class SingularValueClipping:
 # ---------------------------------------------------------------------------- factory
 def build_regularizer(kind: str, model: nn.Module, input_shape, strength: float, gamma: float = GAMMA,
                       clip_every: int = CLIP_EVERY, beta_scaling: str = BETA_SCALING, svc_linear: bool = SVC_LINEAR,
-                      nd_update: str = ND_UPDATE):
+                      nd_update: str = ND_UPDATE, nd_layers: str = LAYER_SET):
     """The regulariser object of one column group of Table 2, or None.
 
     ``"none"`` and ``"wd"`` return None: weight decay is the optimizer's ``weight_decay`` (pass ``strength``
@@ -471,7 +495,8 @@ def build_regularizer(kind: str, model: nn.Module, input_shape, strength: float,
 
     Readings where the paper's text and the authors' code differ: ``beta_scaling`` (norm decay, see
     :class:`NormDecay`: ``"per_layer"`` beta/N as in eq. 5, ``"total"`` beta as in the authors' code),
-    ``nd_update`` (norm decay: ``"algorithm1"`` or the authors' assigned update, see :class:`NormDecay`) and
+    ``nd_update`` (norm decay: ``"algorithm1"`` or the authors' assigned update, see :class:`NormDecay`),
+    ``nd_layers`` (norm decay: every layer or the authors' layer set, :func:`authors_skipped_layers`) and
     ``svc_linear`` (SVC: also clip the Linear layers, ours; ``False`` clips convolutions only, as Sedghi et
     al. and the authors' code do).  Each is ignored by the other kinds.
     """
@@ -481,7 +506,7 @@ def build_regularizer(kind: str, model: nn.Module, input_shape, strength: float,
         return SingularValueClipping(model, input_shape, c=strength, clip_every=clip_every, include_linear=svc_linear)
     if kind in NORM_DECAY_P:
         return NormDecay(model, input_shape, p=NORM_DECAY_P[kind], beta=strength, gamma=gamma,
-                         beta_scaling=beta_scaling, update=nd_update)
+                         beta_scaling=beta_scaling, update=nd_update, layer_set=nd_layers)
     raise ValueError(f"unknown regularizer kind {kind!r}; choose one of {REGULARIZERS}")
 
 

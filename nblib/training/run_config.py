@@ -23,8 +23,8 @@ from nblib.attacks.autoattack import AA_VERSIONS, attack_settings
 from nblib.data import DATASETS, get_dataset
 from nblib.data.loader import epoch_seed
 from nblib.models import MODEL_NAMES
-from nblib.training.regularizers import (BETA_SCALING, BETA_SCALINGS, CLIP_EVERY, GAMMA, MOMENTUM, ND_UPDATE,
-                                        ND_UPDATES, SVC_LINEAR)
+from nblib.training.regularizers import (BETA_SCALING, BETA_SCALINGS, CLIP_EVERY, GAMMA, LAYER_SET, LAYER_SETS,
+                                        MOMENTUM, ND_UPDATE, ND_UPDATES, SVC_LINEAR)
 from nblib.vocabulary import ADV_MODES, NORM_DECAY_P, REGULARIZERS
 
 __all__ = ["DEFAULT_CFG", "ATTACKS", "PRECISIONS", "IGNORED_UNLESS", "fill_cfg", "check_runnable", "run_settings",
@@ -56,6 +56,8 @@ DEFAULT_CFG = {
     "reg_beta_scaling": BETA_SCALING,  # nd_*: "per_layer" beta/N (paper eq. 5) | "total" beta (authors' code)
     "reg_nd_update": ND_UPDATE,   # nd_*: "algorithm1" h <- gamma h + (1 - gamma) p | "authors" (their code:
                                   # h <- gamma h, then sign(w) assigned on the maximising row / column)
+    "reg_nd_layers": LAYER_SET,   # nd_*: "every" conv / Linear layer | "authors" (their code skipped grouped
+                                  # convs and convs on inputs smaller than the kernel)
     "reg_svc_linear": SVC_LINEAR,  # svc: also clip Linear layers (ours); False: convs only (Sedghi, authors)
     # ---- adversarial training (Figure 2)
     "adv_mode": "plain",          # plain | pgd | alp | trades (nblib.training.adversarial)
@@ -97,6 +99,7 @@ IGNORED_UNLESS = {
     "reg_clip_every": lambda c: c["regularizer"] == "svc",
     "reg_beta_scaling": lambda c: c["regularizer"] in NORM_DECAY_P,
     "reg_nd_update": lambda c: c["regularizer"] in NORM_DECAY_P,
+    "reg_nd_layers": lambda c: c["regularizer"] in NORM_DECAY_P,
     "reg_svc_linear": lambda c: c["regularizer"] == "svc",
     "adv_preset": lambda c: c["adv_mode"] != "plain",
     "cudnn_deterministic": lambda c: c["device"] != "cpu",
@@ -110,7 +113,8 @@ _NULLABLE = {"n_eval": int, "data_root": str}
 _NONE_REPLACED = {"train_subset": "use 0 for all training images"}
 _CHOICES = {"model": MODEL_NAMES, "dataset": DATASETS, "regularizer": REGULARIZERS, "adv_mode": ADV_MODES,
             "adv_preset": tuple(ADV_PRESETS), "attack": ATTACKS, "precision": PRECISIONS,
-            "reg_beta_scaling": BETA_SCALINGS, "reg_nd_update": ND_UPDATES}
+            "reg_beta_scaling": BETA_SCALINGS, "reg_nd_update": ND_UPDATES,
+            "reg_nd_layers": LAYER_SETS}
 
 
 # --------------------------------------------------------------------------- types

@@ -133,7 +133,7 @@ def _build(cfg: dict, device: torch.device) -> _Run:
     reg = build_regularizer(cfg["regularizer"], model, input_shape, cfg["reg_strength"],
                             gamma=cfg["reg_gamma"], clip_every=cfg["reg_clip_every"],
                             beta_scaling=cfg["reg_beta_scaling"], svc_linear=cfg["reg_svc_linear"],
-                            nd_update=cfg["reg_nd_update"])
+                            nd_update=cfg["reg_nd_update"], nd_layers=cfg["reg_nd_layers"])
     wd = cfg["weight_decay"] + optimizer_weight_decay(cfg["regularizer"], cfg["reg_strength"])
     optimizer = make_optimizer(model, cfg["lr"], momentum=cfg["momentum"], weight_decay=wd)
     milestones = scaled_milestones(cfg["milestones"], cfg["epochs"])
