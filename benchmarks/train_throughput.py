@@ -1,20 +1,23 @@
 """Training images/s of the old data path (PIL transforms + DataLoader) and the new one (nblib.data.loader), and the
-projected GPU-hours of the paper profile's notebooks 03 (Table 2) and 04 (Figure 2).
+projected hours of a profile's notebooks 03 (Table 2) and 04 (Figure 2) by the one cost model (nblib.perf.cost).
 
     python benchmarks/train_throughput.py [--device cuda] [--batches 20] [--models vgg11 resnet18 ...]
         [--precision fp32|tf32|bf16] [--channels-last] [--adv-modes pgd alp trades]
-        [--aa-survivors 0.65 | --aa-seconds S]
+        [--aa-survivors 0.65 | --aa-seconds S] [--profile paper] [--gpus 0 0] [--shared-gain G] [--no-svc]
 
 Data: a synthetic uint8 CIFAR-shaped set (nothing is downloaded).  Per model it times ``--batches`` plain SGD
 steps and ``--batches`` PGD-AT steps (PGD-10) on each path after ``--warmup`` steps; ``--precision``
-and ``--channels-last`` apply to the new path only (the old path is train.py as it was: strict float32, NCHW).  The
-projection (nblib.perf.throughput.project_hours) adds per epoch a test-set forward pass and the exact layer norms,
-per run standard AutoAttack on ``n_eval`` points: modelled from measured per-image gradient and forward times
-and ``--aa-survivors`` (the fraction of points APGD-CE leaves to APGD-T, FAB-T and Square; about the robust
-accuracy, at most 0.625 in the paper's Table 2), or the seconds given by ``--aa-seconds`` (e.g. ``aa_seconds``
-of a finished run's metrics.json).  Runs one after the other on one device; several runs per GPU
-(``run_sweep(gpus=[0, 0])``) can overlap when one run does not fill it.  Writes the table to
-outputs/benchmarks/train_throughput.{csv,md}.  Not a test: timings depend on the machine and its load.
+and ``--channels-last`` apply to the new path only (the old path is train.py as it was: strict float32, NCHW).
+Per model it also measures the per-epoch test pass, norms and checkpoint, a norm-decay step and one SVC clip
+(nblib.perf.throughput).  The projection prices every run of the profile (nblib.pipeline.plan.profile_configs, the
+runs the notebooks build) with nblib.perf.cost.run_seconds, the model --plan uses: steps, the regulariser's own
+cost, per epoch a test pass, norms and a checkpoint, and per run standard AutoAttack at each radius on ``n_eval``
+points: modelled from measured per-image gradient and forward times and ``--aa-survivors`` (the fraction of
+points APGD-CE leaves to APGD-T, FAB-T and Square; about the robust accuracy, at most 0.625 in the paper's
+Table 2), or the seconds given by ``--aa-seconds`` (e.g. ``aa_seconds`` of a finished run's metrics.json).  The
+bill is also given for the sweep's workers ``--gpus`` (several runs per GPU: ``0 0``) at ``--shared-gain``.
+Writes the table to outputs/benchmarks/train_throughput.{csv,md}.  Not a test: timings depend on the machine and
+its load.
 """
 import argparse
 import math
@@ -23,18 +26,12 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from nblib.pipeline import reproduce
-from nblib.perf import throughput as tp
-from nblib.pipeline.plan import run_counts
+from nblib.pipeline import plan, reproduce
+from nblib.perf import cost, throughput as tp
 from nblib.results import save_table
 from nblib.training.run_config import PRECISIONS
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def profile_run_counts(profile: str) -> dict:
-    """The runs of notebooks 03 and 04 of ``params/<profile>.yaml`` (:func:`nblib.pipeline.plan.run_counts`)."""
-    return run_counts(reproduce.training_parameters(profile))
 
 
 def main() -> None:
@@ -55,6 +52,11 @@ def main() -> None:
     parser.add_argument("--aa-survivors", type=float, default=0.65, help="AutoAttack model: see above")
     parser.add_argument("--aa-seconds", type=float, default=None, help="measured AutoAttack seconds per run")
     parser.add_argument("--profile", default="paper", help="params/<profile>.yaml whose runs are projected")
+    parser.add_argument("--gpus", type=int, nargs="*", default=None,
+                        help="the sweep's workers for the bill (default: the profile's), e.g. 0 0: two runs on GPU 0")
+    parser.add_argument("--shared-gain", type=float, default=None,
+                        help="throughput gain of the runs sharing one GPU (gpu-check's shared_gpu; default: none)")
+    parser.add_argument("--no-svc", dest="svc", action="store_false", help="skip timing one SVC clip per model")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "benchmarks")
     args = parser.parse_args()
@@ -65,7 +67,10 @@ def main() -> None:
         parser.error(f"--precision {args.precision} is for CUDA devices")
     if "pgd" not in args.adv_modes:
         args.adv_modes = ["pgd", *args.adv_modes]
-    runs = profile_run_counts(args.profile)
+    params = reproduce.training_parameters(args.profile)
+    configs = plan.profile_configs(params)
+    gpus = args.gpus if args.gpus is not None else params["03_table2"]["gpus"]
+    skipped = sorted({c["model"] for cfgs in configs.values() for c in cfgs} - set(args.models))
 
     images, targets = tp.synthetic_cifar(args.n_images)
     paths = {
@@ -78,7 +83,7 @@ def main() -> None:
     for path, make in paths.items():  # the data path alone
         ips = tp.measure_step(None, make(), "plain", max(args.batches, 10), dev, warmup=1)
         rows.append(dict(model="(data only)", path=path, mode="-", images_per_s=ips))
-    extra = {}
+    extra, regs = {}, {}
     for name in args.models:
         for mode in ["plain", *args.adv_modes]:
             for path, make in paths.items():
@@ -88,6 +93,8 @@ def main() -> None:
                 rows.append(dict(model=name, path=path, mode=mode, images_per_s=ips))
                 print(f"  {name:14s} {path} {mode:6s} {ips:10.1f} images/s", flush=True)
         extra[name] = tp.measure_eval(name, dev, n_images=args.eval_images, channels_last=args.channels_last)
+        regs[name] = {**tp.measure_regularizer(name, "nd_linf", dev, args.batch_size, runs=args.batches),
+                      "clip_s": tp.measure_regularizer(name, "svc", dev)["clip_s"] if args.svc else 0.0}
     table = pd.DataFrame(rows)
     table["epoch_s"] = tp.CIFAR_TRAIN / table.images_per_s
     save_table(table, args.out, "train_throughput")
@@ -103,31 +110,29 @@ def main() -> None:
     print("\nimages/s (speed-up new/old):")
     print(wide.to_string(float_format=lambda v: f"{v:.4g}"))
 
-    aa_note = (f"AutoAttack {args.aa_seconds:.0f} s per run (given)" if args.aa_seconds is not None else
-               f"AutoAttack modelled: measured per-image gradient/forward times, {args.aa_survivors:.0%} of the "
+    aa_note = (f"AutoAttack {args.aa_seconds:.0f} s per run and radius (given)" if args.aa_seconds is not None
+               else f"AutoAttack modelled: measured per-image gradient/forward times, {args.aa_survivors:.0%} of the "
                "points reach APGD-T/FAB-T/Square (not measured)")
-    aa = {name: {nb: (args.aa_seconds if args.aa_seconds is not None else
-                      tp.autoattack_seconds(spec["n_eval"], e["aa_grad_s"], e["aa_forward_s"], args.aa_survivors))
-                 for nb, spec in runs.items()} for name, e in extra.items()}
     print("\nper run besides training (the same for both paths):")
     for name, e in extra.items():
-        print(f"  {name:14s} per epoch: test pass {tp.CIFAR_TEST / e['eval_ips']:.3g} s, norms {e['norms_s']:.3g} s; "
-              "AutoAttack per run: " + ", ".join(f"{nb} {s:.4g} s" for nb, s in aa[name].items()))
-    print(f"\nprojected hours of {args.profile} on this device ({dev}; GPU-hours on a GPU), runs one after "
-          f"the other; {aa_note}:")
+        print(f"  {name:14s} per epoch: test pass {tp.CIFAR_TEST / e['eval_ips']:.3g} s, norms {e['norms_s']:.3g} s, "
+              f"checkpoint {e['ckpt_s']:.3g} s; norm-decay step {regs[name]['nd_s']:.3g} s, SVC clip "
+              f"{regs[name]['clip_s']:.3g} s")
+    print(f"\nprojected hours of {args.profile} on this device ({dev}; GPU-hours on a GPU), {aa_note}:")
     for path in paths:
-        rates = {}
-        for name in args.models:
-            sub = table[(table.model == name) & (table.path == path)]
+        def rates_of(cfg, path=path):
+            sub = table[(table.model == cfg["model"]) & (table.path == path)]
             ips = dict(zip(sub["mode"], sub.images_per_s))
-            for mode in ("alp", "trades"):
-                ips.setdefault(mode, ips["pgd"])
-            e = extra[name]
-            rates[name] = dict(ips=ips, eval_ips=e["eval_ips"], norms_s=e["norms_s"], aa_s=aa[name])
-        sel = {nb: dict(spec, models=[m for m in spec["models"] if m in rates]) for nb, spec in runs.items()}
-        skipped = sorted({m for spec in runs.values() for m in spec["models"]} - set(rates))
-        hours = tp.project_hours(sel, rates)
-        print(f"  {path} path: " + ", ".join(f"{k} {v:.4g} h" for k, v in hours.items())
+            e, r = extra[cfg["model"]], regs[cfg["model"]]
+            aa = (args.aa_seconds if args.aa_seconds is not None else cfg["attack_budget"] *
+                  tp.autoattack_seconds(cfg["n_eval"], e["aa_grad_s"], e["aa_forward_s"], args.aa_survivors))
+            return dict(step_s=cfg["batch_size"] / ips.get(cfg["adv_mode"], ips["pgd"]), nd_s=r["nd_s"],
+                        clip_s=r["clip_s"], eval_ips=e["eval_ips"], norms_s=e["norms_s"], ckpt_s=e["ckpt_s"], aa_s=aa)
+        sel = {nb: [c for c in cfgs if c["model"] in extra] for nb, cfgs in configs.items()}
+        bill = cost.project(sel, rates_of, gpus=gpus, shared_gain=args.shared_gain)
+        print(f"  {path} path: " + ", ".join(f"{nb} {bill[nb]['total']:.4g} h" for nb in sel)
+              + "; terms: " + ", ".join(f"{t} {bill['all'][t]:.3g} h" for t in cost.TERMS)
+              + f"; {bill['basis']}: {bill['gpu_hours']:.4g} device-hours, {bill['wall_hours']:.4g} h wall"
               + (f" (models not measured, left out: {skipped})" if skipped else ""))
     if not math.isfinite(table.images_per_s.sum()):
         raise SystemExit("a measurement failed (non-finite images/s)")

@@ -279,6 +279,19 @@ def test_svc_is_the_exact_projection_when_the_kernel_fills_the_input(groups, d_i
     torch.testing.assert_close(after, before.clamp(max=c).sort(descending=True).values, atol=1e-9, rtol=0)
 
 
+@pytest.mark.parametrize("groups", [1, 4])
+def test_svc_of_a_1x1_kernel_clips_its_one_frequency_matrix_exactly(groups):
+    """A 1x1 kernel's frequency matrices are all the kernel matrix (per group), so it is clipped once, not per
+    frequency: on a 5 x 6 input the circular operator's singular values become exactly min(s, c)."""
+    torch.manual_seed(3)
+    conv = nn.Conv2d(4 * groups, 6 * groups, 1, groups=groups).double()
+    before = torch.linalg.svdvals(circular_operator(conv, (5, 6)))
+    c = 0.6 * float(before.max())
+    assert float(clip_singular_values(conv, (5, 6), c)) == pytest.approx(float(before.max()))
+    after = torch.linalg.svdvals(circular_operator(conv, (5, 6)))
+    torch.testing.assert_close(after, before.clamp(max=c).sort(descending=True).values, atol=1e-9, rtol=0)
+
+
 @settings(max_examples=25, **SETTINGS)
 @given(geo=conv_geometries(max_hw=9), extra=st.tuples(st.integers(0, 3), st.integers(0, 3)))
 def test_svc_leaves_a_kernel_within_the_bound_unchanged(geo, extra):

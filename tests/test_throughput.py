@@ -10,22 +10,6 @@ from nblib.data.loader import crop_flip, to_float
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def test_project_hours_by_hand():
-    runs = {"a": dict(models=["m"], epochs=2, n_eval=10, adv_modes={"plain": 3}),
-            "b": dict(models=["m"], epochs=1, n_eval=10, adv_modes={"plain": 1, "pgd": 2})}
-    rates = {"m": dict(ips={"plain": 100.0, "pgd": 10.0}, eval_ips=50.0, norms_s=1.0, aa_s={"a": 7.0, "b": 11.0})}
-    # epoch: 1000 train images / ips + 100 test images / 50 + 1 s of norms
-    plain_epoch, pgd_epoch = 10 + 2 + 1, 100 + 2 + 1
-    a = 3 * (2 * plain_epoch + 7)
-    b = 1 * (plain_epoch + 11) + 2 * (pgd_epoch + 11)
-    hours = tp.project_hours(runs, rates, n_train=1000, n_test=100)
-    assert hours["a"] == pytest.approx(a / 3600) and hours["b"] == pytest.approx(b / 3600)
-    assert hours["total"] == pytest.approx((a + b) / 3600)
-    del rates["m"]["ips"]["pgd"]
-    with pytest.raises(ValueError, match="pgd"):
-        tp.project_hours(runs, rates)
-
-
 def test_autoattack_model():
     assert tp.autoattack_seconds(10, 0.5, 0.1, 0.0) == pytest.approx(10 * 100 * 0.5)
     full = 10 * (100 * 0.5 + 1800 * 0.5 + 5900 * 0.1)
@@ -82,8 +66,17 @@ def test_measure_step_tiny(path, monkeypatch):
 
 
 def test_measure_eval_tiny(monkeypatch):
-    calls = scripted_clock(monkeypatch, {"forward_all": 4.0, "norms": 0.5, "forward_aa": 0.2, "grad_aa": 0.8})
+    calls = scripted_clock(monkeypatch, {"forward_all": 4.0, "norms": 0.5, "checkpoint": 0.3, "forward_aa": 0.2,
+                                         "grad_aa": 0.8})
     out = tp.measure_eval("smallcnn", "cpu", n_images=16, aa_batch=8)
-    assert sorted(calls) == ["forward_aa", "forward_all", "grad_aa", "norms"]
-    assert out == pytest.approx({"eval_ips": 16 / 4.0, "norms_s": 0.5, "aa_forward_s": 0.2 / 8,
+    assert sorted(calls) == ["checkpoint", "forward_aa", "forward_all", "grad_aa", "norms"]
+    assert out == pytest.approx({"eval_ips": 16 / 4.0, "norms_s": 0.5, "ckpt_s": 0.3, "aa_forward_s": 0.2 / 8,
                                  "aa_grad_s": 0.8 / 8})
+
+
+def test_measure_regularizer_tiny():
+    """Norm decay: a step's seconds, no clip; SVC: one clip's seconds, no norm-decay step; others: nothing."""
+    nd = tp.measure_regularizer("smallcnn", "nd_l1", "cpu", batch_size=8, runs=1)
+    svc = tp.measure_regularizer("smallcnn", "svc", "cpu", batch_size=8)
+    assert nd["nd_s"] > 0 and nd["clip_s"] == 0 and svc["clip_s"] > 0 and svc["nd_s"] == 0
+    assert tp.measure_regularizer("smallcnn", "wd", "cpu") == {"nd_s": 0.0, "clip_s": 0.0}

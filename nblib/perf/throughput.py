@@ -13,15 +13,16 @@
 SGD step), and returns images per second.  :func:`measure_eval` times what one run does besides training: a
 forward pass over the test set, the exact l_inf and l1 norms of every layer (both per epoch), and the
 per-image cost of a forward and of a forward + backward w.r.t. the input in eval mode, from which
-:func:`autoattack_seconds` models standard AutoAttack.  :func:`project_hours` turns these rates into the
-GPU-hours of notebooks 03 (Table 2) and 04 (Figure 2) of a profile (:func:`nblib.pipeline.plan.run_counts`).
+:func:`autoattack_seconds` models standard AutoAttack, and :func:`measure_regularizer` times what a
+regulariser adds (norm decay per step, one SVC clip).  :mod:`nblib.perf.cost` turns these rates into the hours of
+a profile's runs.
 """
 from __future__ import annotations
 
+import io
 import math
 from typing import Iterator, Optional
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
@@ -37,7 +38,7 @@ from nblib.perf.timing import time_calls
 
 __all__ = ["CIFAR_TRAIN", "CIFAR_TEST", "AA_GRADS_ALL", "AA_GRADS_SURVIVORS", "AA_FORWARDS_SURVIVORS",
            "synthetic_cifar", "PILImages", "old_loader", "new_batches", "measure_step", "measure_eval",
-           "autoattack_seconds", "project_hours"]
+           "measure_regularizer", "autoattack_seconds"]
 
 #: CIFAR-10 training and test images.
 CIFAR_TRAIN, CIFAR_TEST = 50_000, 10_000
@@ -150,7 +151,9 @@ def measure_eval(model_name: str, device, n_images: int = 2 * EVAL_BATCH, aa_bat
     """Per-run costs besides the training steps, measured on random data after one untimed call each:
     ``eval_ips`` (images per second of a float32 forward pass over ``n_images`` images in batches of
     :data:`nblib.data.loader.EVAL_BATCH`), ``norms_s`` (seconds for the exact l_inf and l1 norms of every Conv2d /
-    Linear layer, as every epoch computes them) and, at AutoAttack's batch ``aa_batch`` (at most
+    Linear layer, as every epoch computes them), ``ckpt_s`` (seconds to serialise the weights three times over:
+    model, SGD momentum, norm decay's average, as a checkpoint holds them; into memory, the disk left out) and,
+    at AutoAttack's batch ``aa_batch`` (at most
     ``n_images``) in eval mode, ``aa_forward_s`` / ``aa_grad_s``: seconds per image of a forward pass / of a
     forward + backward w.r.t. the input."""
     dev = torch.device(device)
@@ -182,8 +185,34 @@ def measure_eval(model_name: str, device, n_images: int = 2 * EVAL_BATCH, aa_bat
         layer_norms(model, (3, 32, 32), math.inf)
         layer_norms(model, (3, 32, 32), 1)
 
-    return {"eval_ips": images.shape[0] / timed(forward_all), "norms_s": timed(norms),
+    def checkpoint():
+        state = model.state_dict()
+        torch.save({"model": state, "momentum": state, "norm_decay": state}, io.BytesIO())
+
+    return {"eval_ips": images.shape[0] / timed(forward_all), "norms_s": timed(norms), "ckpt_s": timed(checkpoint),
             "aa_forward_s": timed(forward_aa) / aa_batch, "aa_grad_s": timed(grad_aa) / aa_batch}
+
+
+def measure_regularizer(model_name: str, kind: str, device, batch_size: int = DEFAULT_CFG["batch_size"],
+                        runs: int = 3) -> dict:
+    """What the regulariser ``kind`` adds to a run of ``model_name`` on ``device``: ``nd_s``, the seconds of one
+    norm-decay step (median of ``runs``, :func:`nblib.perf.benchmark.norm_decay_cost`; norm decay only) and
+    ``clip_s``, the seconds of one singular value clipping of every layer (one call after none untimed: a clip
+    is long; SVC only); 0 for what ``kind`` does not do."""
+    from nblib.perf.benchmark import norm_decay_cost
+    from nblib.training.regularizers import build_regularizer
+    from nblib.vocabulary import NORM_DECAY_P
+
+    dev = torch.device(device)
+    out = {"nd_s": 0.0, "clip_s": 0.0}
+    if kind in NORM_DECAY_P:
+        table = norm_decay_cost([model_name], dev, batch_size=batch_size, p=NORM_DECAY_P[kind], sgd_runs=1,
+                                nd_runs=runs)
+        out["nd_s"] = float(table["nd_s"].iloc[0])
+    elif kind == "svc":
+        svc = build_regularizer("svc", _model(model_name, dev, False), (3, 32, 32), 1.0)
+        out["clip_s"] = time_calls(svc.clip_now, runs=1, device=dev, warmup=0)[0]
+    return out
 
 
 def autoattack_seconds(n_eval: int, aa_grad_s: float, aa_forward_s: float, survivors: float) -> float:
@@ -195,29 +224,3 @@ def autoattack_seconds(n_eval: int, aa_grad_s: float, aa_forward_s: float, survi
         raise ValueError(f"survivors must lie in [0, 1], got {survivors}")
     return n_eval * (AA_GRADS_ALL * aa_grad_s + survivors * (AA_GRADS_SURVIVORS * aa_grad_s
                                                              + AA_FORWARDS_SURVIVORS * aa_forward_s))
-
-
-def project_hours(runs: dict, rates: dict, n_train: int = CIFAR_TRAIN, n_test: int = CIFAR_TEST) -> dict:
-    """GPU-hours of the runs of :func:`nblib.pipeline.plan.run_counts` run one after the other.
-
-    ``runs[notebook]`` is ``run_counts``'s entry as it is: ``models``, ``epochs`` and ``adv_modes``
-    (``{training mode: runs per model}``; the notebooks' own name, one name on both sides).
-    ``rates[model]`` holds ``ips`` (``{training mode: training images per second}``), ``eval_ips``,
-    ``norms_s`` and ``aa_s`` (``{notebook: seconds of AutoAttack per run}``).  One epoch of a run costs
-    ``n_train / ips[mode] + n_test / eval_ips + norms_s``; a run costs ``epochs`` epochs plus ``aa_s``.
-    Returns ``{notebook: hours, ..., "total": hours}``.
-    """
-    out = {}
-    for nb, spec in runs.items():
-        seconds = 0.0
-        for m in spec["models"]:
-            r = rates[m]
-            missing = sorted(set(spec["adv_modes"]) - set(r["ips"]))
-            if missing:
-                raise ValueError(f"no measured images/s of {m} for modes {missing} (needed by {nb})")
-            overhead = n_test / r["eval_ips"] + r["norms_s"]
-            for mode, count in spec["adv_modes"].items():
-                seconds += count * (spec["epochs"] * (n_train / r["ips"][mode] + overhead) + r["aa_s"][nb])
-        out[nb] = seconds / 3600
-    out["total"] = float(np.sum(list(out.values())))
-    return out

@@ -20,9 +20,11 @@ result or its error (a failed step makes the exit status 1; the later steps stil
    memory layout (NCHW, channels_last), plain and PGD-10 steps (:func:`nblib.perf.throughput.measure_step`).
 7. ``evaluation``: per model the test pass, the per-epoch norms and AutoAttack's per-image forward / gradient
    times (:func:`nblib.perf.throughput.measure_eval`).
-8. ``projection``: the paper profile's hours on this device (:func:`nblib.perf.throughput.project_hours` on the
-   measured rates, AutoAttack modelled with 65 % of the points reaching its later attacks) per precision and
-   layout, plus the regularizers' cost (norm-decay steps and SVC clips of the runs that use them).
+8. ``shared_gpu``: the throughput gain of two worker processes sharing the device (the sweep's ``gpus=[0, 0]``)
+   over one.
+9. ``projection``: the paper profile's hours on this device per precision and layout by the one cost model
+   (:func:`nblib.perf.cost.project`: steps, norm decay and SVC, per-epoch test pass, norms and checkpoint,
+   AutoAttack at every radius with 65 % of the points reaching its later attacks), and with two runs per GPU.
 
 Writes ``report.json`` and ``report.md`` to ``--out`` (``outputs/gpu-check``; ``--dry-run``:
 ``outputs/gpu-check/dry-run``).  Budget: about 10 minutes on one H200 at the default sizes.
@@ -31,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import math
 import shutil
 import time
 import traceback
@@ -47,10 +48,10 @@ PAPER_MODELS = ("vgg11", "resnet18", "senet18", "regnetx_200mf")
 SIZES = {
     "full": dict(models=PAPER_MODELS, sync_model="vgg11", fixture_train=1024, fixture_test=200, run_batch=128,
                  n_eval=64, attack_budget=0.05, throughput_images=2048, throughput_batch=128, steps=20, warmup=3,
-                 eval_images=2000, nd_runs=20),
+                 eval_images=2000, nd_runs=20, shared_model="resnet18", shared_steps=50),
     "dry": dict(models=("smallcnn",), sync_model="smallcnn", fixture_train=64, fixture_test=20, run_batch=16,
                 n_eval=8, attack_budget=0.01, throughput_images=64, throughput_batch=16, steps=2, warmup=1,
-                eval_images=32, nd_runs=2),
+                eval_images=32, nd_runs=2, shared_model="smallcnn", shared_steps=5),
 }
 AA_SURVIVORS = 0.65  # fraction of points reaching APGD-T / FAB-T / Square in the projection (not measured)
 
@@ -192,49 +193,99 @@ def evaluation(device: torch.device, sizes: dict) -> dict:
     return {name: tp.measure_eval(name, device, n_images=sizes["eval_images"]) for name in sizes["models"]}
 
 
-def projection(rows: list[dict], evals: dict, norm_decay: list[dict], clips: dict, stand_in: str | None = None
-               ) -> list[dict]:
-    """The paper profile's hours on this device per precision and layout from the measured rates, plus the
-    regularizers' cost: norm decay's step (``nd_s``) on every step of an ``nd_*`` run and one SVC clip every
-    ``reg_clip_every`` steps of an ``svc`` run (ALP and TRADES at PGD-AT's rate).  ``stand_in`` (the dry run):
-    a measured model whose rates stand in for every paper model."""
+def shared_gpu(device: torch.device, sizes: dict, folder: Path) -> dict:
+    """Throughput gain of two runs sharing one device (the sweep's ``gpus=[0, 0]``): ``alone`` (images/s of one
+    worker process timing plain steps of ``sizes["shared_model"]`` in bf16 on CUDA, fp32 on the CPU) and ``pair``
+    (the images/s of two such processes timed together: each waits after its warm-up until both are ready);
+    ``gain = sum(pair) / alone`` (2: no contention; 1: no gain over one at a time)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, time, torch\n"
+        "from pathlib import Path\n"
+        "from nblib.perf import throughput as tp\n"
+        "dev, model, batch, steps, threads, ready, others = sys.argv[1], sys.argv[2], int(sys.argv[3]), "
+        "int(sys.argv[4]), int(sys.argv[5]), Path(sys.argv[6]), [Path(p) for p in sys.argv[7:]]\n"
+        "torch.set_num_threads(threads)\n"
+        "x, y = tp.synthetic_cifar(batch * 4)\n"
+        "prec = 'bf16' if torch.device(dev).type == 'cuda' else 'fp32'\n"
+        "tp.measure_step(model, tp.new_batches(x, y, batch, dev), 'plain', 1, dev, warmup=2, precision=prec)\n"
+        "ready.touch()\n"
+        "while not all(p.exists() for p in others): time.sleep(0.01)\n"
+        "print(tp.measure_step(model, tp.new_batches(x, y, batch, dev), 'plain', steps, dev, warmup=0, "
+        "precision=prec))\n")
+    threads = 1 if device.type == "cpu" else torch.get_num_threads()
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def together(n: int) -> list[float]:
+        flags = [folder / f"ready-{n}-{i}" for i in range(n)]
+        for f in flags:
+            f.unlink(missing_ok=True)
+        args = [str(device), sizes["shared_model"], str(sizes["throughput_batch"]), str(sizes["shared_steps"]),
+                str(threads)]
+        procs = [subprocess.Popen([sys.executable, "-c", code, *args, str(f), *map(str, flags)],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+                 for f in flags]
+        out = []
+        for p in procs:
+            stdout, stderr = p.communicate()
+            if p.returncode:
+                raise RuntimeError(f"a shared_gpu worker failed: {stderr.strip().splitlines()[-1:]}")
+            out.append(float(stdout.strip().splitlines()[-1]))
+        return out
+
+    alone, pair = together(1)[0], together(2)
+    return {"model": sizes["shared_model"], "alone": alone, "pair": pair, "gain": sum(pair) / alone}
+
+
+def projection(rows: list[dict], evals: dict, norm_decay: list[dict], clips: dict, shared: dict | None = None,
+               stand_in: str | None = None) -> list[dict]:
+    """The paper profile's hours on this device per precision and layout from the measured rates, by the one
+    cost model (:func:`nblib.perf.cost.project` over the profile's runs): steps at the measured images/s (ALP and
+    TRADES at PGD-AT's rate), norm decay's step (``nd_s``) on every step of an ``nd_*`` run, one SVC clip every
+    ``reg_clip_every`` steps of an ``svc`` run, the per-epoch test pass, norms and checkpoint, and AutoAttack at
+    every radius with :data:`AA_SURVIVORS` of the points reaching its later attacks.  The device-hours are also
+    given for two runs at a time per GPU at the gain ``shared["gain"]`` measured by :func:`shared_gpu` (None: not
+    measured).  ``stand_in`` (the dry run): a measured model whose rates stand in for every paper model."""
+    from nblib.perf import cost
     from nblib.perf import throughput as tp
-    from nblib.pipeline.plan import run_counts
+    from nblib.pipeline import plan
     from nblib.pipeline.reproduce import training_parameters
 
-    params = training_parameters("paper")
-    runs = run_counts(params)
-    t2 = params["03_table2"]
+    configs = plan.profile_configs(training_parameters("paper"))
     measured = sorted({r["model"] for r in rows})
-    source = {m: stand_in or m for spec in runs.values() for m in spec["models"] if stand_in or m in measured}
-    steps_per_run = t2["epochs"] * math.ceil(t2["train_subset"] / 128)
+    models = {c["model"] for cfgs in configs.values() for c in cfgs}
+    source = {m: stand_in or m for m in models if stand_in or m in measured}
+    configs = {nb: [c for c in cfgs if c["model"] in source] for nb, cfgs in configs.items()}
     nd = {r["model"]: r["nd_s"] for r in norm_decay}
-    reg_hours = sum(steps_per_run * (len(t2["nd_l1"]) + len(t2["nd_linf"])) * nd[source[m]]
-                    + steps_per_run / t2["reg_clip_every"] * len(t2["svc"]) * clips[source[m]]["clip_s"]
-                    for m in runs["03_table2"]["models"] if m in source) / 3600
     out = []
     for precision in sorted({r["precision"] for r in rows}):
         for channels_last in (False, True):
-            rates = {}
-            for m, src in source.items():
+            def rates_of(cfg):
+                src = source[cfg["model"]]
                 ips = {r["mode"]: r["images_per_s"] for r in rows if r["model"] == src
                        and r["precision"] == precision and r["channels_last"] == channels_last}
-                ips.update(alp=ips["pgd"], trades=ips["pgd"])
                 e = evals[src]
-                aa = {nb: tp.autoattack_seconds(spec["n_eval"], e["aa_grad_s"], e["aa_forward_s"], AA_SURVIVORS)
-                      for nb, spec in runs.items()}
-                rates[m] = dict(ips=ips, eval_ips=e["eval_ips"], norms_s=e["norms_s"], aa_s=aa)
-            sel = {nb: dict(spec, models=[m for m in spec["models"] if m in rates]) for nb, spec in runs.items()}
-            hours = tp.project_hours(sel, rates)
-            out.append(dict(precision=precision, channels_last=channels_last, **hours,
-                            regularizers=reg_hours, total_with_regularizers=hours["total"] + reg_hours,
-                            rates_of=source))
+                return dict(step_s=cfg["batch_size"] / ips.get(cfg["adv_mode"], ips["pgd"]), nd_s=nd[src],
+                            clip_s=clips[src]["clip_s"], eval_ips=e["eval_ips"], norms_s=e["norms_s"],
+                            ckpt_s=e["ckpt_s"], aa_s=cfg["attack_budget"] * tp.autoattack_seconds(
+                                cfg["n_eval"], e["aa_grad_s"], e["aa_forward_s"], AA_SURVIVORS))
+
+            bill = cost.project(configs, rates_of)
+            pair = cost.project_hours(bill["all"]["total"], [0, 0], shared["gain"] if shared else None)
+            out.append(dict(precision=precision, channels_last=channels_last,
+                            **{nb: bill[nb]["total"] for nb in configs}, terms=bill["all"],
+                            total=bill["all"]["total"], two_per_gpu=pair["gpu_hours"],
+                            two_per_gpu_basis=pair["basis"], rates_of=source))
     return out
 
 
 def markdown(report: dict) -> str:
     """The report as markdown: one line per step, then the tables."""
     kind = "dry run, tiny sizes" if report["dry_run"] else "full sizes"
+    from nblib.perf.cost import TERMS
+
     lines = [f"# gpu-check on {report['device'].get('name', '?')} ({kind})",
              "", "| step | status | seconds |", "| --- | --- | --- |"]
     lines += [f"| {s} | {v['status']} | {v['seconds']:.1f} |" for s, v in report["steps"].items()]
@@ -245,11 +296,12 @@ def markdown(report: dict) -> str:
     if proj:
         lines += ["", "Projected hours of the paper profile on this device (runs one after the other; each paper "
                   f"model at the rates of {proj[0]['rates_of']}):", "",
-                  "| precision | channels_last | Table 2 | Figure 2 | regularizers | total |",
-                  "| --- | --- | --- | --- | --- | --- |"]
+                  "| precision | channels_last | Table 2 | Figure 2 | " + " | ".join(TERMS) + " | total | "
+                  "two runs per GPU |", "| --- " * (len(TERMS) + 6) + "|"]
         lines += [f"| {p['precision']} | {p['channels_last']} | {p['03_table2']:.2f} | "
-                  f"{p['04_adversarial_norms']:.2f} | {p['regularizers']:.2f} | {p['total_with_regularizers']:.2f} |"
-                  for p in proj]
+                  f"{p['04_adversarial_norms']:.2f} | " + " | ".join(f"{p['terms'][t]:.2f}" for t in TERMS)
+                  + f" | {p['total']:.2f} | {p['two_per_gpu']:.2f} |" for p in proj]
+        lines += ["", f"Two runs per GPU: {proj[0]['two_per_gpu_basis']}."]
     thr = report["steps"].get("throughput", {}).get("result")
     if thr:
         lines += ["", "Training images/s:", "", "| model | precision | channels_last | mode | images/s |",
@@ -296,10 +348,12 @@ def check(device: str = "cuda", dry_run: bool = False, out: Path | None = None, 
          .to_dict("records"))
     step("throughput", lambda: throughput(dev, sizes))
     step("evaluation", lambda: evaluation(dev, sizes))
+    step("shared_gpu", lambda: shared_gpu(dev, sizes, out / "shared-gpu"))
     needed = ("throughput", "evaluation", "norm_decay", "svc_clip")
     if all(n in results for n in needed):
         step("projection", lambda: projection(results["throughput"], results["evaluation"], results["norm_decay"],
-                                              results["svc_clip"], sizes["models"][0] if dry_run else None))
+                                              results["svc_clip"], results.get("shared_gpu"),
+                                              sizes["models"][0] if dry_run else None))
     else:
         report["steps"]["projection"] = {"status": "failed", "seconds": 0.0,
                                          "error": f"needs the steps {[n for n in needed if n not in results]}"}

@@ -201,10 +201,13 @@ def print_plan(profile: str, only=None, device: str | None = None, output_root: 
     (:mod:`nblib.pipeline.plan`), without training anything; returns ``{notebook: table}``."""
     from nblib.runs.grids import RUN_CONFIGS
     from nblib.pipeline.plan import FINISHED, notebook_parameters, plan_notebook
+    from nblib.perf.cost import project_hours
+
+    from nblib.perf.cost import TERMS
 
     config = load_profile(profile)
     output_dir = (Path(output_root) / profile).resolve()
-    out, total = {}, 0.0
+    out, total, gpu_hours, wall_hours = {}, {t: 0.0 for t in (*TERMS, "total")}, 0.0, 0.0
     for nb in notebooks(only):
         params = notebook_parameters(nb, {}, parameters_for(nb, profile, config, output_dir, device))
         if nb.stem not in RUN_CONFIGS:
@@ -215,14 +218,19 @@ def print_plan(profile: str, only=None, device: str | None = None, output_root: 
         if table.empty:
             print(f"{nb.stem}: no training runs", flush=True)
             continue
-        seconds = float((table.train_s + table.attack_s).sum())
-        total += seconds
+        hours = {t: float(table[f"{t}_s"].sum()) / 3600 for t in (*TERMS, "total")}
+        bill = project_hours(hours["total"], params["gpus"])
+        total = {t: total[t] + hours[t] for t in total}
+        gpu_hours, wall_hours = gpu_hours + bill["gpu_hours"], wall_hours + bill["wall_hours"]
         cached = int(table.status.isin(FINISHED).sum())
         print(f"{nb.stem}: {len(table)} runs, {cached} cached, {len(table) - cached} to train: about "
-              f"{seconds / 3600:.2f} h on {params['device']} (training {table.train_s.sum() / 3600:.2f} h, "
-              f"AutoAttack {table.attack_s.sum() / 3600:.2f} h; {', '.join(sorted(set(table.basis)))})",
-              flush=True)
-    print(f"total projected: {total / 3600:.2f} h (runs in sequence on one device)", flush=True)
+              f"{hours['total']:.2f} h on {params['device']} ("
+              + ", ".join(f"{t.replace('_', ' ')} {hours[t]:.3g} h" for t in TERMS)
+              + f"; {', '.join(sorted(set(table.basis)))})", flush=True)
+        print(f"  {bill['basis']}: {bill['gpu_hours']:.2f} device-hours, {bill['wall_hours']:.2f} h wall", flush=True)
+    print(f"total projected: {total['total']:.2f} h in sequence on one device ("
+          + ", ".join(f"{t.replace('_', ' ')} {total[t]:.3g} h" for t in TERMS)
+          + f"); with the notebooks' gpus: {gpu_hours:.2f} device-hours, {wall_hours:.2f} h wall", flush=True)
     estimated = sorted({d for t in out.values() if not t.empty for d in t.basis if "estimate" in d})
     if estimated:
         from nblib.perf.reference import ASSUMPTION

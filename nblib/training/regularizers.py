@@ -359,7 +359,8 @@ def clip_singular_values(conv: nn.Conv2d, input_size, c: float, method: str = "a
     ``min(s, c)``) when the kernel's reach equals ``input_size``, otherwise the discarded taps carry part of
     the clipped spectrum and the top singular value after one call is above ``c`` in general; repeating the
     call (alternating projections, as in training with clipping every ``clip_every`` steps) brings it to
-    ``c`` within a few percent.  A kernel whose norm is already ``<= c`` is returned unchanged.
+    ``c`` within a few percent.  A kernel whose norm is already ``<= c`` is returned unchanged.  A 1x1 kernel
+    has one frequency matrix (``P[u, v] = K[:, :, 0, 0]`` for every ``u, v``): it is clipped once, exactly.
 
     * **Stride**: the clipping acts on the stride-1 circular operator.  A strided conv is a row subset of
       it, so its spectral norm is bounded by the stride-1 operator's: clipping to ``c`` still bounds the
@@ -390,6 +391,10 @@ def clip_singular_values(conv: nn.Conv2d, input_size, c: float, method: str = "a
                          "(H + 2 p1, W + 2 p2) instead")
     d_out, d_in_g = k.shape[:2]
     g = conv.groups
+    if r1 == r2 == 1:  # a 1x1 kernel: every P[u, v] is the kernel matrix itself, clip it once (same result)
+        m, top = clip_matrices(k[:, :, 0, 0].reshape(g, d_out // g, d_in_g), c, method)
+        conv.weight.copy_(m.reshape(d_out, d_in_g, 1, 1))
+        return top
     # real kernel -> Hermitian spectrum: the half-plane v <= n2 // 2 holds every distinct P[u, v]
     kf = torch.fft.rfft2(k, s=(n1, n2))  # (d_out, d_in/g, n1, n2 // 2 + 1)
     m = kf.reshape(g, d_out // g, d_in_g, *kf.shape[-2:]).permute(0, 3, 4, 1, 2)
