@@ -159,7 +159,7 @@ def project_run(cfg: dict, n_train: int, runs_dir: Path, probes: dict, probe_ste
 
 def plan_notebook(nb_name: str, params: dict, runs_dir, folder, probe_steps: int = 2) -> pd.DataFrame:
     """One row per run of notebook ``nb_name`` (empty for notebooks that train nothing): model, regularizer,
-    strength, mode, hash, cache status, projected training and attack seconds and their basis.  Relative
+    strength, mode, seed, hash, cache status, projected training and attack seconds and their basis.  Relative
     ``data_root`` paths are read from ``folder`` (the notebooks' working folder)."""
     make = grids.RUN_CONFIGS.get(nb_name)
     if make is None:
@@ -170,7 +170,8 @@ def plan_notebook(nb_name: str, params: dict, runs_dir, folder, probe_steps: int
     for h, cfg in cfgs.items():
         status, _ = folders.run_status(runs_dir / h, cfg)
         row = dict(model=cfg["model"], regularizer=cfg["regularizer"], strength=cfg["reg_strength"],
-                   mode=cfg["adv_mode"], hash=h, status=status, train_s=0.0, attack_s=0.0, basis="cached")
+                   mode=cfg["adv_mode"], seed=cfg["seed"], hash=h, status=status, train_s=0.0, attack_s=0.0,
+                   basis="cached")
         if status not in FINISHED:
             key = (cfg["dataset"], cfg["data_root"])
             if key not in sizes:
