@@ -16,12 +16,13 @@ from nblib.runs import grids, tables
 from nblib.claims.paper_table2 import PAPER_CLIP_VALUES, PAPER_COEFFICIENTS, PAPER_TABLE2
 from nblib.training.run_config import fill_cfg
 from nblib.runs.folders import config_hash
+from nblib.runs.sweep import expand_grid
 from nblib.results import pack_outcomes
 from nblib.runs.machine import machine
 
 
 #: The columns every row of a sweep's result table has (what table2_frame reads besides the config).
-RUN_COLUMNS = dict(n_test=10_000, metric_n_eval=1024, status="done", stale=False)
+RUN_COLUMNS = dict(seed=0, n_test=10_000, metric_n_eval=1024, status="done", stale=False)
 
 
 def test_table2_grid_is_the_papers():
@@ -82,7 +83,8 @@ def _fake_run(tmp_path, h, names, linf, l1, hist=True):
             dict(epoch=e, lr=0.1, train_loss=1.0, train_acc=0.5, test_acc=0.6,
                  norms_linf=dict(zip(names, [v * e for v in linf])), norms_l1=dict(zip(names, l1)))
             for e in (1, 2)]))
-    return dict(model="smallcnn", regularizer="none", reg_strength=0.0, adv_mode="plain", hash=h, run_dir=str(d))
+    return dict(model="smallcnn", regularizer="none", reg_strength=0.0, adv_mode="plain", seed=0, hash=h,
+                run_dir=str(d))
 
 
 def test_layer_norm_frame(tmp_path):
@@ -104,8 +106,8 @@ def test_extra_robust_frame(tmp_path):
     (tmp_path / "c" / "metrics.json").write_text(json.dumps(dict(metrics, n_eval=50,
                                                                  robust_acc_extra={"0.015686275": 0.02})))
     frame = tables.extra_robust_frame(pd.DataFrame([run]))
-    assert frame.to_dict("records") == [dict(model="smallcnn", regularizer="none", strength=0.0, eps=0.015686275,
-                                             robust=2.0, n_robust=50)]
+    assert frame.to_dict("records") == [dict(model="smallcnn", regularizer="none", strength=0.0, seed=0,
+                                             eps=0.015686275, robust=2.0, n_robust=50)]
 
 
 def test_l1_with_batchnorm_frame(tmp_path):
@@ -144,7 +146,7 @@ def test_layer_history_frame(tmp_path):
 SMOKE_T2 = dict(models=["smallcnn"], dataset="digits", data_root="../data", train_subset=0, epochs=6, lr=0.05,
                 wd=[0.01], svc=[0.5], nd_l1=[], nd_linf=[0.1], reg_gamma=0.5, reg_beta_scaling="per_layer",
                 reg_nd_update="algorithm1", reg_nd_layers="every", reg_svc_linear=True, reg_clip_every=10,
-                eval_eps_255=8, extra_eval_eps_255=[4], attack="authors", attack_budget=1.0, n_eval=100, seed=0,
+                eval_eps_255=8, extra_eval_eps_255=[4], attack="authors", attack_budget=1.0, n_eval=100, seeds=[0],
                 device="cpu", precision="fp32", channels_last=False, cudnn_deterministic=False, plain_lr=0.0)
 
 
@@ -171,9 +173,44 @@ def test_table2_run_configs_are_valid_and_distinct():
     assert all(c["lr"] == 0.05 for c in cfgs)  # plain_lr 0: every run at lr (the paper's text)
 
 
+def test_one_seed_gives_the_run_folders_of_the_former_single_seed():
+    """``seeds = [0]`` builds the configs, in order and hash for hash, that ``seed = 0`` built before seeds were a
+    grid (the old construction written out here), so the run caches stay valid; two seeds build each config
+    twice, side by side, differing only in ``seed``."""
+    old_base = dict(grids.config_values(SMOKE_T2, grids.TABLE2_KEYS), seed=0)
+    old = []
+    for model in SMOKE_T2["models"]:
+        old += expand_grid({**old_base, "model": model}, regularizer=["none"], reg_strength=[0.0])
+        for kind in ("wd", "svc", "nd_l1", "nd_linf"):
+            old += expand_grid({**old_base, "model": model}, regularizer=[kind], reg_strength=list(SMOKE_T2[kind]))
+    new = grids.table2_run_configs(SMOKE_T2)
+    assert [config_hash(c) for c in new] == [config_hash(c) for c in old]
+    f2 = dict(SMOKE_T2, models=["smallcnn", "vgg11"], adv_modes=["plain", "pgd"], adv_preset="standard")
+    old_base = {**grids.config_values(f2, grids.FIGURE2_KEYS), "local_lipschitz": True, "seed": 0}
+    old = [c for m in f2["models"] for c in expand_grid({**old_base, "model": m}, adv_mode=f2["adv_modes"])]
+    assert [config_hash(c) for c in grids.figure2_run_configs(f2)] == [config_hash(c) for c in old]
+    two = grids.table2_run_configs(dict(SMOKE_T2, seeds=[0, 1]))
+    assert len(two) == 2 * len(new) and [c["seed"] for c in two] == [0, 1] * len(new)
+    assert [config_hash(c) for c in two[::2]] == [config_hash(c) for c in new]
+    assert len({config_hash(c) for c in two}) == len(two)
+    assert [c["seed"] for c in grids.figure2_run_configs(dict(f2, seeds=[0, 1]))] == [0, 1] * 4
+
+
+@pytest.mark.parametrize("seeds", [[], [0, 0], 0, [0.5], [True]])
+def test_seeds_must_be_a_list_of_distinct_ints(seeds):
+    with pytest.raises(ValueError, match="seeds must be"):
+        grids.table2_run_configs(dict(SMOKE_T2, seeds=seeds))
+
+
+def test_the_former_seed_parameter_names_the_fix():
+    old = {k: v for k, v in SMOKE_T2.items() if k != "seeds"}
+    with pytest.raises(KeyError, match=r"seed = 0 became seeds = \[0\]"):
+        grids.table2_run_configs(dict(old, seed=0))
+
+
 # ---------------------------------------------------------------------- experiments on made-up runs
 def _made_up_run(tmp_path, h, model="smallcnn", regularizer="none", strength=0.0, adv_mode="plain", clean=0.9,
-                 robust=0.5, n_eval=400, scale=1.0, extra=None, lip=1.0):
+                 robust=0.5, n_eval=400, scale=1.0, extra=None, lip=1.0, seed=0):
     names = ["conv1", "conv2", "conv3", "conv4", "fc1", "fc2"]
     linf = [scale * (i + 2.0) for i in range(len(names))]
     d = tmp_path / h
@@ -182,7 +219,7 @@ def _made_up_run(tmp_path, h, model="smallcnn", regularizer="none", strength=0.0
                                                     robust_acc_extra=extra or {})))
     (d / "history.json").write_text(json.dumps([dict(epoch=1, norms_linf=dict(zip(names, linf)),
                                                      norms_l1=dict(zip(names, linf)))]))
-    return dict(model=model, regularizer=regularizer, reg_strength=strength, adv_mode=adv_mode, hash=h,
+    return dict(model=model, regularizer=regularizer, reg_strength=strength, adv_mode=adv_mode, seed=seed, hash=h,
                 run_dir=str(d), clean_acc=clean, robust_acc=robust, n_test=10_000, metric_n_eval=n_eval,
                 lip_mean=lip, lip_max=2 * lip, grad_margin_mean=0.1, log10_linf_norm_product=float(sum(linf)),
                 status="done", stale=False,  # per-point outcomes as the sweep's table holds them: nested sets,
@@ -312,3 +349,44 @@ def test_figure2_on_the_authors_layer_set():
     assert set(authors.layer_set) == {"authors"} and set(every.layer_set) == {"every"} and len(every) == len(frame)
     with pytest.raises(ValueError, match="layer_set"):
         figure2.layer_set_filter(frame, "most")
+
+
+def test_table2_result_with_two_seeds(tmp_path):
+    """One row per run with its seed; the paper's layout shows the mean and the spread over the seeds; the
+    claims pair the runs by seed; the saved tables give the same verdicts back."""
+    runs = pd.concat([_table2_runs(tmp_path / "s0", svc_robust=0.2).assign(seed=0),
+                      _table2_runs(tmp_path / "s1", svc_robust=0.2).assign(seed=1, clean_acc=[0.9, 0.93, 0.9])],
+                     ignore_index=True)
+    r = table2.table2_result(runs, dict(SMOKE_T2, seeds=[0, 1], eval_eps_255=1))
+    assert len(r.table) == len(r.long) == 6 and list(r.table.seed) == [0, 0, 0, 1, 1, 1]
+    assert set(r.radii.seed) == {0, 1} and set(r.norm_summary.seed) == {0, 1}
+    assert r.wide.loc[("smallcnn", "Clean (mean of 2 seeds)"), ("wd", 0.01)] == pytest.approx(94)
+    assert r.wide.loc[("smallcnn", "Clean (sd of 2 seeds)"), ("wd", 0.01)] == pytest.approx(np.std([95, 93], ddof=1))
+    assert r.robust_ci.loc["smallcnn", ("wd", 0.01)].count(" | ") == 1
+    assert r.metrics["n_runs"] == 6 and r.metrics["seeds"] == [0, 1]
+    assert r.metrics["plain_clean"] == {"smallcnn": pytest.approx(90)}
+    v = {v.claim: v for v in r.verdicts}
+    assert v["norm regularization at its strongest does not improve robust accuracy"].outcome == "holds"
+    assert "in each of 2 seeds (intersection-union" in v["weight decay improves clean accuracy at some strength"].reason
+    assert v["the strongest weight decay lowers the mean l_inf layer norm"].reason == \
+        "lower on every model in each of 2 seeds"
+    r.save(tmp_path / "out")
+    saved = table2.table2_frame_from_tables(pd.read_csv(tmp_path / "out" / "tables" / "03_table2_long.csv"),
+                                            pd.read_csv(tmp_path / "out" / "tables" / "03_table2_outcomes.csv"))
+    again = [*judge2.table2_clean(saved), *judge2.table2_robust(saved)]
+    assert [(x.claim, x.outcome, x.reason) for x in again] == [(x.claim, x.outcome, x.reason) for x in r.verdicts[:12]]
+
+
+def test_figure2_result_with_two_seeds(tmp_path):
+    runs = pd.concat([_figure2_runs(tmp_path / f"s{s}", pgd_scale=2.0).assign(seed=s) for s in (0, 1)],
+                     ignore_index=True)
+    settings = dict(models=["smallcnn"], adv_modes=["plain", "pgd"], dataset="digits", eval_eps_255=8,
+                    attack="standard", attack_budget=1.0, n_eval=400, epochs=6, layer_set="every", seeds=[0, 1])
+    r = figure2.figure2_result(runs, settings)
+    assert list(r.summary.seed) == [0, 0, 1, 1] and set(r.norms.seed) == set(r.norms_with_batchnorm.seed) == {0, 1}
+    assert set(r.metrics["clean_acc"]) == {f"smallcnn/{m}/seed{s}" for m in ("plain", "pgd") for s in (0, 1)}
+    assert r.metrics["n_layers"] == 6 and r.metrics["seeds"] == [0, 1]
+    v = {v.claim: v for v in r.verdicts}
+    assert v["smallcnn PGD-AT seed 1: l_inf layer norms comparable to or larger than plain"].outcome == "holds"
+    assert v["smallcnn PGD-AT more robust than plain"].outcome == "holds"
+    assert "in each of 2 seeds" in v["smallcnn PGD-AT more robust than plain"].reason

@@ -29,10 +29,17 @@ def test_run_counts_of_the_paper_profile():
                                                   adv_modes={"plain": 1, "pgd": 1, "alp": 1, "trades": 1})
 
 
+def test_run_counts_of_the_rehearsal_profile_double_with_its_two_seeds():
+    four = ["vgg11", "resnet18", "senet18", "regnetx_200mf"]
+    counts = plan.run_counts({nb.stem: p for nb, p in (params_of("rehearsal", "03"), params_of("rehearsal", "04"))})
+    assert counts["03_table2"] == dict(models=four, epochs=1, n_eval=4, adv_modes={"plain": 2 * (1 + 4)})
+    assert counts["04_adversarial_norms"]["adv_modes"] == {"plain": 2, "pgd": 2, "alp": 2, "trades": 2}
+
+
 def test_notebook_parameters_are_defaults_then_profile_then_injected():
     nb, p = params_of("smoke", "03")
     assert p["models"] == ["smallcnn"] and p["epochs"] == 6  # from params/smoke.yaml
-    assert p["seed"] == 0 and p["train_subset"] == 0  # the notebook's defaults
+    assert p["seeds"] == [0] and p["train_subset"] == 0  # params/smoke.yaml, the notebook's default
     assert p["profile"] == "smoke" and p["device"] == "cpu"  # injected
 
 
@@ -58,7 +65,7 @@ def test_plan_counts_cached_runs_and_projects_the_rest(tmp_path):
 def test_plan_without_data_uses_the_nominal_size(tmp_path):
     _, p = params_of("rehearsal", "03")
     p = dict(p, data_root=str(tmp_path / "nothing-here"), models=["vgg11"], wd=[], svc=[], nd_l1=[], nd_linf=[],
-             attack="none")
+             attack="none", seeds=[0])
     table = plan.plan_notebook("03_table2", p, tmp_path, reproduce.NOTEBOOKS, probe_steps=1)
     assert len(table) == 1 and "cifar10 missing: nominal size" in table.basis[0]
     step = table.train_s[0] / (p["epochs"] * math.ceil(p["train_subset"] / 128))

@@ -8,7 +8,7 @@ PARAMS = Path(__file__).resolve().parents[1] / "params"
 #: Settings that are sizes (how much is computed), free to differ between the paper profile and its rehearsal.
 SIZES = {"device", "n_random_layers", "max_input_size", "runs", "entry_budget_s", "method_budget_s", "data_root",
          "train_subset", "epochs", "reg_clip_every", "attack_budget", "n_eval", "scales", "xis", "grid_points_per_dim",
-         "pgd_steps"}
+         "pgd_steps", "seeds"}
 #: Lists of the paper's strengths: the rehearsal takes a subset of them (and of notebook 06's zoo entries).
 STRENGTHS = {"wd", "svc", "nd_l1", "nd_linf"}
 SUBSETS = STRENGTHS | {"robust_entries"}
@@ -80,10 +80,18 @@ def test_profile_keys_that_set_a_run_are_run_config_keys():
     def names(keys):
         return {f"{k}_255" if k in UNITS_255 else k for k in keys}
 
-    grids = {"models", "adv_modes", "wd", "svc", "nd_l1", "nd_linf"}
+    grids = {"models", "adv_modes", "wd", "svc", "nd_l1", "nd_linf", "seeds"}
     sweep_settings = {"executor", "gpus", "runs_dir", "slurm_partition", "slurm_timeout_min"}
     for profile in ("smoke", "rehearsal", "paper"):
         p = load(profile)
         for nb, keys in (("03_table2", TABLE2_KEYS), ("04_adversarial_norms", FIGURE2_KEYS)):
             unknown = set(p[nb]) - names(keys) - grids - sweep_settings
             assert not unknown, f"{profile}.yaml {nb}: {unknown} are not run-config names"
+
+
+def test_seeds_one_as_the_paper_two_in_the_rehearsal():
+    """The paper trained one seed per configuration; the rehearsal runs two, so that the seed-paired verdicts
+    run before the paper profile does."""
+    for nb in ("03_table2", "04_adversarial_norms"):
+        assert load("paper")[nb]["seeds"] == [0] and load("smoke")[nb]["seeds"] == [0]
+        assert load("rehearsal")[nb]["seeds"] == [0, 1]

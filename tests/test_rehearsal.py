@@ -86,8 +86,11 @@ def test_rehearsal_notebooks_wrote_their_outputs(rehearsal):
     assert load_metrics(output_dir, "01_theorem1")["n_model_convs"] == convs
     t2, c2 = load_metrics(output_dir, "03_table2"), config["03_table2"]
     assert t2["models"] == MODELS and t2["dataset"] == "cifar10"
-    assert t2["n_runs"] == len(MODELS) * (1 + sum(len(c2[k]) for k in ("wd", "svc", "nd_l1", "nd_linf")))
-    f2 = load_metrics(output_dir, "04_adversarial_norms")
-    assert f2["models"] == MODELS and set(f2["clean_acc"]) == {f"{m}/{a}" for m in MODELS
+    assert len(c2["seeds"]) == 2 and t2["seeds"] == c2["seeds"]  # every configuration once per seed
+    assert t2["n_runs"] == len(MODELS) * (1 + sum(len(c2[k]) for k in ("wd", "svc", "nd_l1", "nd_linf"))) * 2
+    f2, seeds = load_metrics(output_dir, "04_adversarial_norms"), config["04_adversarial_norms"]["seeds"]
+    assert f2["models"] == MODELS and set(f2["clean_acc"]) == {f"{m}/{a}/seed{s}" for m in MODELS for s in seeds
                                                                for a in ("plain", "pgd", "alp", "trades")}
+    assert all("in each of 2 seeds (intersection-union" in v["reason"]
+               for v in t2["verdicts"] + f2["verdicts"] if "McNemar" in v["reason"])
     assert (output_dir / "tables" / "03_table2.csv").exists()

@@ -53,6 +53,13 @@ def test_unknown_parameter_is_refused(tmp_path):
     refused(tmp_path, with_section("01_theorem1", n_random_layer=5), "01_theorem1.n_random_layer", "not a parameter")
 
 
+@pytest.mark.parametrize("nb", ["03_table2", "04_adversarial_norms"])
+def test_the_former_seed_is_refused_naming_seeds(tmp_path, nb):
+    config = with_section(nb, seed=1)
+    del config[nb]["seeds"]
+    refused(tmp_path, config, f"{nb}.seed", "became seeds", "write seeds: [1]")
+
+
 @pytest.mark.parametrize("key, value, words", [
     ("n_random_layers", "many", ["a str", "int"]),
     ("n_random_layers", 1.5, ["a float", "int"]),

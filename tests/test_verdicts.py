@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from nblib.claims import comparisons as C
 from nblib.claims import figure2 as F2
 from nblib.claims import stats as S
 from nblib.claims import table2 as T2
@@ -456,3 +457,129 @@ def test_proposition2_outcomes():
     assert [v.outcome for v in P.proposition2(p.assign(lipschitz_lower=[12.0, 10.0]), 0.5, 0.1)] == [H, F]
     assert [v.outcome for v in P.proposition2(p.assign(pgd_robust_acc=[0.9, 1.0]), 0.5, 0.1)] == [F, F]
     assert [v.outcome for v in P.proposition2(p, d_min=0.15, eps=0.1)] == [U, U]
+
+
+# ------------------------------------------------------------------------------------------- seeds
+
+def _seeded(*frames):
+    """One table of the runs of several seeds: ``frames[s]`` holds seed ``s``'s runs (plain included)."""
+    return pd.concat([f.assign(seed=s) for s, f in enumerate(frames)], ignore_index=True)
+
+
+STRONGEST_WD = "the strongest weight decay does not improve robust accuracy"
+
+
+def test_one_seed_with_a_seed_column_decides_as_before():
+    f = _paired(500, 200, {("wd", 1e-2): (0, 20), ("wd", 1e-5): (20, 0), ("svc", 0.5): (3, 1)})
+    for judge in (T2.table2_clean, T2.table2_robust, T2.table2_tradeoff):
+        assert [v.record() for v in judge(f.assign(seed=3))] == [v.record() for v in judge(f)]
+
+
+def test_a_direction_needs_every_seed():
+    """Seed 0 loses 16 of 200 robust points at the strongest weight decay (p = 2^-16), seed 1 loses none: one
+    seed's effect is not a conclusion (intersection-union: p = max = 1); when both seeds lose, it holds."""
+    lost, tie, gained = (_paired(200, 60, {("wd", 1e-2): d}) for d in ((0, 16), (0, 0), (16, 0)))
+    alone = T2.table2_robust(lost)[0]
+    assert alone.claim == STRONGEST_WD and alone.outcome == H  # one seed: as the paper
+    one_of_two = {v.claim: v for v in T2.table2_robust(_seeded(lost, tie))}[STRONGEST_WD]
+    assert one_of_two.outcome == U and "in each of 2 seeds (intersection-union" in one_of_two.reason
+    case = one_of_two.numbers["cases"][0]
+    assert case["p_lower"] == 1.0 and case["p_lower_seeds"] == [pytest.approx(2 ** -16), 1.0]
+    both = {v.claim: v for v in T2.table2_robust(_seeded(lost, lost))}[STRONGEST_WD]
+    assert both.outcome == H and "1 of 1 configurations less robust" in both.reason
+    assert "against plain of the same seed" in both.reason and "in each of 2 seeds" in both.reason
+    # the other direction likewise: more robust in one seed only is not a counterexample, in both it is
+    assert {v.claim: v.outcome for v in T2.table2_robust(_seeded(gained, tie))}[STRONGEST_WD] == U
+    assert {v.claim: v.outcome for v in T2.table2_robust(_seeded(gained, gained))}[STRONGEST_WD] == F
+    assert {v.claim: v.outcome for v in T2.table2_robust(_seeded(gained, lost))}[STRONGEST_WD] == U
+
+
+def test_seeds_are_paired_with_the_plain_run_of_their_seed():
+    """Seed 1's plain run is better than seed 0's on the same points; each regularised run matches the plain
+    run of its own seed exactly (no discordant point), so nothing differs, though across seeds it would."""
+    n = 200
+    a, b = np.arange(n) < 60, np.arange(n) < 90
+    rows = [dict(model="m", regularizer=k, strength=s, seed=seed, clean=50.0, robust=100 * p.mean(),
+                 clean_points=p, robust_points=p) for seed, p in ((0, a), (1, b))
+            for k, s in (("none", 0.0), ("wd", 1e-2))]
+    f = pd.DataFrame(rows).assign(n_clean=n, n_robust=n)
+    case = T2.table2_robust(f)[0].numbers["cases"][0]
+    assert case["n_run_only"] == case["n_base_only"] == 0 and case["p_higher"] == case["p_lower"] == 1.0
+    with pytest.raises(ValueError, match="plain run of that seed"):
+        T2.table2_robust(f[~((f.regularizer == "none") & (f.seed == 1))])
+
+
+def test_existential_claim_holm_over_configurations_of_iut_p_values():
+    """Holm's family is the configurations, each with its largest seed p-value."""
+    f0 = _paired(1000, 500, {("wd", 1): (9, 0), ("wd", 2): (0, 0)}, acc="clean")
+    f1 = _paired(1000, 500, {("wd", 1): (7, 0), ("wd", 2): (0, 0)}, acc="clean")
+    pairs = T2.table2_pairs(_seeded(f0, f1), "clean")
+    assert len(pairs) == 2 and list(pairs.n_seeds) == [2, 2]
+    assert pairs.p_higher.iloc[0] == pytest.approx(max(2 ** -9, 2 ** -7))
+    v = T2.table2_clean(_seeded(f0, f1))[0]
+    assert v.outcome == H and "Holm-corrected over 2 configurations" in v.reason  # 2 x 2^-7 < 0.05
+
+
+def test_across_seeds_is_the_largest_p_value():
+    per_seed = pd.DataFrame([dict(k="a", seed=s, value=v, plain=50.0, method="paired", p_higher=p, p_lower=1 - p,
+                                  n_run_only=3, n_base_only=1, interval=None)
+                             for s, v, p in ((0, 60.0, 0.01), (1, 40.0, 0.2), (2, 50.0, 0.03))])
+    row = C.across_seeds(per_seed, ["k"]).iloc[0]
+    assert row.p_higher == 0.2 and row.p_lower == pytest.approx(0.99) and row.n_seeds == 3
+    assert row.value == pytest.approx(50.0) and row.n_run_only == 9
+    missing = per_seed.assign(method=["paired", "missing", "paired"])
+    assert C.across_seeds(missing, ["k"]).iloc[0].method == "missing"
+    assert list(C.across_seeds(per_seed[per_seed.seed == 1], ["k"]).columns) == \
+        [c for c in per_seed.columns if c != "seed"]  # one seed: the rows as they are
+
+
+def test_tradeoff_ranks_configurations_averaged_over_seeds():
+    rng = np.random.default_rng(0)
+    base = _t2((90, 50), {("wd", s): (90, 50) for s in range(1, 7)})
+    seeds = [base.assign(clean=rng.uniform(80, 95, len(base)), robust=rng.uniform(20, 60, len(base)))
+             for _ in range(2)]
+    v = T2.table2_tradeoff(_seeded(*seeds))[0]
+    mean = (seeds[0][["clean", "robust"]] + seeds[1][["clean", "robust"]]) / 2
+    assert v.numbers["rho"] == pytest.approx(S.spearman(mean.clean, mean.robust)["rho"])
+    assert v.numbers["n"] == 7 and "averaged over 2 seeds" in v.reason and "7 configurations" in v.reason
+
+
+def test_norms_lowered_in_every_seed():
+    def summary(strongest_by_seed):
+        return pd.DataFrame([dict(model="m", regularizer=k, reg_strength=s, seed=seed, log_linf=v, log_l1=v)
+                             for seed, low in enumerate(strongest_by_seed)
+                             for k, s, v in (("none", 0.0, 1.0), ("wd", 1e-2, low), ("wd", 1e-4, 1.0))])
+    both = T2.table2_norms_lowered(summary([0.5, 0.6]))[0]
+    assert both.outcome == H and both.reason == "lower on every model in each of 2 seeds"
+    one = T2.table2_norms_lowered(summary([0.5, 1.2]))[0]
+    assert one.outcome == F and one.numbers["log10_change"]["m seed 1"] == pytest.approx(0.2)
+
+
+def test_figure2_every_seed_is_a_network_of_the_sign_test():
+    five = [f"m{i}" for i in range(5)]
+    two = _seeded(_norms(dict(pgd=LARGER), models=five), _norms(dict(pgd=LARGER), models=five))
+    out = F2.figure2_norms(two)
+    assert len(out) == 11 and out[0].claim.startswith("m0 PGD-AT seed 0:")
+    assert out[-1].numbers["n_networks"] == 10 and out[-1].numbers["p_comparable"] == pytest.approx(2 ** -10)
+    assert "every model, mode and seed of 2 is one independently trained network" in out[-1].reason
+    one = F2.figure2_norms(_norms(dict(pgd=LARGER), models=five).assign(seed=0))
+    assert [v.record() for v in one] == [v.record() for v in F2.figure2_norms(_norms(dict(pgd=LARGER), models=five))]
+
+
+def test_figure2_more_robust_needs_every_seed():
+    plain, pgd = _points(40, 4, 6, 0)  # 6 points gained, none lost: p = 1/64 in a seed
+    gain = _acc(0.1, 0.25, 40).assign(robust_acc_points=[plain, pgd])
+    tie = _acc(0.1, 0.1, 40).assign(robust_acc_points=[plain, plain])
+    one = F2.figure2_more_robust(_seeded(gain, tie))
+    assert [v.outcome for v in one] == [U, U] and "no difference shown in each of 2 seeds" in one[0].reason
+    both = F2.figure2_more_robust(_seeded(gain, gain))
+    assert [v.outcome for v in both] == [H, H] and "in each of 2 seeds (intersection-union" in both[0].reason
+    assert [v.record() for v in F2.figure2_more_robust(gain.assign(seed=0))] == \
+        [v.record() for v in F2.figure2_more_robust(gain)]
+
+
+def test_figure2_local_lipschitz_needs_every_seed():
+    assert F2.figure2_local_lipschitz(_seeded(_acc(0, 0, 1, lip=5.0), _acc(0, 0, 1, lip=10.0)))[0].outcome == U
+    v = F2.figure2_local_lipschitz(_seeded(_acc(0, 0, 1, lip=5.0), _acc(0, 0, 1, lip=4.0)))[0]
+    assert v.outcome == H and v.numbers["ratios"] == [0.5, 0.4] and "every seed must agree" in v.reason
+    assert F2.figure2_local_lipschitz(_seeded(_acc(0, 0, 1, lip=20.0), _acc(0, 0, 1, lip=30.0)))[0].outcome == F

@@ -13,6 +13,13 @@ A table of comparisons (:func:`compare`) has one row per run with ``method``:
 
 :func:`decide` turns a family of comparisons into ``relation`` ("higher", "lower", "neither", "missing") at level
 ``alpha``, Holm-corrected over the family when the claim is existential, and :func:`rule` says how in words.
+
+**Seeds.**  With runs of several training seeds, each run is compared with the plain run *of its seed* (same
+test points, same attacked subset) and :func:`across_seeds` makes one row per configuration: a direction is
+concluded only when the one-sided test rejects at ``alpha`` in *every* seed, an intersection-union test whose
+p-value is the largest of the seeds' p-values (level ``alpha`` without any correction for the conjunction, and
+an effect one seed's luck cannot make).  Those p-values enter :func:`decide` and Holm's correction as one
+comparison per configuration.  With one seed nothing changes: one row per run, as before.
 """
 from __future__ import annotations
 
@@ -49,6 +56,42 @@ def compare(run: dict, base: dict, acc: str, n_col: str, percent: bool, paired: 
     return out
 
 
+def n_seeds(frame: pd.DataFrame) -> int:
+    """How many training seeds the runs of ``frame`` have: its ``seed`` column's distinct values, 1 without one
+    (the paper's published table)."""
+    return int(frame["seed"].nunique()) if "seed" in frame and len(frame) else 1
+
+
+def across_seeds(pairs: pd.DataFrame, keys) -> pd.DataFrame:
+    """Per-seed comparisons (one row per configuration ``keys`` and ``seed``, each against the plain run of its
+    seed) as one row per configuration: the intersection-union test over the seeds.
+
+    ``p_higher`` / ``p_lower`` are the largest of the seeds' one-sided p-values (below ``alpha`` exactly when
+    every seed rejects at ``alpha``); ``method`` is "paired" when every seed is, "missing" when a seed lacks
+    its outcomes; ``value`` and ``plain`` are means over the seeds, ``n_run_only`` / ``n_base_only`` sums, and
+    ``n_seeds``, ``seeds``, ``p_higher_seeds``, ``p_lower_seeds`` keep what each seed gave.  With one seed (or no
+    ``seed`` column) ``pairs`` is returned without its ``seed`` column, unchanged otherwise."""
+    if n_seeds(pairs) <= 1:
+        return pairs.drop(columns=["seed"], errors="ignore")
+    rows = []
+    for key, g in pairs.groupby(list(keys), sort=False):
+        paired = (g.method == "paired").all()
+        row = dict(zip(keys, key if isinstance(key, tuple) else (key,)))
+        for col in [c for c in pairs.columns if c not in row and c != "seed"]:
+            row[col] = g[col].iloc[0]
+        for col in ("value", "plain"):
+            if col in g:
+                row[col] = float(g[col].mean())
+        row.update(method="paired" if paired else "missing" if (g.method == "missing").any() else g.method.iloc[0],
+                   p_higher=float(g.p_higher.max()) if paired else math.nan,
+                   p_lower=float(g.p_lower.max()) if paired else math.nan,
+                   n_run_only=float(g.n_run_only.sum()) if paired else math.nan,
+                   n_base_only=float(g.n_base_only.sum()) if paired else math.nan,
+                   n_seeds=len(g), seeds=list(g.seed), p_higher_seeds=list(g.p_higher), p_lower_seeds=list(g.p_lower))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def decide(pairs: pd.DataFrame, alpha: float, correct: bool) -> pd.DataFrame:
     """``pairs`` with ``relation``: "higher" / "lower" when the one-sided McNemar p-value of that direction
     (Holm-adjusted over the family's paired rows, per direction, when ``correct``) is below ``alpha``, or the
@@ -72,13 +115,27 @@ def decide(pairs: pd.DataFrame, alpha: float, correct: bool) -> pd.DataFrame:
 
 def rule(pairs: pd.DataFrame, alpha: float, correct: bool, sided: str = "one-sided") -> str:
     """The test behind a decision, in words: "one-sided exact McNemar per run against plain, Holm-corrected over
-    16 comparisons, alpha 0.05" or the unpaired rule of published numbers."""
+    16 comparisons, alpha 0.05" or the unpaired rule of published numbers; with several seeds
+    (:func:`across_seeds`) "... against plain of the same seed, at alpha 0.05 in each of 2 seeds
+    (intersection-union ...)"."""
     n = int((pairs.method == "paired").sum())
     if (pairs.method == "unpaired").any():
         return ("unpaired (published accuracies, no per-point outcomes): disjoint two-sided 95% Wilson intervals, "
                 f"not corrected over {len(pairs)} comparisons")
+    seeds = int(pairs.n_seeds.max()) if "n_seeds" in pairs and len(pairs) else 1
+    if seeds > 1:
+        corr = (f"Holm-corrected over {n} configurations" if correct
+                else "uncorrected, each configuration at its own level")
+        return (f"{sided} exact McNemar test on the discordant points against plain of the same seed, at alpha "
+                f"{alpha:g} in each of {seeds} seeds (intersection-union: a configuration's p-value is the largest "
+                f"of its seeds'), {corr}")
     corr = f"Holm-corrected over {n} comparisons" if correct else "uncorrected, each run at its own level"
     return f"{sided} exact McNemar test on the discordant points against plain, {corr}, alpha {alpha:g}"
+
+
+def units(pairs: pd.DataFrame) -> str:
+    """What a row of ``pairs`` is, for a reason's counts: "runs", or "configurations" with several seeds."""
+    return "configurations" if "n_seeds" in pairs and len(pairs) and pairs.n_seeds.max() > 1 else "runs"
 
 
 def counts(pairs: pd.DataFrame) -> dict:

@@ -7,6 +7,11 @@ images, ``n_robust`` attacked points, a plain run per model) and, for our runs, 
 its model by :mod:`nblib.claims.comparisons`: the exact one-sided McNemar test on the discordant points when the
 outcomes are there, disjoint Wilson intervals for the paper's published numbers (no outcomes), never unpaired
 for a run whose outcomes are missing.  Each verdict's reason names its test, sidedness, correction and level.
+
+With several training seeds (a ``seed`` column) each run is compared with the plain run of its model *and seed*,
+and a configuration (model, regularizer, strength) goes one way only when it does so in every seed
+(:func:`nblib.claims.comparisons.across_seeds`, an intersection-union test); the trade-off ranks the
+configurations' accuracies averaged over the seeds.  One seed: one comparison per run, as the paper.
 """
 from __future__ import annotations
 
@@ -15,7 +20,7 @@ from typing import Optional
 import pandas as pd
 
 from nblib.vocabulary import NORM_DECAY_P, REGULARIZER_LABELS, strongest_strength
-from nblib.claims.comparisons import compare, counts, decide, missing_text, rule
+from nblib.claims.comparisons import across_seeds, compare, counts, decide, missing_text, n_seeds, rule, units
 from nblib.claims.stats import is_missing, rate_interval, spearman
 from nblib.claims.verdict import FAILS, HOLDS, UNTESTABLE, Verdict, require_columns
 
@@ -26,26 +31,34 @@ ALPHA = 0.05
 
 
 def table2_pairs(frame: pd.DataFrame, acc: str, only_strongest: bool = False) -> pd.DataFrame:
-    """One row per regularised run with a measured ``acc``: its comparison with the plain run of its model
-    (:func:`nblib.claims.comparisons.compare`; paired when ``frame`` has ``<acc>_points``)."""
+    """One row per regularised configuration with a measured ``acc``: its comparison with the plain run of its
+    model (:func:`nblib.claims.comparisons.compare`; paired when ``frame`` has ``<acc>_points``); with several
+    seeds each run against the plain run of its seed, one row per configuration over the seeds
+    (:func:`nblib.claims.comparisons.across_seeds`)."""
     require_columns(frame, TABLE2_COLUMNS, "the Table 2 verdicts")
     n_col, paired = f"n_{acc}", f"{acc}_points" in frame
-    plain = {r["model"]: r for r in frame[frame.regularizer == "none"].to_dict("records")}
-    missing = sorted(set(frame.model) - set(plain))
+    frame = frame if "seed" in frame else frame.assign(seed=0)
+    plain = {(r["model"], r["seed"]): r for r in frame[frame.regularizer == "none"].to_dict("records")}
+    missing = sorted(set(frame.model) - {m for m, _ in plain})
     if missing:
         raise ValueError(f"no plain (regularizer 'none') run for models {missing}: Table 2 compares with it")
+    missing = sorted(set(zip(frame.model, frame.seed)) - set(plain))
+    if missing:
+        raise ValueError(f"no plain (regularizer 'none') run for (model, seed) {missing}: each seed's runs are "
+                         "compared with the plain run of that seed")
     rows = []
     for (model, kind), g in frame[frame.regularizer != "none"].groupby(["model", "regularizer"], sort=False):
         if only_strongest:
             g = g[g.strength == strongest_strength(kind, g.strength)]
-        base = plain[model]
         for r in g.to_dict("records"):
+            base = plain[(model, r["seed"])]
             if is_missing(r[acc]) or is_missing(base[acc]):
                 continue  # not measured (no attack, or a number the paper does not print)
-            rows.append(dict(model=model, regularizer=kind, strength=r["strength"], value=r[acc], plain=base[acc],
-                             n=int(r[n_col]), **compare(r, base, acc, n_col, True, paired)))
-    return pd.DataFrame(rows, columns=["model", "regularizer", "strength", "value", "plain", "n", "method",
-                                       "p_higher", "p_lower", "n_run_only", "n_base_only", "interval"])
+            rows.append(dict(model=model, regularizer=kind, strength=r["strength"], seed=r["seed"], value=r[acc],
+                             plain=base[acc], n=int(r[n_col]), **compare(r, base, acc, n_col, True, paired)))
+    pairs = pd.DataFrame(rows, columns=["model", "regularizer", "strength", "seed", "value", "plain", "n", "method",
+                                        "p_higher", "p_lower", "n_run_only", "n_base_only", "interval"])
+    return across_seeds(pairs, ["model", "regularizer", "strength"])
 
 
 def _numbers(pairs: pd.DataFrame, alpha: float, **extra) -> dict:
@@ -56,15 +69,15 @@ def _numbers(pairs: pd.DataFrame, alpha: float, **extra) -> dict:
 def _improves_some(claim: str, pairs: pd.DataFrame, alpha: float) -> Verdict:
     """Existential: some run above plain (Holm over the family); fails when every run is below plain."""
     pairs = decide(pairs, alpha, correct=True)
-    c, how = counts(pairs), rule(pairs, alpha, correct=True)
+    c, how, runs = counts(pairs), rule(pairs, alpha, correct=True), units(pairs)
     nums = _numbers(pairs, alpha, rule=how)
     if pairs.empty:
         return Verdict(claim, UNTESTABLE, "no regularised run with a plain run to compare", nums)
     if c["higher"]:
-        return Verdict(claim, HOLDS, f"{c['higher']} of {len(pairs)} runs above plain ({how})", nums)
+        return Verdict(claim, HOLDS, f"{c['higher']} of {len(pairs)} {runs} above plain ({how})", nums)
     if c["lower"] == len(pairs):
-        return Verdict(claim, FAILS, f"all {len(pairs)} runs below plain ({how})", nums)
-    return Verdict(claim, UNTESTABLE, f"no run above plain ({how}){missing_text(c)}", nums)
+        return Verdict(claim, FAILS, f"all {len(pairs)} {runs} below plain ({how})", nums)
+    return Verdict(claim, UNTESTABLE, f"no {runs[:-1]} above plain ({how}){missing_text(c)}", nums)
 
 
 def _improves_typically(claim: str, pairs: pd.DataFrame, alpha: float) -> Verdict:
@@ -73,7 +86,8 @@ def _improves_typically(claim: str, pairs: pd.DataFrame, alpha: float) -> Verdic
     pairs = decide(pairs, alpha, correct=False)
     c, how = counts(pairs), rule(pairs, alpha, correct=False)
     nums = _numbers(pairs, alpha, rule=how, majority=len(pairs) // 2 + 1)
-    where = f"{c['higher']} above, {c['lower']} below, {c['neither'] + c['missing']} undecided of {len(pairs)} runs"
+    where = (f"{c['higher']} above, {c['lower']} below, {c['neither'] + c['missing']} undecided of {len(pairs)} "
+             f"{units(pairs)}")
     if pairs.empty:
         return Verdict(claim, UNTESTABLE, "no regularised run with a plain run to compare", nums)
     if 2 * c["higher"] > len(pairs):
@@ -87,19 +101,19 @@ def _not_more_robust(claim: str, pairs: pd.DataFrame, alpha: float) -> Verdict:
     """"Does not improve robust accuracy": fails when some run is more robust than plain, holds when none is and
     some run is less robust (Holm over the family, each direction one-sided at ``alpha``)."""
     pairs = decide(pairs, alpha, correct=True)
-    c, how = counts(pairs), rule(pairs, alpha, correct=True)
+    c, how, runs = counts(pairs), rule(pairs, alpha, correct=True), units(pairs)
     nums = _numbers(pairs, alpha, rule=how)
     if c["higher"]:
-        return Verdict(claim, FAILS, f"{c['higher']} of {len(pairs)} runs more robust than plain ({how})", nums)
+        return Verdict(claim, FAILS, f"{c['higher']} of {len(pairs)} {runs} more robust than plain ({how})", nums)
     if pairs.empty:
         return Verdict(claim, UNTESTABLE, "no robust accuracy to compare", nums)
     if c["missing"]:
         return Verdict(claim, UNTESTABLE, f"none more robust among those compared{missing_text(c)}", nums)
     if c["lower"]:
-        return Verdict(claim, HOLDS, f"{c['lower']} of {len(pairs)} runs less robust than plain, none more "
+        return Verdict(claim, HOLDS, f"{c['lower']} of {len(pairs)} {runs} less robust than plain, none more "
                                      f"({how})", nums)
-    return Verdict(claim, UNTESTABLE, f"no run differs from plain at {int(pairs.n.min())} attacked points ({how})",
-                   nums)
+    return Verdict(claim, UNTESTABLE, f"no {runs[:-1]} differs from plain at {int(pairs.n.min())} attacked points "
+                                      f"({how})", nums)
 
 
 def _per_regularizer(pairs: pd.DataFrame, judge, claim, overall: str, alpha: float) -> list[Verdict]:
@@ -152,9 +166,9 @@ def table2_robust(frame: pd.DataFrame, alpha: float = ALPHA) -> list[Verdict]:
                               alpha)]
 
 
-def _tradeoff(claim: str, clean, robust, alpha: float, what: str) -> Verdict:
+def _tradeoff(claim: str, clean, robust, alpha: float, what: str, runs: str = "runs") -> Verdict:
     s = spearman(clean, robust)
-    how = (f"Spearman rank correlation over {s['n']} runs{what}, one-sided p < {alpha:g} each way, "
+    how = (f"Spearman rank correlation over {s['n']} {runs}{what}, one-sided p < {alpha:g} each way, "
            "each claim at its own level")
     nums = dict(**s, alpha=alpha, rule=how)
     if s["p_negative"] < alpha:
@@ -163,7 +177,7 @@ def _tradeoff(claim: str, clean, robust, alpha: float, what: str) -> Verdict:
         return Verdict(claim, FAILS, f"clean and robust accuracy rise together: rho = {s['rho']:.2f}, p = "
                                      f"{s['p_positive']:.3f} for rho > 0 ({how})", nums)
     if s["n"] < 3 or s["rho"] != s["rho"]:
-        return Verdict(claim, UNTESTABLE, f"{s['n']} runs with both accuracies: too few to rank", nums)
+        return Verdict(claim, UNTESTABLE, f"{s['n']} {runs} with both accuracies: too few to rank", nums)
     return Verdict(claim, UNTESTABLE, f"rho = {s['rho']:.2f}, not significant either way ({how})", nums)
 
 
@@ -176,47 +190,58 @@ def table2_tradeoff(frame: pd.DataFrame, alpha: float = ALPHA) -> list[Verdict]:
     Holds when rho < 0 with one-sided p < ``alpha``; **does not hold** when rho > 0 with one-sided p < ``alpha``
     (a higher clean accuracy goes with a *higher* robust accuracy); not testable otherwise.  Each model's verdict
     is its own claim (not corrected across models); the pooled one is the general claim.  Ranks, not a paired
-    test: the correlation is across runs, whose accuracies carry no per-point pairing.
+    test: the correlation is across runs, whose accuracies carry no per-point pairing.  With several seeds the
+    clean and the robust accuracy of each configuration (model, regularizer, strength) are first averaged over
+    its seeds, and the configurations are ranked (the reason says so).
     """
     require_columns(frame, TABLE2_COLUMNS, "table2_tradeoff")
     f = frame.dropna(subset=["clean", "robust"])
+    k, runs, seeds = n_seeds(f), "runs", ""
+    if k > 1:
+        f = f.groupby(["model", "regularizer", "strength"], as_index=False, sort=False)[["clean", "robust"]].mean()
+        runs, seeds = "configurations", f" (clean and robust accuracy each averaged over {k} seeds)"
     out = [_tradeoff(f"{model}: higher clean accuracy goes with lower robust accuracy", g.clean, g.robust, alpha,
-                     "") for model, g in f.groupby("model", sort=False)]
+                     seeds, runs) for model, g in f.groupby("model", sort=False)]
     centred = f.assign(clean=f.clean - f.groupby("model").clean.transform("mean"),
                        robust=f.robust - f.groupby("model").robust.transform("mean"))
     return out + [_tradeoff("higher clean accuracy goes with lower robust accuracy", centred.clean, centred.robust,
-                            alpha, f" of {f.model.nunique()} models, centred per model")]
+                            alpha, f" of {f.model.nunique()} models, centred per model{seeds}", runs)]
 
 
 def table2_norms_lowered(summary: pd.DataFrame, targets: Optional[dict] = None) -> list[Verdict]:
     """The premise of Table 2: the strongest setting of each regulariser lowers the layer norm it targets.
 
-    ``summary``: one row per (model, regularizer, reg_strength) with the mean log10 layer norms ``log_linf``
-    and ``log_l1`` (exact norms: no sampling error).  Holds when, for every model, the strongest run's mean
-    is below the plain run's.  ``targets``: regulariser -> column (default: l1 for l1 norm decay, l_inf
-    otherwise).
+    ``summary``: one row per (model, regularizer, reg_strength[, seed]) with the mean log10 layer norms
+    ``log_linf`` and ``log_l1`` (exact norms: no sampling error).  Holds when, for every model, the strongest
+    run's mean is below the plain run's; with several seeds, for every model in each seed (the strongest run of
+    a seed against the plain run of that seed).  ``targets``: regulariser -> column (default: l1 for l1 norm
+    decay, l_inf otherwise).
     """
     require_columns(summary, ["model", "regularizer", "reg_strength", "log_linf", "log_l1"], "table2_norms_lowered")
     targets = targets or {"wd": "log_linf", "svc": "log_linf",
                           **{k: "log_l1" if p == 1 else "log_linf" for k, p in NORM_DECAY_P.items()}}
-    plain = summary[summary.regularizer == "none"].set_index("model")
+    k = n_seeds(summary)
+    summary = summary if "seed" in summary else summary.assign(seed=0)
+    plain = summary[summary.regularizer == "none"].set_index(["model", "seed"])
+    where, unit = ("model", "models") if k == 1 else (f"model in each of {k} seeds", "(model, seed) runs")
     out = []
     for kind in [k for k in targets if k in set(summary.regularizer)]:
         col = targets[kind]
         norm = col[4:].replace("inf", "_inf")
         claim = f"the strongest {REGULARIZER_LABELS.get(kind, kind)} lowers the mean {norm} layer norm"
         diffs = {}
-        for model, g in summary[summary.regularizer == kind].groupby("model"):
+        for (model, seed), g in summary[summary.regularizer == kind].groupby(["model", "seed"]):
             g = g[g.reg_strength == strongest_strength(kind, g.reg_strength)]
-            if model in plain.index:
-                diffs[model] = float(g[col].iloc[0] - plain.loc[model, col])
+            if (model, seed) in plain.index:
+                name = model if k == 1 else f"{model} seed {seed}"
+                diffs[name] = float(g[col].iloc[0] - plain.loc[(model, seed), col])
         if not diffs:
             out.append(Verdict(claim, UNTESTABLE, "no plain run to compare"))
         elif all(d < 0 for d in diffs.values()):
-            out.append(Verdict(claim, HOLDS, "lower on every model", dict(log10_change=diffs)))
+            out.append(Verdict(claim, HOLDS, f"lower on every {where}", dict(log10_change=diffs)))
         else:
             out.append(Verdict(claim, FAILS, f"not lower on {sum(d >= 0 for d in diffs.values())} of {len(diffs)} "
-                                             "models", dict(log10_change=diffs)))
+                                             f"{unit}", dict(log10_change=diffs)))
     return out
 
 

@@ -3,7 +3,8 @@
 ``run(settings) -> Figure2Result``: layer norms of plain, PGD-AT, ALP and TRADES networks (Figure 2), their
 robust accuracy and local Lipschitz estimates.  The runs come from :func:`nblib.runs.grids.figure2_run_configs`
 (trained or read back by :func:`nblib.runs.grids.train_runs`); every table is computed from the sweep's result
-table alone (:func:`figure2_result`) and the claims are decided by :mod:`nblib.claims.figure2`.
+table alone (:func:`figure2_result`) and the claims are decided by :mod:`nblib.claims.figure2`.  With several
+``seeds`` every table keeps one row per run (network) with its ``seed``, and the claims pair the networks by seed.
 """
 from __future__ import annotations
 
@@ -46,10 +47,10 @@ class Figure2Result:
 
 
 def figure2_summary(runs: pd.DataFrame) -> pd.DataFrame:
-    """One row per run: accuracies (fractions) with the Wilson interval of the robust one over ``n_eval``
-    attacked points, mean / largest local Lipschitz estimate, gradient margin, log10 product of the layers'
-    l_inf norms, and ``robust_acc_points`` (the per-point robust outcomes of the paired test; None without)."""
-    summary = runs[["model", "adv_mode", "clean_acc", "robust_acc", "lip_mean", "lip_max", "grad_margin_mean",
+    """One row per run (model, adv_mode, seed): accuracies (fractions) with the Wilson interval of the robust one
+    over ``n_eval`` attacked points, mean / largest local Lipschitz estimate, gradient margin, log10 product of the
+    layers' l_inf norms, and ``robust_acc_points`` (the per-point robust outcomes of the paired test; None without)."""
+    summary = runs[["model", "adv_mode", "seed", "clean_acc", "robust_acc", "lip_mean", "lip_max", "grad_margin_mean",
                     "log10_linf_norm_product"]].assign(n_eval=runs.metric_n_eval,
                                                        robust_acc_points=point_outcomes(runs, "robust_correct"))
     return with_intervals(summary, "robust_acc", "n_eval", percent=False)
@@ -80,18 +81,23 @@ def figure2_claims(summary: pd.DataFrame, norms: pd.DataFrame, with_bn: pd.DataF
 def figure2_metrics(settings: dict, summary: pd.DataFrame, norms: pd.DataFrame, with_bn: pd.DataFrame,
                     claims) -> dict:
     """The metrics JSON of notebook 04: settings, per-run accuracies and Lipschitz numbers, layer counts,
-    verdicts, the machine that computed them (CPU capability, torch build)."""
+    verdicts, the machine that computed them (CPU capability, torch build).  Per-run numbers are keyed
+    ``model/mode``, with several seeds ``model/mode/seed<s>``."""
+    several = summary.seed.nunique() > 1
+
     def per_run(col):
-        return {f"{r.model}/{r.adv_mode}": getattr(r, col) for r in summary.itertuples()}
+        return {f"{r.model}/{r.adv_mode}" + (f"/seed{r.seed}" if several else ""): getattr(r, col)
+                for r in summary.itertuples()}
 
     return dict(models=list(settings["models"]), adv_modes=list(settings["adv_modes"]), dataset=settings["dataset"],
                 eps=config_values(settings, ["eval_eps"])["eval_eps"], attack=settings["attack"],
                 attack_budget=settings["attack_budget"],
-                n_eval=settings["n_eval"], epochs=settings["epochs"], clean_acc=per_run("clean_acc"),
+                n_eval=settings["n_eval"], epochs=settings["epochs"], seeds=sorted(set(summary.seed)),
+                clean_acc=per_run("clean_acc"),
                 robust_acc=per_run("robust_acc"), lip_mean=per_run("lip_mean"),
                 log10_linf_norm_product=per_run("log10_linf_norm_product"),
-                n_layers=int(norms.groupby(["model", "adv_mode"]).size().min()),
-                n_layers_with_batchnorm=int(with_bn.groupby(["model", "adv_mode"]).size().min()),
+                n_layers=int(norms.groupby(["model", "adv_mode", "seed"]).size().min()),
+                n_layers_with_batchnorm=int(with_bn.groupby(["model", "adv_mode", "seed"]).size().min()),
                 layer_set=settings["layer_set"],
                 verdicts=records(claims), machine=machine())
 

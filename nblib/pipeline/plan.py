@@ -196,9 +196,9 @@ def project_run(cfg: dict, n_train: int, n_test: int, runs_dir: Path, probes: di
 
 def plan_notebook(nb_name: str, params: dict, runs_dir, folder, probe_steps: int = 2) -> pd.DataFrame:
     """One row per run of notebook ``nb_name`` (empty for notebooks that train nothing): model, regularizer,
-    strength, mode, hash, cache status, the projected seconds of each cost term (``<term>_s``, ``total_s``; 0
-    for a finished run) and their basis.  Relative ``data_root`` paths are read from ``folder`` (the notebooks'
-    working folder)."""
+    strength, mode, seed, hash, cache status, the projected seconds of each cost term (``<term>_s``,
+    ``total_s``; 0 for a finished run) and their basis.  Relative ``data_root`` paths are read from ``folder`` (the
+    notebooks' working folder)."""
     make = grids.RUN_CONFIGS.get(nb_name)
     if make is None:
         return pd.DataFrame()
@@ -208,7 +208,8 @@ def plan_notebook(nb_name: str, params: dict, runs_dir, folder, probe_steps: int
     for h, cfg in cfgs.items():
         status, _ = folders.run_status(runs_dir / h, cfg)
         row = dict(model=cfg["model"], regularizer=cfg["regularizer"], strength=cfg["reg_strength"],
-                   mode=cfg["adv_mode"], hash=h, status=status, **{f"{t}_s": 0.0 for t in (*cost.TERMS, "total")},
+                   mode=cfg["adv_mode"], seed=cfg["seed"], hash=h, status=status,
+                   **{f"{t}_s": 0.0 for t in (*cost.TERMS, "total")},
                    basis="cached")
         if status not in FINISHED:
             key = (cfg["dataset"], cfg["data_root"])

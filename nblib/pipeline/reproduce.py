@@ -33,6 +33,8 @@ NOTEBOOKS = ROOT / "notebooks"
 PARAMS = ROOT / "params"
 OUTPUT_KINDS = ("figures", "tables", "metrics")
 PROFILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+#: Parameters that were renamed: ``{old name: (new name, how to write it, formatted with the old value)}``.
+RENAMED = {"seed": ("seeds", "a list of training seeds (one run per seed): write seeds: [{value!r}]")}
 
 
 class ProfileError(SystemExit):
@@ -135,6 +137,10 @@ def load_profile(profile: str, params_dir: Path = PARAMS) -> dict:
                 raise ProfileError(f"{path}: {key}.{name} is set by nblib.pipeline.reproduce; "
                                   "remove it from the profile")
             if name not in defaults:
+                new_name, how = RENAMED.get(name, (None, ""))
+                if new_name in defaults:
+                    raise ProfileError(f"{path}: {key}.{name} is not a parameter of notebooks/{key}.ipynb: it "
+                                       f"became {new_name}, {how.format(value=value)}")
                 raise ProfileError(f"{path}: {key}.{name} is not a parameter of notebooks/{key}.ipynb; "
                                    f"its parameters: {sorted(set(defaults) - {'profile', 'output_dir'})}")
             why = type_mismatch(value, defaults[name])

@@ -22,10 +22,10 @@ UNITS_255 = ("eval_eps", "extra_eval_eps")
 #: The run-config keys each training notebook sets from its parameters.
 TABLE2_KEYS = ("dataset", "data_root", "train_subset", "epochs", "lr", "reg_gamma", "reg_clip_every",
                "reg_beta_scaling", "reg_nd_update", "reg_nd_layers", "reg_svc_linear", "eval_eps", "extra_eval_eps",
-               "attack", "attack_budget", "n_eval", "seed", "device", "precision", "channels_last",
+               "attack", "attack_budget", "n_eval", "device", "precision", "channels_last",
                "cudnn_deterministic")
 FIGURE2_KEYS = ("dataset", "data_root", "train_subset", "epochs", "lr", "adv_preset", "eval_eps", "attack",
-                "attack_budget", "n_eval", "seed", "device", "precision", "channels_last", "cudnn_deterministic")
+                "attack_budget", "n_eval", "device", "precision", "channels_last", "cudnn_deterministic")
 #: The regularizers of Table 2, each with its list of strengths as a parameter of the same name.
 REGULARIZERS = tuple(k for k in vocabulary.REGULARIZERS if k != "none")
 
@@ -43,41 +43,68 @@ def config_values(settings: dict, keys) -> dict:
     return out
 
 
-def table2_configs(models, base: dict, wd=(), svc=(), nd_l1=(), nd_linf=(), plain_lr: float = 0.0) -> list[dict]:
+def settings_seeds(settings: dict) -> list[int]:
+    """The ``seeds`` of a notebook's parameters (:func:`seed_list`); an error naming the fix for the former
+    single ``seed``."""
+    if "seeds" not in settings:
+        hint = (f": the parameter seed = {settings['seed']!r} became seeds = [{settings['seed']!r}] (a list, one run "
+                "per seed)") if "seed" in settings else ""
+        raise KeyError(f"the parameters have no 'seeds'{hint}")
+    return seed_list(settings["seeds"])
+
+
+def seed_list(seeds) -> list[int]:
+    """``seeds`` as a list of distinct ints (at least one): an error naming the fix otherwise."""
+    if isinstance(seeds, (int, str)) or not len(seeds):
+        raise ValueError(f"seeds must be a non-empty list of ints such as [0] or [0, 1], got {seeds!r}")
+    seeds = list(seeds)
+    if len(set(seeds)) != len(seeds) or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+        raise ValueError(f"seeds must be distinct ints, got {seeds!r}")
+    return seeds
+
+
+def table2_configs(models, base: dict, wd=(), svc=(), nd_l1=(), nd_linf=(), plain_lr: float = 0.0,
+                   seeds=None) -> list[dict]:
     """One training config per (model, regularizer, strength), plain runs included, on top of ``base``; the
     plain runs at ``plain_lr`` when it is not 0 (the authors' code trained its plain baseline at 0.1, the
-    regularized runs at 0.01)."""
+    regularized runs at 0.01).  ``seeds``: one config per seed of each (varying fastest); None keeps
+    ``base``'s seed."""
     cfgs = []
     plain = {"lr": plain_lr} if plain_lr else {}
+    per_seed = {} if seeds is None else {"seed": seed_list(seeds)}
     for model in models:
-        cfgs += expand_grid({**base, "model": model, **plain}, regularizer=["none"], reg_strength=[0.0])
+        cfgs += expand_grid({**base, "model": model, **plain}, regularizer=["none"], reg_strength=[0.0], **per_seed)
         for kind, values in zip(REGULARIZERS, (wd, svc, nd_l1, nd_linf)):
             if len(values):
-                cfgs += expand_grid({**base, "model": model}, regularizer=[kind], reg_strength=list(values))
+                cfgs += expand_grid({**base, "model": model}, regularizer=[kind], reg_strength=list(values),
+                                    **per_seed)
     return cfgs
 
 
 def table2_run_configs(settings: dict) -> list[dict]:
     """The run configs of notebook 03 from its parameters (:data:`TABLE2_KEYS`, ``models``, the strength
-    lists of :data:`REGULARIZERS` and ``plain_lr``: the plain runs' learning rate, 0 for ``lr``); without an
-    attack no extra radius is attacked."""
+    lists of :data:`REGULARIZERS`, ``plain_lr``: the plain runs' learning rate, 0 for ``lr``, and ``seeds``: one
+    run per seed); without an attack no extra radius is attacked."""
     base = config_values(settings, TABLE2_KEYS)
     if base["attack"] == "none":
         base["extra_eval_eps"] = []
     return table2_configs(settings["models"], base, **{k: settings[k] for k in REGULARIZERS},
-                          plain_lr=settings["plain_lr"])
+                          plain_lr=settings["plain_lr"], seeds=settings_seeds(settings))
 
 
-def figure2_configs(models, base: dict, adv_modes=("plain", "pgd", "alp", "trades")) -> list[dict]:
-    """One training config per (model, adversarial training mode) on top of ``base``."""
-    return [cfg for model in models for cfg in expand_grid({**base, "model": model}, adv_mode=list(adv_modes))]
+def figure2_configs(models, base: dict, adv_modes=("plain", "pgd", "alp", "trades"), seeds=None) -> list[dict]:
+    """One training config per (model, adversarial training mode) on top of ``base``; ``seeds``: one per seed
+    of each (varying fastest), None keeps ``base``'s seed."""
+    per_seed = {} if seeds is None else {"seed": seed_list(seeds)}
+    return [cfg for model in models
+            for cfg in expand_grid({**base, "model": model}, adv_mode=list(adv_modes), **per_seed)]
 
 
 def figure2_run_configs(settings: dict) -> list[dict]:
-    """The run configs of notebook 04 from its parameters (:data:`FIGURE2_KEYS`, ``models``, ``adv_modes``):
-    one per (model, training mode), all with local Lipschitz estimates."""
+    """The run configs of notebook 04 from its parameters (:data:`FIGURE2_KEYS`, ``models``, ``adv_modes``,
+    ``seeds``): one per (model, training mode, seed), all with local Lipschitz estimates."""
     base = {**config_values(settings, FIGURE2_KEYS), "local_lipschitz": True}
-    return figure2_configs(settings["models"], base, adv_modes=settings["adv_modes"])
+    return figure2_configs(settings["models"], base, adv_modes=settings["adv_modes"], seeds=settings_seeds(settings))
 
 
 def runs_root(settings: dict) -> str:

@@ -18,8 +18,8 @@ from nblib.norms import layer_norms
 from nblib.results import read_json, unpack_outcomes
 from nblib.training.checkpoint import CHECKPOINT
 
-#: The columns of the sweep table that name a run of notebooks 03 and 04.
-RUN_KEYS = ("model", "regularizer", "reg_strength", "adv_mode")
+#: The columns of the sweep table that name a run of notebooks 03 and 04 (a configuration and its seed).
+RUN_KEYS = ("model", "regularizer", "reg_strength", "adv_mode", "seed")
 
 
 def point_outcomes(results: pd.DataFrame, key: str) -> list:
@@ -63,17 +63,19 @@ def layer_norm_frame(results: pd.DataFrame, keys=RUN_KEYS) -> pd.DataFrame:
 
 def extra_robust_frame(results: pd.DataFrame) -> pd.DataFrame:
     """Long table of the robust accuracies at the extra radii of each run (``cfg["extra_eval_eps"]``, read
-    from ``metrics.json``): model, regularizer, strength, ``eps`` (l_inf radius), ``robust`` (%) and
+    from ``metrics.json``): model, regularizer, strength, seed, ``eps`` (l_inf radius), ``robust`` (%) and
     ``n_robust`` (attacked points).  Empty (with these columns) when no run has extra radii."""
     rows = []
     for row, m in _run_files(results, "metrics.json"):
         for eps, acc in (m.get("robust_acc_extra") or {}).items():
             rows.append(dict(model=row.model, regularizer=row.regularizer, strength=float(row.reg_strength),
-                             eps=float(eps), robust=math.nan if acc is None else 100 * acc, n_robust=m["n_eval"]))
-    return pd.DataFrame(rows, columns=["model", "regularizer", "strength", "eps", "robust", "n_robust"])
+                             seed=row.seed, eps=float(eps), robust=math.nan if acc is None else 100 * acc,
+                             n_robust=m["n_eval"]))
+    return pd.DataFrame(rows, columns=["model", "regularizer", "strength", "seed", "eps", "robust", "n_robust"])
 
 
-def l1_with_batchnorm_frame(results: pd.DataFrame, input_shape=(3, 32, 32), keys=("model", "adv_mode")) -> pd.DataFrame:
+def l1_with_batchnorm_frame(results: pd.DataFrame, input_shape=(3, 32, 32),
+                            keys=("model", "adv_mode", "seed")) -> pd.DataFrame:
     """The authors' Figure 2 view: the l1 norms of every Conv2d, Linear *and BatchNorm* layer of each run's
     final checkpoint (``nblib.norms.layer_norms(..., include_batchnorm=True)``; a BatchNorm layer in eval
     mode is diagonal, its norm ``max |gamma| / sqrt(var + eps)``).  The paper's text plots l_inf norms of the
