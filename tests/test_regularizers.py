@@ -11,8 +11,8 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from nblib.vocabulary import REGULARIZERS
-from nblib.training.regularizers import (NormDecay, SingularValueClipping, build_regularizer,
-                                         clip_linear_singular_values, clip_singular_values, make_optimizer,
+from nblib.training.clipping import clip_linear_singular_values, clip_singular_values
+from nblib.training.regularizers import (NormDecay, SingularValueClipping, build_regularizer, make_optimizer,
                                          optimizer_weight_decay)
 
 SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -530,7 +530,7 @@ def random_matrices(shape, spread, seed=0, dtype=torch.complex64):
 def test_newton_schulz_clip_matches_the_svd(shape):
     """Batched Newton-Schulz clipping (matmuls only: no cuSOLVER loop on CUDA) equals ``U min(S, c) V^H`` of
     the SVD within 1e-4 c in the spectral norm, for square, tall and wide matrices in complex64."""
-    from nblib.training.regularizers import clip_matrices, newton_schulz_clip
+    from nblib.training.clipping import clip_matrices, newton_schulz_clip
     m = random_matrices(shape, spread=30.0)
     exact, top = clip_matrices(m, 1.0, "svd")
     approx = newton_schulz_clip(m, 1.0)
