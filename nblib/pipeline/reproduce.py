@@ -166,7 +166,7 @@ def parameters_for(nb: Path, profile: str, config: dict, output_dir: Path, devic
 
 def training_parameters(profile: str, output_root: Path = ROOT / "outputs") -> dict:
     """``{notebook: parameters}`` of the training notebooks (03, 04) of ``profile``, as they would run
-    (:func:`nblib.pipeline.plan.notebook_parameters`): the input of :func:`nblib.pipeline.plan.run_counts`."""
+    (:func:`nblib.pipeline.plan.notebook_parameters`): the input of :func:`nblib.pipeline.plan.profile_configs`."""
     from nblib.pipeline.plan import notebook_parameters
 
     config = load_profile(profile)
@@ -207,9 +207,7 @@ def print_plan(profile: str, only=None, device: str | None = None, output_root: 
     (:mod:`nblib.pipeline.plan`), without training anything; returns ``{notebook: table}``."""
     from nblib.runs.grids import RUN_CONFIGS
     from nblib.pipeline.plan import FINISHED, notebook_parameters, plan_notebook
-    from nblib.perf.cost import project_hours
-
-    from nblib.perf.cost import TERMS
+    from nblib.perf.cost import TERMS, project_hours
 
     config = load_profile(profile)
     output_dir = (Path(output_root) / profile).resolve()
