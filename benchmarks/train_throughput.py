@@ -2,19 +2,20 @@
 projected GPU-hours of the paper profile's notebooks 03 (Table 2) and 04 (Figure 2).
 
     python benchmarks/train_throughput.py [--device cuda] [--batches 20] [--models vgg11 resnet18 ...]
-        [--precision fp32|tf32|bf16] [--channels-last] [--adv-modes pgd alp trades]
-        [--aa-survivors 0.65 | --aa-seconds S]
+        [--precision fp32|tf32|bf16] [--channels-last] [--compile none|default|cudagraphs]
+        [--adv-modes pgd alp trades] [--aa-survivors 0.65 | --aa-seconds S]
 
-Data: a synthetic uint8 CIFAR-shaped set (nothing is downloaded).  Per model it times ``--batches`` plain SGD
-steps and ``--batches`` PGD-AT steps (PGD-10) on each path after ``--warmup`` steps; ``--precision``
-and ``--channels-last`` apply to the new path only (the old path is train.py as it was: strict float32, NCHW).  The
-projection (nblib.perf.throughput.project_hours) adds per epoch a test-set forward pass and the exact layer norms,
-per run standard AutoAttack on ``n_eval`` points: modelled from measured per-image gradient and forward times
-and ``--aa-survivors`` (the fraction of points APGD-CE leaves to APGD-T, FAB-T and Square; about the robust
-accuracy, at most 0.625 in the paper's Table 2), or the seconds given by ``--aa-seconds`` (e.g. ``aa_seconds``
-of a finished run's metrics.json).  Runs one after the other on one device; several runs per GPU
-(``run_sweep(gpus=[0, 0])``) can overlap when one run does not fill it.  Writes the table to
-outputs/benchmarks/train_throughput.{csv,md}.  Not a test: timings depend on the machine and its load.
+Data: a synthetic uint8 CIFAR-shaped set (nothing is downloaded). Per model it times ``--batches`` plain SGD steps
+and ``--batches`` PGD-AT steps (PGD-10) on each path after ``--warmup`` steps; ``--precision``, ``--channels-last``
+and ``--compile`` (a run's ``cfg["compile"]``; compilation and CUDA graph recording happen in untimed steps,
+``nblib.perf.throughput.COMPILE_WARMUP``) apply to the new path only (the old path is train.py as it was: strict
+float32, NCHW, eager). The projection (nblib.perf.throughput.project_hours) adds per epoch a test-set forward pass
+and the exact layer norms, per run standard AutoAttack on ``n_eval`` points: modelled from measured per-image
+gradient and forward times and ``--aa-survivors`` (the fraction of points APGD-CE leaves to APGD-T, FAB-T and
+Square; about the robust accuracy, at most 0.625 in the paper's Table 2), or the seconds given by ``--aa-seconds``
+(e.g. ``aa_seconds`` of a finished run's metrics.json). Runs one after the other on one device; several runs per GPU
+(``run_sweep(gpus=[0, 0])``) can overlap when one run does not fill it. Writes the table to
+outputs/benchmarks/train_throughput.{csv,md}. Not a test: timings depend on the machine and its load.
 """
 import argparse
 import math
@@ -27,7 +28,7 @@ from nblib.pipeline import reproduce
 from nblib.perf import throughput as tp
 from nblib.pipeline.plan import run_counts
 from nblib.results import save_table
-from nblib.training.run_config import PRECISIONS
+from nblib.training.run_config import COMPILE_MODES, PRECISIONS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -50,6 +51,8 @@ def main() -> None:
     parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
                         help="new path: a run's cfg['precision'] (tf32 / bf16: cuda only); the old path is strict fp32")
     parser.add_argument("--channels-last", action="store_true", help="new path: channels_last model and batches")
+    parser.add_argument("--compile", choices=COMPILE_MODES, default="none",
+                        help="new path: a run's cfg['compile'] (torch.compile; cudagraphs: cuda only)")
     parser.add_argument("--adv-modes", nargs="+", default=["pgd"], choices=["pgd", "alp", "trades"],
                         help="adversarial modes timed; unmeasured ones of notebook 04 are costed as PGD-AT")
     parser.add_argument("--aa-survivors", type=float, default=0.65, help="AutoAttack model: see above")
@@ -63,6 +66,8 @@ def main() -> None:
     dev = torch.device(args.device)
     if args.precision != "fp32" and dev.type != "cuda":
         parser.error(f"--precision {args.precision} is for CUDA devices")
+    if args.compile == "cudagraphs" and dev.type != "cuda":
+        parser.error("--compile cudagraphs is for CUDA devices; --compile default runs inductor on the CPU")
     if "pgd" not in args.adv_modes:
         args.adv_modes = ["pgd", *args.adv_modes]
     runs = profile_run_counts(args.profile)
@@ -73,7 +78,7 @@ def main() -> None:
         "new": lambda: tp.new_batches(images, targets, args.batch_size, dev, channels_last=args.channels_last),
     }
     opts = {"old": dict(precision="fp32", channels_last=False),
-            "new": dict(precision=args.precision, channels_last=args.channels_last)}
+            "new": dict(precision=args.precision, channels_last=args.channels_last, compile=args.compile)}
     rows = []
     for path, make in paths.items():  # the data path alone
         ips = tp.measure_step(None, make(), "plain", max(args.batches, 10), dev, warmup=1)
@@ -94,7 +99,7 @@ def main() -> None:
 
     print(f"\n{dev} (torch {torch.__version__}, {torch.get_num_threads()} threads), batch {args.batch_size}, "
           f"{args.batches} timed steps after {args.warmup}; new path: precision={args.precision}, "
-          f"channels_last={args.channels_last}; old path: {args.workers} DataLoader workers")
+          f"channels_last={args.channels_last}, compile={args.compile}; old path: {args.workers} DataLoader workers")
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     wide = table[table.model != "(data only)"].pivot_table(index="model", columns=["mode", "path"],
                                                            values="images_per_s", sort=False)

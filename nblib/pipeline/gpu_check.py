@@ -17,16 +17,23 @@ result or its error (a failed step makes the exit status 1; the later steps stil
 5. ``norm_decay``: one norm-decay step against one plain SGD step per model
    (:func:`nblib.perf.benchmark.norm_decay_cost`).
 6. ``throughput``: training images/s per model, precision (``fp32``, ``tf32``, ``bf16``; the CPU: ``fp32``) and
-   memory layout (NCHW, channels_last), plain and PGD-10 steps (:func:`nblib.perf.throughput.measure_step`).
-7. ``evaluation``: per model the test pass, the per-epoch norms and AutoAttack's per-image forward / gradient
+   memory layout (NCHW, channels_last), plain and PGD-10 steps (:func:`nblib.perf.throughput.measure_step`), eager.
+7. ``compiled_throughput``: the same with the forward passes compiled (a run's ``compile``: ``cudagraphs`` and
+   ``default`` on CUDA in bf16 and channels_last; the dry run: ``default`` in fp32 NCHW), each row with the
+   seconds of its measurement, compilation included; the (compile, model) pairs that would start after
+   ``compile_budget_s`` seconds of the step are skipped and listed.  A failure here leaves the projection of the
+   eager rates.
+8. ``evaluation``: per model the test pass, the per-epoch norms and AutoAttack's per-image forward / gradient
    times (:func:`nblib.perf.throughput.measure_eval`).
-8. ``projection``: the paper profile's hours on this device (:func:`nblib.perf.throughput.project_hours` on the
-   measured rates, AutoAttack modelled with 65 % of the points reaching its later attacks) per precision and
-   layout, plus the regularizers' cost (norm-decay steps and SVC clips of the runs that use them).
+9. ``projection``: the paper profile's hours on this device (:func:`nblib.perf.throughput.project_hours` on the
+   measured rates, AutoAttack modelled with 65 % of the points reaching its later attacks) per precision,
+   layout and compile setting (those measured for every model), plus the regularizers' cost (norm-decay steps
+   and SVC clips of the runs that use them).
 
 Writes ``report.json`` and ``report.md`` to ``--out`` (``outputs/gpu-check``; ``--dry-run``:
-``outputs/gpu-check/dry-run``).  Budget: about 10 minutes on one H200 at the default sizes.
-"""
+``outputs/gpu-check/dry-run``).  Budget: about 10 minutes on one H200 at the default sizes, of which
+``compiled_throughput`` may take ``compile_budget_s`` (240 s) plus one model's compilation (an estimate: no GPU has
+compiled these models yet; lower ``compile_budget_s`` or ``compile_modes`` if the check runs long)."""
 from __future__ import annotations
 
 import argparse
@@ -47,12 +54,13 @@ PAPER_MODELS = ("vgg11", "resnet18", "senet18", "regnetx_200mf")
 SIZES = {
     "full": dict(models=PAPER_MODELS, sync_model="vgg11", fixture_train=1024, fixture_test=200, run_batch=128,
                  n_eval=64, attack_budget=0.05, throughput_images=2048, throughput_batch=128, steps=20, warmup=3,
-                 eval_images=2000, nd_runs=20),
+                 eval_images=2000, nd_runs=20, compile_modes=("cudagraphs", "default"), compile_budget_s=240.0),
     "dry": dict(models=("smallcnn",), sync_model="smallcnn", fixture_train=64, fixture_test=20, run_batch=16,
                 n_eval=8, attack_budget=0.01, throughput_images=64, throughput_batch=16, steps=2, warmup=1,
-                eval_images=32, nd_runs=2),
+                eval_images=32, nd_runs=2, compile_modes=("default",), compile_budget_s=120.0),
 }
 AA_SURVIVORS = 0.65  # fraction of points reaching APGD-T / FAB-T / Square in the projection (not measured)
+COMPILE_ORDER = ("none", "default", "cudagraphs")  # the order of the projection's rows per precision and layout
 
 
 class Killed(RuntimeError):
@@ -180,9 +188,36 @@ def throughput(device: torch.device, sizes: dict) -> list[dict]:
                                              channels_last=channels_last)
                     ips = tp.measure_step(name, batches, mode, sizes["steps"], device, warmup=sizes["warmup"],
                                           precision=precision, channels_last=channels_last)
-                    rows.append(dict(model=name, precision=precision, channels_last=channels_last, mode=mode,
-                                     images_per_s=ips))
+                    rows.append(dict(model=name, precision=precision, channels_last=channels_last, compile="none",
+                                     mode=mode, images_per_s=ips))
     return rows
+
+
+def compiled_throughput(device: torch.device, sizes: dict) -> dict:
+    """Training images/s per compile mode of ``sizes["compile_modes"]``, model and mode (plain, PGD-10) with the
+    forward passes compiled (bf16 and channels_last on CUDA, fp32 NCHW on the CPU), as the rows of
+    :func:`throughput` plus ``seconds`` (the measurement, compilation included); ``skipped``: the (compile, model)
+    pairs not started because the step had run ``compile_budget_s`` seconds."""
+    from nblib.perf import throughput as tp
+
+    cuda = device.type == "cuda"
+    precision, channels_last = ("bf16", True) if cuda else ("fp32", False)
+    images, targets = tp.synthetic_cifar(sizes["throughput_images"])
+    rows, skipped, t0 = [], [], time.perf_counter()
+    for compile_mode in sizes["compile_modes"]:
+        for name in sizes["models"]:
+            if time.perf_counter() - t0 > sizes["compile_budget_s"]:
+                skipped.append(dict(compile=compile_mode, model=name))
+                continue
+            for mode in ("plain", "pgd"):
+                batches = tp.new_batches(images, targets, sizes["throughput_batch"], device,
+                                         channels_last=channels_last)
+                t1 = time.perf_counter()
+                ips = tp.measure_step(name, batches, mode, sizes["steps"], device, warmup=sizes["warmup"],
+                                      precision=precision, channels_last=channels_last, compile=compile_mode)
+                rows.append(dict(model=name, precision=precision, channels_last=channels_last, compile=compile_mode,
+                                 mode=mode, images_per_s=ips, seconds=time.perf_counter() - t1))
+    return {"rows": rows, "skipped": skipped}
 
 
 def evaluation(device: torch.device, sizes: dict) -> dict:
@@ -194,10 +229,11 @@ def evaluation(device: torch.device, sizes: dict) -> dict:
 
 def projection(rows: list[dict], evals: dict, norm_decay: list[dict], clips: dict, stand_in: str | None = None
                ) -> list[dict]:
-    """The paper profile's hours on this device per precision and layout from the measured rates, plus the
-    regularizers' cost: norm decay's step (``nd_s``) on every step of an ``nd_*`` run and one SVC clip every
-    ``reg_clip_every`` steps of an ``svc`` run (ALP and TRADES at PGD-AT's rate).  ``stand_in`` (the dry run):
-    a measured model whose rates stand in for every paper model."""
+    """The paper profile's hours on this device per precision, layout and compile setting (each combination
+    measured for every model, plain and PGD) from the measured rates, plus the regularizers' cost: norm decay's
+    step (``nd_s``) on every step of an ``nd_*`` run and one SVC clip every ``reg_clip_every`` steps of an ``svc``
+    run (ALP and TRADES at PGD-AT's rate).  ``stand_in`` (the dry run): a measured model whose rates stand in for
+    every paper model."""
     from nblib.perf import throughput as tp
     from nblib.pipeline.plan import run_counts
     from nblib.pipeline.reproduce import training_parameters
@@ -213,20 +249,24 @@ def projection(rows: list[dict], evals: dict, norm_decay: list[dict], clips: dic
                     + steps_per_run / t2["reg_clip_every"] * len(t2["svc"]) * clips[source[m]]["clip_s"]
                     for m in runs["03_table2"]["models"] if m in source) / 3600
     out = []
-    for precision in sorted({r["precision"] for r in rows}):
-        for channels_last in (False, True):
-            rates = {}
-            for m, src in source.items():
-                ips = {r["mode"]: r["images_per_s"] for r in rows if r["model"] == src
-                       and r["precision"] == precision and r["channels_last"] == channels_last}
-                ips.update(alp=ips["pgd"], trades=ips["pgd"])
-                e = evals[src]
-                aa = {nb: tp.autoattack_seconds(spec["n_eval"], e["aa_grad_s"], e["aa_forward_s"], AA_SURVIVORS)
-                      for nb, spec in runs.items()}
-                rates[m] = dict(ips=ips, eval_ips=e["eval_ips"], norms_s=e["norms_s"], aa_s=aa)
+    settings = sorted({(r["precision"], r["channels_last"], r["compile"]) for r in rows},
+                      key=lambda s: (s[0], s[1], COMPILE_ORDER.index(s[2])))
+    for precision, channels_last, compile_mode in settings:
+        rates = {}
+        for m, src in source.items():
+            ips = {r["mode"]: r["images_per_s"] for r in rows if r["model"] == src and r["precision"] == precision
+                   and r["channels_last"] == channels_last and r["compile"] == compile_mode}
+            if not {"plain", "pgd"} <= set(ips):
+                break  # not measured for every model (a compiled row skipped): no projection of this setting
+            ips.update(alp=ips["pgd"], trades=ips["pgd"])
+            e = evals[src]
+            aa = {nb: tp.autoattack_seconds(spec["n_eval"], e["aa_grad_s"], e["aa_forward_s"], AA_SURVIVORS)
+                  for nb, spec in runs.items()}
+            rates[m] = dict(ips=ips, eval_ips=e["eval_ips"], norms_s=e["norms_s"], aa_s=aa)
+        else:
             sel = {nb: dict(spec, models=[m for m in spec["models"] if m in rates]) for nb, spec in runs.items()}
             hours = tp.project_hours(sel, rates)
-            out.append(dict(precision=precision, channels_last=channels_last, **hours,
+            out.append(dict(precision=precision, channels_last=channels_last, compile=compile_mode, **hours,
                             regularizers=reg_hours, total_with_regularizers=hours["total"] + reg_hours,
                             rates_of=source))
     return out
@@ -245,17 +285,21 @@ def markdown(report: dict) -> str:
     if proj:
         lines += ["", "Projected hours of the paper profile on this device (runs one after the other; each paper "
                   f"model at the rates of {proj[0]['rates_of']}):", "",
-                  "| precision | channels_last | Table 2 | Figure 2 | regularizers | total |",
-                  "| --- | --- | --- | --- | --- | --- |"]
-        lines += [f"| {p['precision']} | {p['channels_last']} | {p['03_table2']:.2f} | "
+                  "| precision | channels_last | compile | Table 2 | Figure 2 | regularizers | total |",
+                  "| --- | --- | --- | --- | --- | --- | --- |"]
+        lines += [f"| {p['precision']} | {p['channels_last']} | {p['compile']} | {p['03_table2']:.2f} | "
                   f"{p['04_adversarial_norms']:.2f} | {p['regularizers']:.2f} | {p['total_with_regularizers']:.2f} |"
                   for p in proj]
-    thr = report["steps"].get("throughput", {}).get("result")
+    thr = list(report["steps"].get("throughput", {}).get("result") or [])
+    thr += (report["steps"].get("compiled_throughput", {}).get("result") or {}).get("rows", [])
     if thr:
-        lines += ["", "Training images/s:", "", "| model | precision | channels_last | mode | images/s |",
-                  "| --- | --- | --- | --- | --- |"]
-        lines += [f"| {r['model']} | {r['precision']} | {r['channels_last']} | {r['mode']} | "
-                  f"{r['images_per_s']:.1f} |" for r in thr]
+        lines += ["", "Training images/s (compiled rows: seconds of the measurement, compilation included):", "",
+                  "| model | precision | channels_last | compile | mode | images/s | seconds |",
+                  "| --- | --- | --- | --- | --- | --- | --- |"]
+        lines += [f"| {r['model']} | {r['precision']} | {r['channels_last']} | {r['compile']} | {r['mode']} | "
+                  f"{r['images_per_s']:.1f} | {r['seconds']:.1f} |" if "seconds" in r else
+                  f"| {r['model']} | {r['precision']} | {r['channels_last']} | {r['compile']} | {r['mode']} | "
+                  f"{r['images_per_s']:.1f} | |" for r in thr]
     return "\n".join(lines) + "\n"
 
 
@@ -295,10 +339,12 @@ def check(device: str = "cuda", dry_run: bool = False, out: Path | None = None, 
                                                          sgd_runs=sizes["warmup"], nd_runs=sizes["nd_runs"])
          .to_dict("records"))
     step("throughput", lambda: throughput(dev, sizes))
+    step("compiled_throughput", lambda: compiled_throughput(dev, sizes))
     step("evaluation", lambda: evaluation(dev, sizes))
     needed = ("throughput", "evaluation", "norm_decay", "svc_clip")
     if all(n in results for n in needed):
-        step("projection", lambda: projection(results["throughput"], results["evaluation"], results["norm_decay"],
+        rows = results["throughput"] + results.get("compiled_throughput", {}).get("rows", [])  # compiled: optional
+        step("projection", lambda: projection(rows, results["evaluation"], results["norm_decay"],
                                               results["svc_clip"], sizes["models"][0] if dry_run else None))
     else:
         report["steps"]["projection"] = {"status": "failed", "seconds": 0.0,
