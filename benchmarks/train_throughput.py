@@ -2,12 +2,15 @@
 projected hours of a profile's notebooks 03 (Table 2) and 04 (Figure 2) by the one cost model (nblib.perf.cost).
 
     python benchmarks/train_throughput.py [--device cuda] [--batches 20] [--models vgg11 resnet18 ...]
-        [--precision fp32|tf32|bf16] [--channels-last] [--adv-modes pgd alp trades]
+        [--precision fp32|tf32|bf16] [--channels-last] [--compile none|default|cudagraphs]
+        [--adv-modes pgd alp trades]
         [--aa-survivors 0.65 | --aa-seconds S] [--profile paper] [--gpus 0 0] [--shared-gain G] [--no-svc]
 
 Data: a synthetic uint8 CIFAR-shaped set (nothing is downloaded).  Per model it times ``--batches`` plain SGD
-steps and ``--batches`` PGD-AT steps (PGD-10) on each path after ``--warmup`` steps; ``--precision``
-and ``--channels-last`` apply to the new path only (the old path is train.py as it was: strict float32, NCHW).
+steps and ``--batches`` PGD-AT steps (PGD-10) on each path after ``--warmup`` steps; ``--precision``,
+``--channels-last`` and ``--compile`` (a run's ``cfg["compile"]``; compilation and CUDA graph recording happen in
+untimed steps, ``nblib.perf.throughput.COMPILE_WARMUP``) apply to the new path only (the old path is train.py as it
+was: strict float32, NCHW, eager).
 Per model it also measures the per-epoch test pass, norms and checkpoint, a norm-decay step and one SVC clip
 (nblib.perf.throughput).  The projection prices every run of the profile (nblib.pipeline.plan.profile_configs, the
 runs the notebooks build) with nblib.perf.cost.run_seconds, the model --plan uses: steps, the regulariser's own
@@ -29,7 +32,7 @@ import torch
 from nblib.pipeline import plan, reproduce
 from nblib.perf import cost, throughput as tp
 from nblib.results import save_table
-from nblib.training.run_config import PRECISIONS
+from nblib.training.run_config import COMPILE_MODES, PRECISIONS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -47,6 +50,8 @@ def main() -> None:
     parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
                         help="new path: a run's cfg['precision'] (tf32 / bf16: cuda only); the old path is strict fp32")
     parser.add_argument("--channels-last", action="store_true", help="new path: channels_last model and batches")
+    parser.add_argument("--compile", choices=COMPILE_MODES, default="none",
+                        help="new path: a run's cfg['compile'] (torch.compile; cudagraphs: cuda only)")
     parser.add_argument("--adv-modes", nargs="+", default=["pgd"], choices=["pgd", "alp", "trades"],
                         help="adversarial modes timed; unmeasured ones of notebook 04 are costed as PGD-AT")
     parser.add_argument("--aa-survivors", type=float, default=0.65, help="AutoAttack model: see above")
@@ -65,6 +70,8 @@ def main() -> None:
     dev = torch.device(args.device)
     if args.precision != "fp32" and dev.type != "cuda":
         parser.error(f"--precision {args.precision} is for CUDA devices")
+    if args.compile == "cudagraphs" and dev.type != "cuda":
+        parser.error("--compile cudagraphs is for CUDA devices; --compile default runs inductor on the CPU")
     if "pgd" not in args.adv_modes:
         args.adv_modes = ["pgd", *args.adv_modes]
     params = reproduce.training_parameters(args.profile)
@@ -78,7 +85,7 @@ def main() -> None:
         "new": lambda: tp.new_batches(images, targets, args.batch_size, dev, channels_last=args.channels_last),
     }
     opts = {"old": dict(precision="fp32", channels_last=False),
-            "new": dict(precision=args.precision, channels_last=args.channels_last)}
+            "new": dict(precision=args.precision, channels_last=args.channels_last, compile=args.compile)}
     rows = []
     for path, make in paths.items():  # the data path alone
         ips = tp.measure_step(None, make(), "plain", max(args.batches, 10), dev, warmup=1)
@@ -101,7 +108,7 @@ def main() -> None:
 
     print(f"\n{dev} (torch {torch.__version__}, {torch.get_num_threads()} threads), batch {args.batch_size}, "
           f"{args.batches} timed steps after {args.warmup}; new path: precision={args.precision}, "
-          f"channels_last={args.channels_last}; old path: {args.workers} DataLoader workers")
+          f"channels_last={args.channels_last}, compile={args.compile}; old path: {args.workers} DataLoader workers")
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     wide = table[table.model != "(data only)"].pivot_table(index="model", columns=["mode", "path"],
                                                            values="images_per_s", sort=False)

@@ -56,6 +56,7 @@ device = "cpu"  # torch device of every training run
 precision = "fp32"  # fp32: strict float32, TF32 off (the paper's) | tf32 | bf16 training autocast (both cuda only)
 channels_last = False  # model and batches in channels_last memory format (faster convolutions on GPUs)
 cudnn_deterministic = False  # cuda only: deterministic cuDNN kernels (slower) instead of autotuned ones
+compile = "none"  # training forward passes, PGD included: none (eager) | default (torch.compile) | cudagraphs (cuda)
 runs_dir = ""  # sweep cache (a folder per config hash): empty for output_dir/runs, or a folder shared by profiles
 executor = "local"  # nblib.runs.sweep executor: local | slurm
 gpus = []  # local executor: one worker process per listed GPU; [] runs sequentially in this kernel

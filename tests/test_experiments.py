@@ -147,7 +147,8 @@ SMOKE_T2 = dict(models=["smallcnn"], dataset="digits", data_root="../data", trai
                 wd=[0.01], svc=[0.5], nd_l1=[], nd_linf=[0.1], reg_gamma=0.5, reg_beta_scaling="per_layer",
                 reg_nd_update="algorithm1", reg_nd_layers="every", reg_svc_linear=True, reg_clip_every=10,
                 eval_eps_255=8, extra_eval_eps_255=[4], attack="authors", attack_budget=1.0, n_eval=100, seeds=[0],
-                device="cpu", precision="fp32", channels_last=False, cudnn_deterministic=False, plain_lr=0.0)
+                device="cpu", precision="fp32", channels_last=False, cudnn_deterministic=False, compile="none",
+                plain_lr=0.0)
 
 
 def test_config_values_map_only_the_255_units():

@@ -40,7 +40,7 @@ OTHER_VALUE = {
     "cudnn_deterministic": True, "precision": "bf16", "channels_last": True, "eval_eps": 8 / 255, "n_eval": 10,
     "attack": "authors", "attack_budget": 0.5, "local_lipschitz": True, "reg_beta_scaling": "total",
     "reg_svc_linear": False, "extra_eval_eps": [4 / 255], "reg_nd_update": "authors",
-    "reg_nd_layers": "authors",
+    "reg_nd_layers": "authors", "compile": "default",
 }
 # what a key needs beside it to have an effect (nblib.training.run_config.IGNORED_UNLESS)
 CONTEXT = {"reg_gamma": dict(regularizer="nd_l1", reg_strength=1e-3),

@@ -80,3 +80,30 @@ def test_measure_regularizer_tiny():
     svc = tp.measure_regularizer("smallcnn", "svc", "cpu", batch_size=8)
     assert nd["nd_s"] > 0 and nd["clip_s"] == 0 and svc["clip_s"] > 0 and svc["nd_s"] == 0
     assert tp.measure_regularizer("smallcnn", "wd", "cpu") == {"nd_s": 0.0, "clip_s": 0.0}
+
+
+def test_measure_step_refuses_cudagraphs_off_cuda():
+    images, targets = tp.synthetic_cifar(8)
+    with pytest.raises(ValueError, match="needs device='cuda'"):
+        tp.measure_step("smallcnn", tp.new_batches(images, targets, 8, "cpu"), "plain", 1, "cpu",
+                        compile="cudagraphs")
+
+
+@pytest.mark.slow
+def test_measure_step_compiled(monkeypatch):
+    """compile="default": the losses see the compiled module (``torch.compile``'s wrapper of the model), the
+    first step (compilation) is untimed even with ``warmup=0``, and the rate is the scripted one."""
+    scripted_clock(monkeypatch, {"stream": 2.0})
+    seen = []
+    real_loss = tp.adversarial_loss
+
+    def loss(mode, model, *a, **k):
+        seen.append(type(model).__name__)
+        return real_loss(mode, model, *a, **k)
+
+    monkeypatch.setattr(tp, "adversarial_loss", loss)
+    images, targets = tp.synthetic_cifar(16)
+    ips = tp.measure_step("smallcnn", tp.new_batches(images, targets, 8, "cpu"), "plain", 2, "cpu", warmup=0,
+                          compile="default")
+    assert ips == pytest.approx(2 * 8 / 2.0)
+    assert seen == ["OptimizedModule"] * (tp.COMPILE_WARMUP["default"] + 2)  # the warm-up step, the 2 timed ones

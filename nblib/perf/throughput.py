@@ -6,7 +6,7 @@
   ``RandomHorizontalFlip()`` and ``ToTensor()`` (as ``torchvision.datasets.CIFAR10`` with the old
   ``cifar10_transform``), float32 batches copied to the device, NCHW, no autocast.
 * **new path** -- :class:`nblib.data.loader.TrainBatches`: the uint8 set on the device, crop + flip + conversion there,
-  optionally ``channels_last`` and bf16 autocast.
+  optionally ``channels_last``, bf16 autocast and a compiled forward (``compile``: a run's ``cfg["compile"]``).
 
 :func:`measure_step` times ``n`` training steps (after warm-up steps, synchronised): a plain SGD step
 (cross-entropy, backward, ``optimizer.step``) or one PGD-AT step (PGD-10 at the ``standard`` preset, then the
@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from nblib.training.adversarial import adversarial_loss
+from nblib.training.compiled import begin_step, check_compile, compile_model
 from nblib.attacks.autoattack import AA_BATCH
 from nblib.data.loader import EVAL_BATCH, TrainBatches, eval_batches
 from nblib.models import build
@@ -36,7 +37,7 @@ from nblib.training.regularizers import make_optimizer
 from nblib.training.run_config import DEFAULT_CFG, autocast_factory, backend_flags
 from nblib.perf.timing import time_calls
 
-__all__ = ["CIFAR_TRAIN", "CIFAR_TEST", "AA_GRADS_ALL", "AA_GRADS_SURVIVORS", "AA_FORWARDS_SURVIVORS",
+__all__ = ["CIFAR_TRAIN", "CIFAR_TEST", "COMPILE_WARMUP", "AA_GRADS_ALL", "AA_GRADS_SURVIVORS", "AA_FORWARDS_SURVIVORS",
            "synthetic_cifar", "PILImages", "old_loader", "new_batches", "measure_step", "measure_eval",
            "measure_regularizer", "autoattack_seconds"]
 
@@ -109,25 +110,36 @@ def _model(name: str, device: torch.device, channels_last: bool, seed: int = 0) 
     return model.to(memory_format=torch.channels_last) if channels_last else model
 
 
+#: Untimed steps a compiled step needs before its rate is its steady state: ``"default"`` compiles in the first
+#: step; CUDA graph trees run the first step eagerly, record the graphs in the second, replay from the third.
+COMPILE_WARMUP = {"none": 0, "default": 1, "cudagraphs": 3}
+
+
 def measure_step(model_name: str, batches: Optional[Iterator], mode: str, n: int, device, warmup: int = 1,
-                 precision: str = "fp32", channels_last: bool = False) -> float:
+                 precision: str = "fp32", channels_last: bool = False, compile: str = "none") -> float:
     """Images per second of ``n`` training steps of ``mode`` (``"plain"`` or an adversarial mode of
     ``nblib.training.adversarial`` at the ``standard`` preset: PGD-10) on batches from ``batches``, after ``warmup``
     untimed steps; the data path's time is included.  ``precision``: as a run's ``cfg["precision"]`` (the
     training step's autocast and, on CUDA, the float32 convolution / matmul flags of
-    :func:`nblib.training.run_config.backend_flags`).  ``model_name=None``: the data path alone (batches drawn,
-    nothing computed)."""
+    :func:`nblib.training.run_config.backend_flags`).  ``compile``: as a run's ``cfg["compile"]``
+    (:mod:`nblib.training.compiled`: the forward passes, PGD's included, compiled; ``"cudagraphs"`` on CUDA
+    only); at least :data:`COMPILE_WARMUP` untimed steps first, so compilation and CUDA graph recording are not
+    timed.  ``model_name=None``: the data path alone (batches drawn, nothing computed)."""
     dev = torch.device(device)
+    check_compile(compile, dev.type)
+    warmup = max(warmup, COMPILE_WARMUP[compile])
     if model_name is None:
         step = lambda x, y: None  # noqa: E731
     else:
         model = _model(model_name, dev, channels_last).train()
+        forward = compile_model(model, compile)
         opt = make_optimizer(model, DEFAULT_CFG["lr"], momentum=DEFAULT_CFG["momentum"])
         autocast = autocast_factory(precision, dev)
 
         def step(x, y):
+            begin_step(compile)
             with autocast():
-                loss = adversarial_loss(mode, model, x, y, preset="standard")
+                loss = adversarial_loss(mode, forward, x, y, preset="standard")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -17,18 +17,25 @@ result or its error (a failed step makes the exit status 1; the later steps stil
 5. ``norm_decay``: one norm-decay step against one plain SGD step per model
    (:func:`nblib.perf.benchmark.norm_decay_cost`).
 6. ``throughput``: training images/s per model, precision (``fp32``, ``tf32``, ``bf16``; the CPU: ``fp32``) and
-   memory layout (NCHW, channels_last), plain and PGD-10 steps (:func:`nblib.perf.throughput.measure_step`).
-7. ``evaluation``: per model the test pass, the per-epoch norms and AutoAttack's per-image forward / gradient
+   memory layout (NCHW, channels_last), plain and PGD-10 steps (:func:`nblib.perf.throughput.measure_step`), eager.
+7. ``compiled_throughput``: the same with the forward passes compiled (a run's ``compile``: ``cudagraphs`` and
+   ``default`` on CUDA in bf16 and channels_last; the dry run: ``default`` in fp32 NCHW), each row with the
+   seconds of its measurement, compilation included; the (compile, model) pairs that would start after
+   ``compile_budget_s`` seconds of the step are skipped and listed.  A failure here leaves the projection of the
+   eager rates.
+8. ``evaluation``: per model the test pass, the per-epoch norms and AutoAttack's per-image forward / gradient
    times (:func:`nblib.perf.throughput.measure_eval`).
-8. ``shared_gpu``: the throughput gain of two worker processes sharing the device (the sweep's ``gpus=[0, 0]``)
+9. ``shared_gpu``: the throughput gain of two worker processes sharing the device (the sweep's ``gpus=[0, 0]``)
    over one.
-9. ``projection``: the paper profile's hours on this device per precision and layout by the one cost model
-   (:func:`nblib.perf.cost.project`: steps, norm decay and SVC, per-epoch test pass, norms and checkpoint,
-   AutoAttack at every radius with 65 % of the points reaching its later attacks), and with two runs per GPU.
+10. ``projection`` (:func:`nblib.pipeline.gpu_report.projection`): the paper profile's hours on this device per
+    precision, layout and compile setting (those measured for every model) by the one cost model
+    (:func:`nblib.perf.cost.project`: steps, norm decay and SVC, per-epoch test pass, norms and checkpoint,
+    AutoAttack at every radius with 65 % of the points reaching its later attacks), and with two runs per GPU.
 
 Writes ``report.json`` and ``report.md`` to ``--out`` (``outputs/gpu-check``; ``--dry-run``:
-``outputs/gpu-check/dry-run``).  Budget: about 10 minutes on one H200 at the default sizes.
-"""
+``outputs/gpu-check/dry-run``).  Budget: about 10 minutes on one H200 at the default sizes, of which
+``compiled_throughput`` may take ``compile_budget_s`` (240 s) plus one model's compilation (an estimate: no GPU has
+compiled these models yet; lower ``compile_budget_s`` or ``compile_modes`` if the check runs long)."""
 from __future__ import annotations
 
 import argparse
@@ -40,6 +47,7 @@ from pathlib import Path
 
 import torch
 
+from nblib.pipeline.gpu_report import markdown, projection
 from nblib.results import write_atomic, write_json_atomic
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -48,12 +56,13 @@ PAPER_MODELS = ("vgg11", "resnet18", "senet18", "regnetx_200mf")
 SIZES = {
     "full": dict(models=PAPER_MODELS, sync_model="vgg11", fixture_train=1024, fixture_test=200, run_batch=128,
                  n_eval=64, attack_budget=0.05, throughput_images=2048, throughput_batch=128, steps=20, warmup=3,
-                 eval_images=2000, nd_runs=20, shared_model="resnet18", shared_steps=50),
+                 eval_images=2000, nd_runs=20, shared_model="resnet18", shared_steps=50,
+                 compile_modes=("cudagraphs", "default"), compile_budget_s=240.0),
     "dry": dict(models=("smallcnn",), sync_model="smallcnn", fixture_train=64, fixture_test=20, run_batch=16,
                 n_eval=8, attack_budget=0.01, throughput_images=64, throughput_batch=16, steps=2, warmup=1,
-                eval_images=32, nd_runs=2, shared_model="smallcnn", shared_steps=5),
+                eval_images=32, nd_runs=2, shared_model="smallcnn", shared_steps=5, compile_modes=("default",),
+                compile_budget_s=120.0),
 }
-AA_SURVIVORS = 0.65  # fraction of points reaching APGD-T / FAB-T / Square in the projection (not measured)
 
 
 class Killed(RuntimeError):
@@ -181,9 +190,36 @@ def throughput(device: torch.device, sizes: dict) -> list[dict]:
                                              channels_last=channels_last)
                     ips = tp.measure_step(name, batches, mode, sizes["steps"], device, warmup=sizes["warmup"],
                                           precision=precision, channels_last=channels_last)
-                    rows.append(dict(model=name, precision=precision, channels_last=channels_last, mode=mode,
-                                     images_per_s=ips))
+                    rows.append(dict(model=name, precision=precision, channels_last=channels_last, compile="none",
+                                     mode=mode, images_per_s=ips))
     return rows
+
+
+def compiled_throughput(device: torch.device, sizes: dict) -> dict:
+    """Training images/s per compile mode of ``sizes["compile_modes"]``, model and mode (plain, PGD-10) with the
+    forward passes compiled (bf16 and channels_last on CUDA, fp32 NCHW on the CPU), as the rows of
+    :func:`throughput` plus ``seconds`` (the measurement, compilation included); ``skipped``: the (compile, model)
+    pairs not started because the step had run ``compile_budget_s`` seconds."""
+    from nblib.perf import throughput as tp
+
+    cuda = device.type == "cuda"
+    precision, channels_last = ("bf16", True) if cuda else ("fp32", False)
+    images, targets = tp.synthetic_cifar(sizes["throughput_images"])
+    rows, skipped, t0 = [], [], time.perf_counter()
+    for compile_mode in sizes["compile_modes"]:
+        for name in sizes["models"]:
+            if time.perf_counter() - t0 > sizes["compile_budget_s"]:
+                skipped.append(dict(compile=compile_mode, model=name))
+                continue
+            for mode in ("plain", "pgd"):
+                batches = tp.new_batches(images, targets, sizes["throughput_batch"], device,
+                                         channels_last=channels_last)
+                t1 = time.perf_counter()
+                ips = tp.measure_step(name, batches, mode, sizes["steps"], device, warmup=sizes["warmup"],
+                                      precision=precision, channels_last=channels_last, compile=compile_mode)
+                rows.append(dict(model=name, precision=precision, channels_last=channels_last, compile=compile_mode,
+                                 mode=mode, images_per_s=ips, seconds=time.perf_counter() - t1))
+    return {"rows": rows, "skipped": skipped}
 
 
 def evaluation(device: torch.device, sizes: dict) -> dict:
@@ -239,78 +275,6 @@ def shared_gpu(device: torch.device, sizes: dict, folder: Path) -> dict:
     return {"model": sizes["shared_model"], "alone": alone, "pair": pair, "gain": sum(pair) / alone}
 
 
-def projection(rows: list[dict], evals: dict, norm_decay: list[dict], clips: dict, shared: dict | None = None,
-               stand_in: str | None = None) -> list[dict]:
-    """The paper profile's hours on this device per precision and layout from the measured rates, by the one
-    cost model (:func:`nblib.perf.cost.project` over the profile's runs): steps at the measured images/s (ALP and
-    TRADES at PGD-AT's rate), norm decay's step (``nd_s``) on every step of an ``nd_*`` run, one SVC clip every
-    ``reg_clip_every`` steps of an ``svc`` run, the per-epoch test pass, norms and checkpoint, and AutoAttack at
-    every radius with :data:`AA_SURVIVORS` of the points reaching its later attacks.  The device-hours are also
-    given for two runs at a time per GPU at the gain ``shared["gain"]`` measured by :func:`shared_gpu` (None: not
-    measured).  ``stand_in`` (the dry run): a measured model whose rates stand in for every paper model."""
-    from nblib.perf import cost
-    from nblib.perf import throughput as tp
-    from nblib.pipeline import plan
-    from nblib.pipeline.reproduce import training_parameters
-
-    configs = plan.profile_configs(training_parameters("paper"))
-    measured = sorted({r["model"] for r in rows})
-    models = {c["model"] for cfgs in configs.values() for c in cfgs}
-    source = {m: stand_in or m for m in models if stand_in or m in measured}
-    configs = {nb: [c for c in cfgs if c["model"] in source] for nb, cfgs in configs.items()}
-    nd = {r["model"]: r["nd_s"] for r in norm_decay}
-    out = []
-    for precision in sorted({r["precision"] for r in rows}):
-        for channels_last in (False, True):
-            def rates_of(cfg):
-                src = source[cfg["model"]]
-                ips = {r["mode"]: r["images_per_s"] for r in rows if r["model"] == src
-                       and r["precision"] == precision and r["channels_last"] == channels_last}
-                e = evals[src]
-                return dict(step_s=cfg["batch_size"] / ips.get(cfg["adv_mode"], ips["pgd"]), nd_s=nd[src],
-                            clip_s=clips[src]["clip_s"], eval_ips=e["eval_ips"], norms_s=e["norms_s"],
-                            ckpt_s=e["ckpt_s"], aa_s=cfg["attack_budget"] * tp.autoattack_seconds(
-                                cfg["n_eval"], e["aa_grad_s"], e["aa_forward_s"], AA_SURVIVORS))
-
-            bill = cost.project(configs, rates_of)
-            pair = cost.project_hours(bill["all"]["total"], [0, 0], shared["gain"] if shared else None)
-            out.append(dict(precision=precision, channels_last=channels_last,
-                            **{nb: bill[nb]["total"] for nb in configs}, terms=bill["all"],
-                            total=bill["all"]["total"], two_per_gpu=pair["gpu_hours"],
-                            two_per_gpu_basis=pair["basis"], rates_of=source))
-    return out
-
-
-def markdown(report: dict) -> str:
-    """The report as markdown: one line per step, then the tables."""
-    kind = "dry run, tiny sizes" if report["dry_run"] else "full sizes"
-    from nblib.perf.cost import TERMS
-
-    lines = [f"# gpu-check on {report['device'].get('name', '?')} ({kind})",
-             "", "| step | status | seconds |", "| --- | --- | --- |"]
-    lines += [f"| {s} | {v['status']} | {v['seconds']:.1f} |" for s, v in report["steps"].items()]
-    for step, v in report["steps"].items():
-        if v["status"] != "ok":
-            lines += ["", f"**{step} failed**: `{v['error']}`"]
-    proj = report["steps"].get("projection", {}).get("result")
-    if proj:
-        lines += ["", "Projected hours of the paper profile on this device (runs one after the other; each paper "
-                  f"model at the rates of {proj[0]['rates_of']}):", "",
-                  "| precision | channels_last | Table 2 | Figure 2 | " + " | ".join(TERMS) + " | total | "
-                  "two runs per GPU |", "| --- " * (len(TERMS) + 6) + "|"]
-        lines += [f"| {p['precision']} | {p['channels_last']} | {p['03_table2']:.2f} | "
-                  f"{p['04_adversarial_norms']:.2f} | " + " | ".join(f"{p['terms'][t]:.2f}" for t in TERMS)
-                  + f" | {p['total']:.2f} | {p['two_per_gpu']:.2f} |" for p in proj]
-        lines += ["", f"Two runs per GPU: {proj[0]['two_per_gpu_basis']}."]
-    thr = report["steps"].get("throughput", {}).get("result")
-    if thr:
-        lines += ["", "Training images/s:", "", "| model | precision | channels_last | mode | images/s |",
-                  "| --- | --- | --- | --- | --- |"]
-        lines += [f"| {r['model']} | {r['precision']} | {r['channels_last']} | {r['mode']} | "
-                  f"{r['images_per_s']:.1f} |" for r in thr]
-    return "\n".join(lines) + "\n"
-
-
 def check(device: str = "cuda", dry_run: bool = False, out: Path | None = None, models=None) -> dict:
     """Run every step (see the module docstring) and write the report; returns it."""
     sizes = dict(SIZES["dry" if dry_run else "full"])
@@ -347,11 +311,13 @@ def check(device: str = "cuda", dry_run: bool = False, out: Path | None = None, 
                                                          sgd_runs=sizes["warmup"], nd_runs=sizes["nd_runs"])
          .to_dict("records"))
     step("throughput", lambda: throughput(dev, sizes))
+    step("compiled_throughput", lambda: compiled_throughput(dev, sizes))
     step("evaluation", lambda: evaluation(dev, sizes))
     step("shared_gpu", lambda: shared_gpu(dev, sizes, out / "shared-gpu"))
     needed = ("throughput", "evaluation", "norm_decay", "svc_clip")
     if all(n in results for n in needed):
-        step("projection", lambda: projection(results["throughput"], results["evaluation"], results["norm_decay"],
+        rows = results["throughput"] + results.get("compiled_throughput", {}).get("rows", [])  # compiled: optional
+        step("projection", lambda: projection(rows, results["evaluation"], results["norm_decay"],
                                               results["svc_clip"], results.get("shared_gpu"),
                                               sizes["models"][0] if dry_run else None))
     else:

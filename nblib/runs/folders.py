@@ -37,7 +37,7 @@ from nblib.results import read_json
 from nblib.runs.schema import check_metrics, only_outcomes_missing
 from nblib.runs.machine import machine
 from nblib.training.checkpoint import CHECKPOINT
-from nblib.training.run_config import fill_cfg, run_settings
+from nblib.training.run_config import canonical_cfg, fill_cfg, run_settings
 
 __all__ = ["RESULT_PACKAGES", "config_hash", "run_dir_for", "versions", "fingerprinted_sources",
            "code_fingerprint", "provenance", "inspect_run", "run_status", "done_record", "old_hash_folders"]
@@ -47,14 +47,16 @@ _REPO = Path(__file__).resolve().parents[2]
 
 # --------------------------------------------------------------------------- names
 def _canonical(cfg: dict) -> str:
-    return json.dumps(fill_cfg(cfg), sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return json.dumps(canonical_cfg(cfg), sort_keys=True, separators=(",", ":"), allow_nan=False)
 
 
 def config_hash(cfg: dict) -> str:
     """First 12 hex digits of the SHA-256 of the canonical JSON (sorted keys, no spaces) of the full config
-    (``fill_cfg(cfg)``: defaults filled, numbers normalised, settings the run does not use reset), so ``{}``
-    and ``DEFAULT_CFG`` hash alike, ``lr=1`` and ``lr=1.0`` too, and so do two configs that differ only in
-    ``reg_gamma`` without norm decay (see :data:`nblib.training.run_config.IGNORED_UNLESS`).  What else decides the
+    (``canonical_cfg(cfg)``: defaults filled, numbers normalised, settings the run does not use reset, keys added
+    later left out at their default), so ``{}`` and ``DEFAULT_CFG`` hash alike, ``lr=1`` and ``lr=1.0`` too, and
+    so do two configs that differ only in ``reg_gamma`` without norm decay (see
+    :data:`nblib.training.run_config.IGNORED_UNLESS`); a config without ``compile`` hashes as before that key
+    existed (:data:`nblib.training.run_config.OMITTED_AT_DEFAULT`).  What else decides the
     result (code, resolved presets) is checked separately (:func:`provenance`)."""
     return hashlib.sha256(_canonical(cfg).encode()).hexdigest()[:12]
 

@@ -23,9 +23,10 @@ UNITS_255 = ("eval_eps", "extra_eval_eps")
 TABLE2_KEYS = ("dataset", "data_root", "train_subset", "epochs", "lr", "reg_gamma", "reg_clip_every",
                "reg_beta_scaling", "reg_nd_update", "reg_nd_layers", "reg_svc_linear", "eval_eps", "extra_eval_eps",
                "attack", "attack_budget", "n_eval", "device", "precision", "channels_last",
-               "cudnn_deterministic")
+               "cudnn_deterministic", "compile")
 FIGURE2_KEYS = ("dataset", "data_root", "train_subset", "epochs", "lr", "adv_preset", "eval_eps", "attack",
-                "attack_budget", "n_eval", "device", "precision", "channels_last", "cudnn_deterministic")
+                "attack_budget", "n_eval", "device", "precision", "channels_last", "cudnn_deterministic",
+                "compile")
 #: The regularizers of Table 2, each with its list of strengths as a parameter of the same name.
 REGULARIZERS = tuple(k for k in vocabulary.REGULARIZERS if k != "none")
 

@@ -10,6 +10,8 @@ from typing import Optional
 import numpy as np
 import torch
 
+from nblib.training.run_config import DEFAULT_CFG, OMITTED_AT_DEFAULT
+
 __all__ = ["CHECKPOINT", "CheckpointError", "seed_everything", "rng_state", "set_rng_state", "load_checkpoint",
            "restore_checkpoint"]
 
@@ -69,6 +71,15 @@ def _to_device(tree, device: torch.device):
     return tree
 
 
+def _same_config(stored, cfg: dict) -> bool:
+    """``stored`` (a checkpoint's config) is the filled ``cfg``, the keys of
+    :data:`nblib.training.run_config.OMITTED_AT_DEFAULT` at their default counting as absent (a checkpoint written
+    before ``compile`` existed resumes with ``compile="none"``)."""
+    def comparable(c):
+        return {k: v for k, v in c.items() if not (k in OMITTED_AT_DEFAULT and v == DEFAULT_CFG[k])}
+    return isinstance(stored, dict) and comparable(stored) == comparable(cfg)
+
+
 def load_checkpoint(path: Path, cfg: dict, device: torch.device) -> Optional[dict]:
     """The checkpoint at ``path``, None when there is none; :class:`CheckpointError` when it cannot be read or
     was written for another config than ``cfg``.
@@ -84,7 +95,7 @@ def load_checkpoint(path: Path, cfg: dict, device: torch.device) -> Optional[dic
     except Exception as err:  # noqa: BLE001 -- any unreadable file is the same problem
         raise CheckpointError(f"cannot read {path} ({type(err).__name__}: {err}); delete it to restart the "
                               "run from scratch") from err
-    if not isinstance(state, dict) or state.get("cfg") != cfg:
+    if not isinstance(state, dict) or not _same_config(state.get("cfg"), cfg):
         raise CheckpointError(f"{path} was written for another config; use another run folder or delete it "
                               f"(checkpoint cfg: {state.get('cfg') if isinstance(state, dict) else None})")
     return {k: _to_device(v, device) if k in _ON_DEVICE else v for k, v in state.items()}

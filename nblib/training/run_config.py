@@ -19,6 +19,7 @@ from typing import Callable, Optional
 import torch
 
 from nblib.training.adversarial import ADV_PRESETS
+from nblib.training.compiled import COMPILE_MODES, check_compile
 from nblib.attacks.autoattack import AA_VERSIONS, attack_settings
 from nblib.data import DATASETS, get_dataset
 from nblib.data.loader import epoch_seed
@@ -27,8 +28,9 @@ from nblib.training.regularizers import (BETA_SCALING, BETA_SCALINGS, CLIP_EVERY
                                         MOMENTUM, ND_UPDATE, ND_UPDATES, SVC_LINEAR)
 from nblib.vocabulary import ADV_MODES, NORM_DECAY_P, REGULARIZERS
 
-__all__ = ["DEFAULT_CFG", "ATTACKS", "PRECISIONS", "IGNORED_UNLESS", "fill_cfg", "check_runnable", "run_settings",
-           "scaled_milestones", "torch_device", "autocast_factory", "backend_flags", "float32_flags"]
+__all__ = ["DEFAULT_CFG", "ATTACKS", "PRECISIONS", "COMPILE_MODES", "IGNORED_UNLESS", "OMITTED_AT_DEFAULT", "fill_cfg",
+           "canonical_cfg", "check_runnable", "run_settings", "scaled_milestones", "torch_device", "autocast_factory",
+           "backend_flags", "float32_flags"]
 
 #: The hyper-parameters of one run; every key must be present after :func:`fill_cfg`.
 DEFAULT_CFG = {
@@ -75,6 +77,10 @@ DEFAULT_CFG = {
                                   # float32 (weights, optimizer, norms, evaluation, AutoAttack); the effect of
                                   # tf32 / bf16 on accuracy is not measured in this package
     "channels_last": False,       # model and batches in channels_last memory format (faster convs on GPUs)
+    "compile": "none",            # the training forward passes (PGD's included): "none" eager | "default"
+                                  # torch.compile (inductor) | "cudagraphs" (cuda only) torch.compile with
+                                  # mode="reduce-overhead" (CUDA graphs); same math, float32 rounding differs
+                                  # (nblib.training.compiled); evaluation and AutoAttack run eager
     # ---- final evaluation
     "eval_eps": 1 / 255,          # AutoAttack / local Lipschitz l_inf radius (Table 2: 1/255, Fig. 2: 8/255)
     "n_eval": 1024,               # test points attacked (the authors: 1024); None: the whole test set
@@ -114,7 +120,11 @@ _NONE_REPLACED = {"train_subset": "use 0 for all training images"}
 _CHOICES = {"model": MODEL_NAMES, "dataset": DATASETS, "regularizer": REGULARIZERS, "adv_mode": ADV_MODES,
             "adv_preset": tuple(ADV_PRESETS), "attack": ATTACKS, "precision": PRECISIONS,
             "reg_beta_scaling": BETA_SCALINGS, "reg_nd_update": ND_UPDATES,
-            "reg_nd_layers": LAYER_SETS}
+            "reg_nd_layers": LAYER_SETS, "compile": COMPILE_MODES}
+#: Keys added after run folders were cached, left out of a config's canonical form (:func:`canonical_cfg`: the
+#: run folder's hash, the checkpoint's config check) while they hold their default, so that the configs that do
+#: not set them keep their folders and checkpoints.
+OMITTED_AT_DEFAULT = ("compile",)
 
 
 # --------------------------------------------------------------------------- types
@@ -209,6 +219,7 @@ def _check_combinations(out: dict) -> None:
     dev = out["device"]
     if not (dev == "cpu" or dev == "cuda" or (dev.startswith("cuda:") and dev[5:].isdigit())):
         raise ValueError(f"cfg['device'] must be 'cpu', 'cuda' or 'cuda:N', got {dev!r}")
+    check_compile(out["compile"], torch.device(dev).type)  # cudagraphs on the CPU: ValueError naming the fix
     epoch_seed(out["seed"], out["epochs"] - 1)  # seed and epochs fit the data-order seeds (ValueError)
 
 
@@ -219,10 +230,10 @@ def fill_cfg(cfg: Optional[dict] = None) -> dict:
     types, unknown names (model, dataset, regulariser, mode, preset, attack), out-of-range numbers (seed and
     epochs within the data-order seeds of ``nblib.data.loader.epoch_seed``) and settings that would make a run a
     copy of another one (a ``reg_strength`` with regulariser "none"; "wd", "nd_l1", "nd_linf" with strength
-    0; ``weight_decay`` next to "wd").  Numbers are normalised (``lr=1`` becomes ``1.0``, tuples become
-    lists) and the keys of :data:`IGNORED_UNLESS` that the run does not use are reset to their defaults
-    (``reg_gamma`` without norm decay, ``reg_clip_every`` without SVC, ``data_root`` with digits,
-    ``adv_preset`` with plain training, ``eval_eps`` / ``n_eval`` / ``attack_budget`` without an evaluation
+    0; ``weight_decay`` next to "wd") and ``compile="cudagraphs"`` off CUDA.  Numbers are normalised (``lr=1``
+    becomes ``1.0``, tuples become lists) and the keys of :data:`IGNORED_UNLESS` that the run does not use are
+    reset to their defaults (``reg_gamma`` without norm decay, ``reg_clip_every`` without SVC, ``data_root`` with
+    digits, ``adv_preset`` with plain training, ``eval_eps`` / ``n_eval`` / ``attack_budget`` without an evaluation
     that uses them, ...), so configs that train the same run are equal and hash equally.
     """
     cfg = dict(cfg or {})
@@ -237,6 +248,17 @@ def fill_cfg(cfg: Optional[dict] = None) -> dict:
     for key, used in IGNORED_UNLESS.items():
         if not used(out):
             out[key] = _check_type(key, DEFAULT_CFG[key])
+    return out
+
+
+def canonical_cfg(cfg: dict) -> dict:
+    """``fill_cfg(cfg)`` without the keys of :data:`OMITTED_AT_DEFAULT` that hold their default: what a run's
+    hash and its checkpoint's config check compare (``compile="none"`` is left out, so a config that does not
+    set ``compile`` hashes as it did before the key existed; ``"default"`` and ``"cudagraphs"`` are kept)."""
+    out = fill_cfg(cfg)
+    for key in OMITTED_AT_DEFAULT:
+        if out[key] == DEFAULT_CFG[key]:
+            del out[key]
     return out
 
 

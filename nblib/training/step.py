@@ -10,6 +10,7 @@ from typing import Callable
 import torch
 
 from nblib.training.adversarial import AdvLoss, adversarial_loss
+from nblib.training.compiled import begin_step
 from nblib.training.regularizers import AFTER_OPTIMIZER_STEP, BEFORE_OPTIMIZER_STEP
 
 __all__ = ["train_step"]
@@ -24,7 +25,13 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, reg, cf
     ``global_step`` counts the optimiser steps once this one is done (1 after the first): singular value
     clipping clips when it is a multiple of ``clip_every`` (a host-side integer, no device read).  Nothing
     here calls ``.item()``, ``int()`` or ``bool()`` on a device tensor (a test runs every regulariser and
-    adversarial mode on the ``meta`` device, where any such read raises)."""
+    adversarial mode on the ``meta`` device, where any such read raises).
+
+    ``model`` runs the forward passes (the loss and the PGD attack inside it); it may be the compiled module of
+    ``nblib.training.compiled.compile_model(m, cfg["compile"])``, whose parameters are ``m``'s (the optimiser's and
+    the regulariser's).  With ``compile="cudagraphs"`` the step begins with
+    :func:`~nblib.training.compiled.begin_step`; the returned logits are valid until the next step begins."""
+    begin_step(cfg["compile"])
     with autocast():
         out = adversarial_loss(cfg["adv_mode"], model, x, y, preset=cfg["adv_preset"], return_details=True)
     optimizer.zero_grad(set_to_none=True)

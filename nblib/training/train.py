@@ -12,6 +12,10 @@ and flips from a ``torch.Generator`` seeded with ``nblib.data.loader.epoch_seed(
 crops, flips and converts each batch on the device.  The test set is evaluated in batches of
 ``nblib.data.loader.EVAL_BATCH``.
 
+The training forward passes (the loss and the PGD attack of adversarial training) may run compiled
+(``cfg["compile"]``: ``nblib.training.compiled``); the optimiser, regulariser, checkpoints, norms, evaluation and
+AutoAttack use the eager module, so a compiled run's checkpoint holds the eager module's ``state_dict`` keys.
+
 A run is deterministic given its config on the CPU: python, numpy and torch are seeded with ``seed``; the data
 order and augmentation depend only on ``(seed, epoch)``; the attacks' random starts draw from the global torch
 RNG, whose state (with numpy's, python's and CUDA's) is saved in the checkpoint after every epoch.  A run
@@ -48,6 +52,7 @@ from nblib.data import eval_subset, get_dataset
 from nblib.data.loader import TrainBatches, device_tensors, eval_batches, flips, subset_indices
 from nblib.models import build
 from nblib.norms import layer_norms
+from nblib.training.compiled import compile_model
 from nblib.training.regularizers import build_regularizer, make_optimizer, optimizer_weight_decay
 from nblib.results import is_terminal, jsonable, pack_outcomes, write_atomic, write_json_atomic
 from nblib.training.run_config import (autocast_factory, backend_flags, check_runnable, fill_cfg, float32_flags,
@@ -70,6 +75,7 @@ class _Run:
     test_tensors: tuple
     input_shape: tuple
     model: torch.nn.Module
+    forward: torch.nn.Module  # the training forward passes: ``model`` or its compiled module (cfg["compile"])
     reg: object
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.MultiStepLR
@@ -122,7 +128,9 @@ def _norm_tables(model, input_shape) -> tuple[list[str], list[float], list[float
 # --------------------------------------------------------------------------- build and resume
 def _build(cfg: dict, device: torch.device) -> _Run:
     """A fresh run: global RNGs seeded, then (in this order, the model's initial weights draw from the
-    seeded torch RNG) data, model, regulariser, SGD optimiser and the lr schedule of ``cfg``."""
+    seeded torch RNG) data, model, regulariser, SGD optimiser and the lr schedule of ``cfg``; the module of the
+    training forward passes is ``nblib.training.compiled.compile_model(model, cfg["compile"])`` (lazy: compiled at
+    its first call, sharing the model's parameters)."""
     autocast = autocast_factory(cfg["precision"], device)
     seed_everything(cfg["seed"])
     test_set, batches, test_tensors = _datasets(cfg, device)
@@ -139,8 +147,8 @@ def _build(cfg: dict, device: torch.device) -> _Run:
     milestones = scaled_milestones(cfg["milestones"], cfg["epochs"])
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=cfg["lr_decay"])
     return _Run(device=device, autocast=autocast, test_set=test_set, batches=batches, test_tensors=test_tensors,
-                input_shape=input_shape, model=model, reg=reg, optimizer=optimizer, scheduler=scheduler,
-                milestones=milestones)
+                input_shape=input_shape, model=model, forward=compile_model(model, cfg["compile"]), reg=reg,
+                optimizer=optimizer, scheduler=scheduler, milestones=milestones)
 
 
 def _resume(run: _Run, cfg: dict, run_dir: Path) -> None:
@@ -179,7 +187,8 @@ def _check_finite(what: str, loss: float, epoch: int) -> None:
 
 def _train_epoch(run: _Run, cfg: dict, epoch: int, step_callback) -> tuple[float, float]:
     """The SGD steps of ``epoch`` on the loss of ``nblib.training.adversarial`` for ``adv_mode`` (the regulariser's
-    ``step`` before or after ``optimizer.step`` as its ``hook`` says); (mean training loss, accuracy)."""
+    ``step`` before or after ``optimizer.step`` as its ``hook`` says), the forward passes through ``run.forward``
+    (compiled or not), everything else on ``run.model``; (mean training loss, accuracy)."""
     model, optimizer, reg = run.model, run.optimizer, run.reg
     model.train()
     loss_sum = torch.zeros((), dtype=torch.float64, device=run.device)
@@ -191,8 +200,9 @@ def _train_epoch(run: _Run, cfg: dict, epoch: int, step_callback) -> tuple[float
         if step_callback is not None:
             step_callback(epoch, i)
         run.global_step += 1
-        out = train_step(model, optimizer, reg, cfg, x, y, run.global_step, run.autocast)
-        loss_sum += out.loss.detach().double() * y.numel()  # summed on the device, read once per epoch
+        out = train_step(run.forward, optimizer, reg, cfg, x, y, run.global_step, run.autocast)
+        # summed on the device, read once per epoch; read before the next step (CUDA graphs reuse the logits' memory)
+        loss_sum += out.loss.detach().double() * y.numel()
         correct += (out.logits.detach().argmax(1) == out.targets).sum()
         n += y.numel()
         n_ce += out.targets.numel()
@@ -247,8 +257,8 @@ def _train_epochs(run: _Run, cfg: dict, run_dir: Path, stop_after_epochs, step_c
 def _final_metrics(run: _Run, cfg: dict) -> dict:
     """The metrics of the trained model before any attack: clean test loss / accuracy on the whole test
     set, the final per-layer norms and their product, sizes, seeds and provenance (the precision: the setting,
-    the training autocast and, on CUDA, what float32 convolutions / matmuls ran as); the attack entries None
-    (not measured yet)."""
+    the training autocast and, on CUDA, what float32 convolutions / matmuls ran as; the ``compile`` setting of
+    the training forward passes); the attack entries None (not measured yet)."""
     history = run.history
     test_loss, clean_correct = _evaluate_points(run.model, run.test_tensors, cfg["channels_last"])
     clean_acc = int(clean_correct.sum()) / clean_correct.numel()
@@ -272,6 +282,7 @@ def _final_metrics(run: _Run, cfg: dict) -> dict:
         "seeds": {"python": cfg["seed"], "numpy": cfg["seed"], "torch": cfg["seed"],
                   "data_order": f"{cfg['seed']} * 2**16 + epoch", "eval_subset": cfg["seed"]},
         "device": str(run.device), "resumed_from_epoch": run.start_epoch,
+        "compile": cfg["compile"],
         "precision": {"setting": cfg["precision"], "training_autocast": "bfloat16" if cfg["precision"] == "bf16"
                       else None, "cuda_float32": float32_flags() if run.device.type == "cuda" else None},
         "data_fixture": bool(getattr(run.test_set, "is_fixture", False)),
