@@ -22,15 +22,17 @@
 # `nblib.attacks.lipschitz.local_lipschitz`) beside the product of its layers' l_inf norms (the global bound of the
 # composed linear maps; it leaves out BatchNorm and skip connections).
 #
-# **Verdicts** (`nblib.claims.figure2`). *Comparable or larger* is defined strictly, per adversarially trained
-# network against the plain one of the same architecture, layer by layer (ratio r = robust / plain norm):
-# **larger** when a one-sided sign test finds more layers grew than chance allows (p < 0.05);
-# **comparable** when the median ratio lies within [0.8, 1.25]; **smaller** (the claim does not hold) when
-# the sign test finds more layers shrank *and* the median ratio is below 0.8; otherwise not testable (with
-# n layers the sign test cannot go below 2^-n). A factor-2 band would call a halving of every norm
-# "comparable"; 25% is about the spread between the paper's own curves. *More robust*: robust accuracy
-# above plain's beyond both 95% Wilson intervals of the attacked points. *Smaller local Lipschitz*: the
-# mean estimate below 0.9x plain's (above 1.1x: does not hold; per-point values are not stored, so no interval).
+# **Verdicts** (`nblib.claims.figure2`). *Comparable or larger*: the layers of one network are not independent
+# samples (a conv and the BatchNorm after it move together) and their norms are exact, so each adversarially
+# trained network gets one summary, the median over its layers of the ratio r = robust / plain norm (against the
+# plain network of the same architecture and seed). A network **holds** when its median ratio is at least
+# 1 / `norm_band` and **does not hold** below (a fact about that network, no test); `norm_band` 1.25 reads
+# "comparable" as "at most 20% smaller in the median layer" (the paper gives no number, and 25% is about the
+# spread between its own curves: a setting, not a finding). The general claim is a one-sided sign test over the
+# networks at 0.05: holds or does not hold when significant, otherwise not testable (fewer than 5 networks can
+# never reach 0.05). *More robust*: a one-sided exact McNemar test on the attacked points, paired image by image
+# (each network its own claim). *Smaller local Lipschitz*: the mean estimate below 0.9x plain's (above 1.1x: does
+# not hold; per-point values are not stored, so no interval).
 #
 # **Two views of the norms.** The paper's text and caption plot the **l_inf** norms of the Conv2d / Linear
 # layers; the authors' code plotted **l1** norms and included the BatchNorm layers (in eval mode a
@@ -42,8 +44,8 @@
 # lr 0.1 with the paper's schedule.
 #
 # **On `smoke` the *more robust* claim is only exercised, not decided.** With 20 attacked points one image
-# moves a robust accuracy by 5 points and can move it across the edge of a Wilson interval (ALP: 19 of 20
-# against plain's 13 of 20 overlap, 20 of 20 would not), and another CPU trains other weights; attacking
+# moves a robust accuracy by 5 points, McNemar needs at least 5 images that only the robust network resists
+# before it can reach 0.05, and another CPU trains other weights; attacking
 # more points costs minutes of AutoAttack per network on two cores. The norm and local-Lipschitz verdicts
 # are the smoke run's findings; `paper` (1,024 points) decides all of them.
 
@@ -74,6 +76,7 @@ attack_budget = 1.0  # fraction of AutoAttack's iterations/queries: 1 as publish
 n_eval = 20  # attacked test points (fixed, seeded subset)
 seeds = [0]  # training seeds: every configuration is trained once per seed (the paper: one)
 layer_set = "every"  # layers compared: every conv / Linear | authors (skip grouped convs, inputs < kernel)
+norm_band = 1.25  # norms "comparable or larger" when a network's median layer ratio (robust / plain) >= 1 / norm_band
 kde_min_layers = 10  # draw a KDE of a run's layer norms only with at least this many layers (else a strip plot)
 
 # %% [markdown]

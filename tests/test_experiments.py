@@ -310,7 +310,7 @@ def _figure2_runs(tmp_path, pgd_scale):
 
 def test_figure2_result_holds_with_larger_norms_and_fails_with_smaller(tmp_path):
     settings = dict(models=["smallcnn"], adv_modes=["plain", "pgd"], dataset="digits", eval_eps_255=8,
-                    attack="standard", attack_budget=1.0, n_eval=400, epochs=6, layer_set="every")
+                    attack="standard", attack_budget=1.0, n_eval=400, epochs=6, layer_set="every", norm_band=1.25)
     r = figure2.figure2_result(_figure2_runs(tmp_path / "a", pgd_scale=2.0), settings)
     outcome = {v.claim: v.outcome for v in r.verdicts}
     assert outcome["smallcnn PGD-AT: l_inf layer norms comparable to or larger than plain"] == "holds"
@@ -382,7 +382,8 @@ def test_figure2_result_with_two_seeds(tmp_path):
     runs = pd.concat([_figure2_runs(tmp_path / f"s{s}", pgd_scale=2.0).assign(seed=s) for s in (0, 1)],
                      ignore_index=True)
     settings = dict(models=["smallcnn"], adv_modes=["plain", "pgd"], dataset="digits", eval_eps_255=8,
-                    attack="standard", attack_budget=1.0, n_eval=400, epochs=6, layer_set="every", seeds=[0, 1])
+                    attack="standard", attack_budget=1.0, n_eval=400, epochs=6, layer_set="every", seeds=[0, 1],
+                    norm_band=1.25)
     r = figure2.figure2_result(runs, settings)
     assert list(r.summary.seed) == [0, 0, 1, 1] and set(r.norms.seed) == set(r.norms_with_batchnorm.seed) == {0, 1}
     assert set(r.metrics["clean_acc"]) == {f"smallcnn/{m}/seed{s}" for m in ("plain", "pgd") for s in (0, 1)}

@@ -116,15 +116,14 @@ def layer_set_filter(frame: pd.DataFrame, layer_set: str) -> pd.DataFrame:
 
 def figure2_result(runs: pd.DataFrame, settings: dict) -> Figure2Result:
     """Every table and verdict of Figure 2 from the sweep's result table ``runs`` (finished run folders), on the
-    layers of ``settings["layer_set"]`` (:func:`layer_set_filter`).  ``settings["norm_band"]``, when given, is
-    the comparability band of the norm claims (not yet a notebook parameter: default
-    :data:`nblib.claims.figure2.BAND`)."""
+    layers of ``settings["layer_set"]`` (:func:`layer_set_filter`), the norm claims at the comparability band
+    ``settings["norm_band"]`` (notebook 04's ``norm_band``; :data:`nblib.claims.figure2.BAND` states its meaning)."""
     summary = figure2_summary(runs)
     norms = layer_set_filter(layer_norm_frame(runs), settings["layer_set"])
     norms["training"] = norms.adv_mode.map(ADV_LABELS)
     norms["log10_linf"] = np.log10(norms.linf)
     with_bn = layer_set_filter(l1_with_batchnorm_frame(runs), settings["layer_set"])
-    claims = figure2_claims(summary, norms, with_bn, band=settings.get("norm_band", judge.BAND))
+    claims = figure2_claims(summary, norms, with_bn, band=settings["norm_band"])
     return Figure2Result(runs=runs, summary=summary, norms=norms, norms_with_batchnorm=with_bn, verdicts=claims,
                          metrics=figure2_metrics(settings, summary, norms, with_bn, claims))
 
