@@ -2,10 +2,11 @@
 hours from the rates the check measured, by the one cost model (:mod:`nblib.perf.cost`), and the markdown report."""
 from __future__ import annotations
 
-__all__ = ["AA_SURVIVORS", "COMPILE_ORDER", "projection", "markdown"]
+from nblib.training.compiled import COMPILE_MODES
+
+__all__ = ["AA_SURVIVORS", "projection", "markdown"]
 
 AA_SURVIVORS = 0.65  # fraction of points reaching APGD-T / FAB-T / Square in the projection (not measured)
-COMPILE_ORDER = ("none", "default", "cudagraphs")  # the order of the projection's rows per precision and layout
 
 
 def projection(rows: list[dict], evals: dict, norm_decay: list[dict], clips: dict, shared: dict | None = None,
@@ -33,7 +34,7 @@ def projection(rows: list[dict], evals: dict, norm_decay: list[dict], clips: dic
     out = []
     for precision, channels_last, compile_mode in sorted({(r["precision"], r["channels_last"], r["compile"])
                                                           for r in rows},
-                                                         key=lambda s: (s[0], s[1], COMPILE_ORDER.index(s[2]))):
+                                                         key=lambda s: (s[0], s[1], COMPILE_MODES.index(s[2]))):
         ips = {m: {r["mode"]: r["images_per_s"] for r in rows if r["model"] == src and r["precision"] == precision
                    and r["channels_last"] == channels_last and r["compile"] == compile_mode}
                for m, src in source.items()}

@@ -10,7 +10,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from nblib.training.run_config import DEFAULT_CFG, OMITTED_AT_DEFAULT
+from nblib.training.run_config import without_omitted_defaults
 
 __all__ = ["CHECKPOINT", "CheckpointError", "seed_everything", "rng_state", "set_rng_state", "load_checkpoint",
            "restore_checkpoint"]
@@ -75,9 +75,7 @@ def _same_config(stored, cfg: dict) -> bool:
     """``stored`` (a checkpoint's config) is the filled ``cfg``, the keys of
     :data:`nblib.training.run_config.OMITTED_AT_DEFAULT` at their default counting as absent (a checkpoint written
     before ``compile`` existed resumes with ``compile="none"``)."""
-    def comparable(c):
-        return {k: v for k, v in c.items() if not (k in OMITTED_AT_DEFAULT and v == DEFAULT_CFG[k])}
-    return isinstance(stored, dict) and comparable(stored) == comparable(cfg)
+    return isinstance(stored, dict) and without_omitted_defaults(stored) == without_omitted_defaults(cfg)
 
 
 def load_checkpoint(path: Path, cfg: dict, device: torch.device) -> Optional[dict]:

@@ -40,11 +40,15 @@ __all__ = ["COMPILE_MODES", "check_compile", "compile_model", "begin_step"]
 COMPILE_MODES = ("none", "default", "cudagraphs")
 
 
+def _check_mode(mode: str) -> None:
+    if mode not in COMPILE_MODES:
+        raise ValueError(f"cfg['compile'] = {mode!r}; choose one of {', '.join(COMPILE_MODES)}")
+
+
 def check_compile(mode: str, device_type: str) -> None:
     """ValueError naming the fix when ``mode`` is not one of :data:`COMPILE_MODES` or is ``"cudagraphs"`` on a
     device that is not CUDA (``device_type``: ``"cpu"``, ``"cuda"``, ...)."""
-    if mode not in COMPILE_MODES:
-        raise ValueError(f"cfg['compile'] = {mode!r}; choose one of {', '.join(COMPILE_MODES)}")
+    _check_mode(mode)
     if mode == "cudagraphs" and device_type != "cuda":
         raise ValueError(f"cfg['compile'] = 'cudagraphs' captures CUDA graphs and needs device='cuda', not "
                          f"{device_type!r}; set compile='default' (inductor, runs on the CPU) or compile='none'")
@@ -54,8 +58,7 @@ def compile_model(model: nn.Module, mode: str) -> nn.Module:
     """The module that runs ``model``'s training forward passes: ``model`` itself for ``"none"``, else
     ``torch.compile(model, dynamic=False)`` (``mode="reduce-overhead"`` for ``"cudagraphs"``).  Compilation is
     lazy (at the first call); the result shares ``model``'s parameters and buffers."""
-    if mode not in COMPILE_MODES:
-        raise ValueError(f"cfg['compile'] = {mode!r}; choose one of {', '.join(COMPILE_MODES)}")
+    _check_mode(mode)
     if mode == "none":
         return model
     return torch.compile(model, mode="reduce-overhead" if mode == "cudagraphs" else None, dynamic=False)

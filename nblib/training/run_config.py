@@ -29,8 +29,8 @@ from nblib.training.regularizers import (BETA_SCALING, BETA_SCALINGS, CLIP_EVERY
 from nblib.vocabulary import ADV_MODES, NORM_DECAY_P, REGULARIZERS
 
 __all__ = ["DEFAULT_CFG", "ATTACKS", "PRECISIONS", "COMPILE_MODES", "IGNORED_UNLESS", "OMITTED_AT_DEFAULT", "fill_cfg",
-           "canonical_cfg", "check_runnable", "run_settings", "scaled_milestones", "torch_device", "autocast_factory",
-           "backend_flags", "float32_flags"]
+           "canonical_cfg", "without_omitted_defaults", "check_runnable", "run_settings", "scaled_milestones",
+           "torch_device", "autocast_factory", "backend_flags", "float32_flags"]
 
 #: The hyper-parameters of one run; every key must be present after :func:`fill_cfg`.
 DEFAULT_CFG = {
@@ -255,11 +255,13 @@ def canonical_cfg(cfg: dict) -> dict:
     """``fill_cfg(cfg)`` without the keys of :data:`OMITTED_AT_DEFAULT` that hold their default: what a run's
     hash and its checkpoint's config check compare (``compile="none"`` is left out, so a config that does not
     set ``compile`` hashes as it did before the key existed; ``"default"`` and ``"cudagraphs"`` are kept)."""
-    out = fill_cfg(cfg)
-    for key in OMITTED_AT_DEFAULT:
-        if out[key] == DEFAULT_CFG[key]:
-            del out[key]
-    return out
+    return without_omitted_defaults(fill_cfg(cfg))
+
+
+def without_omitted_defaults(filled: dict) -> dict:
+    """A copy of the filled config ``filled`` without the keys of :data:`OMITTED_AT_DEFAULT` that are absent or hold
+    their default (the comparison :func:`canonical_cfg` and a checkpoint's config check make)."""
+    return {k: v for k, v in filled.items() if not (k in OMITTED_AT_DEFAULT and v == DEFAULT_CFG[k])}
 
 
 # --------------------------------------------------------------------------- device and data
