@@ -76,7 +76,7 @@ attack_budget = 1.0  # fraction of AutoAttack's iterations/queries: 1 as publish
 n_eval = 20  # attacked test points (fixed, seeded subset)
 seeds = [0]  # training seeds: every configuration is trained once per seed (the paper: one)
 layer_set = "every"  # layers compared: every conv / Linear | authors (skip grouped convs, inputs < kernel)
-norm_band = 1.25  # norms "comparable or larger" when a network's median layer ratio (robust / plain) >= 1 / norm_band
+norm_band = 1.25  # comparable or larger norms: a network's median layer ratio robust / plain at least 1 / norm_band
 kde_min_layers = 10  # draw a KDE of a run's layer norms only with at least this many layers (else a strip plot)
 
 # %% [markdown]
